@@ -1,0 +1,1 @@
+"""NumPyro model definitions of TransST (importable as `transst_bayes.models`)."""

@@ -1,0 +1,41 @@
+"""transst_bayes: transfer-learning spatial factor model (TransST) with a Potts prior.
+
+Entry points: `simulate`, `fit_em`, `TransSTResult`, `load_result`; NumPyro models in
+`transst_bayes.models`.
+"""
+
+from __future__ import annotations
+
+import importlib.util as _ilu
+import os as _os
+import sys as _sys
+
+from .fit import EMSettings, __version__, fit_em
+from .metrics import adjusted_rand_index, align_labels, normalized_mutual_info
+from .result import TransSTResult, load_result
+from .simulate import simulate
+
+
+def _attach_models() -> None:
+    """`transst_bayes.models` is the top-level `models/` folder. Installed, setuptools maps it
+    into the package; in a source checkout (repository root on sys.path) load it from there."""
+    if _ilu.find_spec(__name__ + ".models") is not None:
+        return
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    init = _os.path.join(_os.path.dirname(here), "models", "__init__.py")
+    if not _os.path.exists(init):  # pragma: no cover
+        return
+    spec = _ilu.spec_from_file_location(__name__ + ".models", init,
+                                        submodule_search_locations=[_os.path.dirname(init)])
+    mod = _ilu.module_from_spec(spec)
+    _sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+
+
+_attach_models()
+from . import models  # noqa: E402
+
+__all__ = [
+    "EMSettings", "TransSTResult", "adjusted_rand_index", "align_labels", "fit_em", "load_result",
+    "models", "normalized_mutual_info", "simulate", "__version__",
+]

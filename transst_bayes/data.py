@@ -1,0 +1,308 @@
+"""The data boundary: the only module that reads AnnData.
+
+Turns a target AnnData (and optionally a labeled source AnnData) into dense float arrays on a
+shared, selected, standardised gene set plus the target's spatial graph, with every check on the
+input done here so the numerical core never sees a bad value.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from .graph import PaddedGraph, build_graph, pad_graph, validate_adjacency
+
+GENE_SELECTIONS = ("variance", "cv")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """How expression and space are read. Defaults follow DESIGN section 5."""
+
+    layer: str | None = None  # None: X
+    source_layer: str | None = None  # None: same as `layer`
+    counts: bool | None = None  # None: detect (non-negative integers = raw counts)
+    target_sum: float = 1e4
+    genes: str | tuple = "variance"  # "variance", "cv" or an explicit tuple of names
+    n_genes: int = 2000
+    standardize: str = "pooled"  # "pooled" | "separate" | "none"
+    spatial_key: str = "spatial"
+    graph: str = "knn"  # knn | visium | st | radius; an obsp graph is used when present
+    graph_key: str = "spatial_connectivities"
+    n_neighbors: int = 6
+    radius: float | None = None
+    library_key: str | None = None
+    dtype: str = "float32"
+
+
+class Prepared(NamedTuple):
+    X: np.ndarray  # (n, p) target, standardised
+    X_source: np.ndarray | None  # (n_s, p)
+    source_labels: np.ndarray | None  # (n_s,) int codes
+    source_classes: list  # names of the source classes
+    genes: list  # selected gene names (p,)
+    gene_mean: np.ndarray  # (p,) on the log-normalised scale (target side)
+    gene_scale: np.ndarray  # (p,)
+    adjacency: sp.csr_matrix
+    graph: PaddedGraph
+    obs_names: list
+
+
+def _matrix(adata, layer, what: str):
+    if layer is None:
+        X = adata.X
+    else:
+        if layer not in adata.layers:
+            raise ValueError(
+                f"{what}: layer {layer!r} not found; available layers: {list(adata.layers.keys())}"
+                " (pass layer=None to use X)"
+            )
+        X = adata.layers[layer]
+    if X is None:
+        raise ValueError(f"{what}: the expression matrix is empty (X is None); pass layer=...")
+    if sp.issparse(X):
+        return sp.csr_matrix(X)
+    return np.asarray(X)
+
+
+def _values(X) -> np.ndarray:
+    return X.data if sp.issparse(X) else np.asarray(X).ravel()
+
+
+def _check_finite(X, what: str) -> None:
+    v = _values(X)
+    if v.size and not np.all(np.isfinite(v)):
+        bad = int(np.sum(~np.isfinite(v)))
+        raise ValueError(
+            f"{what} contains {bad} NaN or inf values; remove or impute them before fitting"
+        )
+
+
+def _is_counts(X, what: str, override: bool | None) -> bool:
+    v = _values(X)
+    neg = v.size and float(np.min(v)) < 0
+    if override is True:
+        if neg:
+            raise ValueError(
+                f"{what} has negative values but counts=True; raw counts must be >= 0 "
+                "(pass counts=False if the data are already log-normalised)"
+            )
+        return True
+    if override is False:
+        return False
+    if neg:
+        return False
+    sample = v[: 200_000]
+    return bool(np.all(np.abs(sample - np.round(sample)) < 1e-6))
+
+
+def _log_normalise(X, target_sum: float):
+    """Library-size normalisation to `target_sum` then log1p (sparse stays sparse)."""
+    lib = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
+    scale = np.where(lib > 0, target_sum / np.maximum(lib, 1e-12), 0.0)
+    if sp.issparse(X):
+        Y = sp.csr_matrix(sp.diags(scale) @ X, dtype=np.float32)
+        Y.data = np.log1p(Y.data)
+        return Y
+    return np.log1p(np.asarray(X, np.float64) * scale[:, None]).astype(np.float32)
+
+
+def _mean_var(X):
+    if sp.issparse(X):
+        m = np.asarray(X.mean(axis=0)).ravel()
+        m2 = np.asarray(X.multiply(X).mean(axis=0)).ravel()
+        return m, np.maximum(m2 - m * m, 0.0)
+    X = np.asarray(X, np.float64)
+    return X.mean(0), X.var(0)
+
+
+def _dense(X, cols, dtype) -> np.ndarray:
+    sub = X[:, cols]
+    return (sub.toarray() if sp.issparse(sub) else np.asarray(sub)).astype(dtype)
+
+
+def _prepare_expression(adata, layer, counts, target_sum, what):
+    X = _matrix(adata, layer, what)
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{what} is empty ({X.shape[0]} spots x {X.shape[1]} genes)")
+    _check_finite(X, what)
+    if _is_counts(X, what, counts):
+        X = _log_normalise(X, target_sum)
+    return X
+
+
+def _labels(source, label_key: str):
+    if label_key not in source.obs.columns:
+        raise ValueError(
+            f"label_key={label_key!r} is not a column of source.obs; columns are "
+            f"{list(source.obs.columns)}"
+        )
+    lab = source.obs[label_key]
+    missing = int(lab.isna().sum())
+    if missing:
+        raise ValueError(
+            f"source.obs[{label_key!r}] has {missing} missing labels; drop those spots or "
+            "fill the labels before fitting"
+        )
+    classes, codes = np.unique(np.asarray(lab.astype(str)), return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(
+            f"source.obs[{label_key!r}] has a single class ({classes[0]!r}); the source needs at "
+            "least two labelled classes (or pass source=None for no transfer)"
+        )
+    return codes.astype(np.int32), [str(c) for c in classes]
+
+
+def _select_genes(Xt, genes_t: np.ndarray, how, n_genes: int) -> np.ndarray:
+    """Indices (into the shared genes) chosen on the target."""
+    if isinstance(how, str):
+        if how not in GENE_SELECTIONS:
+            raise ValueError(f"genes must be one of {GENE_SELECTIONS} or a list of names, got {how!r}")
+        m, v = _mean_var(Xt)
+        if how == "variance":
+            score = v
+        else:
+            score = np.where(m > 0, np.sqrt(v) / np.maximum(m, 1e-12), -np.inf)
+        keep = np.flatnonzero(v > 0)
+        order = keep[np.argsort(-score[keep], kind="stable")]
+        return np.sort(order[: min(n_genes, order.size)])
+    wanted = [str(g) for g in how]
+    pos = {g: i for i, g in enumerate(genes_t)}
+    missing = [g for g in wanted if g not in pos]
+    if missing:
+        raise ValueError(
+            f"genes: {len(missing)} requested genes are not shared by target and source, e.g. "
+            f"{missing[:5]}; pass genes that both data sets measure"
+        )
+    return np.array(sorted(pos[g] for g in wanted), dtype=np.int64)
+
+
+def _coords(adata, key: str):
+    if key in adata.obsm:
+        c = np.asarray(adata.obsm[key], dtype=np.float64)
+        return c[:, :2] if c.ndim == 2 else c
+    return None
+
+
+def target_graph(adata, s: DataSettings):
+    """Adjacency of the target spots: obsp graph if present, else built from space."""
+    n = adata.n_obs
+    if s.graph_key in adata.obsp:
+        return validate_adjacency(adata.obsp[s.graph_key], n)
+    obs = adata.obs
+    coords = _coords(adata, s.spatial_key)
+    row = obs["array_row"].to_numpy() if "array_row" in obs else None
+    col = obs["array_col"].to_numpy() if "array_col" in obs else None
+    if s.graph in ("knn", "radius") and coords is None:
+        raise ValueError(
+            f"target.obsm[{s.spatial_key!r}] is missing: spatial coordinates are needed for the "
+            "neighbour graph; add them (or pass spatial_key=..., or a graph in "
+            f"target.obsp[{s.graph_key!r}])"
+        )
+    libs = None
+    if s.library_key is not None:
+        if s.library_key not in obs:
+            raise ValueError(f"library_key={s.library_key!r} is not a column of target.obs")
+        libs = obs[s.library_key].astype(str).to_numpy()
+    return build_graph(coords=coords, kind=s.graph, k=s.n_neighbors, radius=s.radius,
+                       array_row=row, array_col=col, libraries=libs)
+
+
+def prepare(target, source=None, label_key: str = "label", settings: DataSettings = DataSettings(),
+            min_genes: int = 2) -> Prepared:
+    """Read, check, normalise, select and standardise; build the target graph."""
+    s = settings
+    Xt = _prepare_expression(target, s.layer, s.counts, s.target_sum, "target")
+    genes_t = np.asarray(target.var_names.astype(str))
+    Xs = labels = None
+    classes: list = []
+    if source is not None:
+        Xs = _prepare_expression(source, s.source_layer if s.source_layer is not None else s.layer,
+                                 s.counts, s.target_sum, "source")
+        labels, classes = _labels(source, label_key)
+        genes_s = np.asarray(source.var_names.astype(str))
+        shared = np.intersect1d(genes_t, genes_s)
+        if shared.size < min_genes:
+            raise ValueError(
+                f"target and source share {shared.size} genes, need at least {min_genes} "
+                "(n_factors + 1); check that var_names use the same gene identifiers "
+                "(symbols vs Ensembl ids)"
+            )
+        shared_set = set(shared.tolist())
+        idx_t = np.array([i for i, g in enumerate(genes_t) if g in shared_set], dtype=np.int64)
+        genes_sh = genes_t[idx_t]
+        pos_s = {g: i for i, g in enumerate(genes_s)}
+        idx_s = np.array([pos_s[g] for g in genes_sh], dtype=np.int64)
+    else:
+        idx_t = np.arange(genes_t.size)
+        genes_sh = genes_t
+        idx_s = None
+    Xt_sh = Xt[:, idx_t]
+    sel = _select_genes(Xt_sh, genes_sh, s.genes if isinstance(s.genes, str) else list(s.genes),
+                        s.n_genes)
+    if sel.size < min_genes:
+        raise ValueError(
+            f"only {sel.size} usable genes after selection (need at least {min_genes} = "
+            "n_factors + 1); lower n_factors or keep more genes"
+        )
+    dtype = np.dtype(s.dtype)
+    Xt_d = _dense(Xt_sh, sel, np.float64)
+    Xs_d = _dense(Xs[:, idx_s], sel, np.float64) if Xs is not None else None
+    mean_t, sd_t = Xt_d.mean(0), Xt_d.std(0)
+    if s.standardize == "pooled" and Xs_d is not None:
+        allx = np.vstack([Xt_d, Xs_d])
+        m, sd = allx.mean(0), allx.std(0)
+        sd = np.where(sd > 0, sd, 1.0)
+        Xt_d, Xs_d = (Xt_d - m) / sd, (Xs_d - m) / sd
+        gene_mean, gene_scale = m, sd
+    elif s.standardize in ("pooled", "separate"):
+        sd_t1 = np.where(sd_t > 0, sd_t, 1.0)
+        Xt_d = (Xt_d - mean_t) / sd_t1
+        if Xs_d is not None:
+            ms, ss = Xs_d.mean(0), Xs_d.std(0)
+            Xs_d = (Xs_d - ms) / np.where(ss > 0, ss, 1.0)
+        gene_mean, gene_scale = mean_t, sd_t1
+    elif s.standardize == "none":
+        gene_mean, gene_scale = np.zeros(sel.size), np.ones(sel.size)
+    else:
+        raise ValueError(f"standardize must be 'pooled', 'separate' or 'none', got {s.standardize!r}")
+    adj = target_graph(target, s)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        graph = pad_graph(adj)
+    return Prepared(
+        X=Xt_d.astype(dtype),
+        X_source=None if Xs_d is None else Xs_d.astype(dtype),
+        source_labels=labels,
+        source_classes=classes,
+        genes=[str(g) for g in genes_sh[sel]],
+        gene_mean=gene_mean.astype(np.float64),
+        gene_scale=gene_scale.astype(np.float64),
+        adjacency=adj,
+        graph=graph,
+        obs_names=list(map(str, target.obs_names)),
+    )
+
+
+def as_anndata(X, spatial=None, genes: Sequence[str] | None = None, obs: dict | None = None):
+    """Wrap arrays (numpy or scipy.sparse) as AnnData for the functions that take AnnData."""
+    import anndata as ad
+    import pandas as pd
+
+    if not (sp.issparse(X) or isinstance(X, np.ndarray)):
+        raise TypeError(f"expected an AnnData, numpy array or scipy.sparse matrix, got {type(X).__name__}")
+    if X.ndim != 2:
+        raise ValueError(f"expression must be 2-D (spots x genes), got shape {X.shape}")
+    n, p = X.shape
+    var = pd.DataFrame(index=[str(g) for g in genes] if genes is not None else [f"g{i}" for i in range(p)])
+    a = ad.AnnData(X=X, obs=pd.DataFrame(obs or {}, index=[f"s{i}" for i in range(n)]), var=var)
+    if spatial is not None:
+        spatial = np.asarray(spatial, dtype=np.float64)
+        if spatial.shape[0] != n:
+            raise ValueError(f"spatial must have one row per spot ({n}), got {spatial.shape[0]}")
+        a.obsm["spatial"] = spatial
+    return a

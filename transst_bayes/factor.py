@@ -1,0 +1,156 @@
+"""Kernels of the factor model x = W z + e, e ~ N(0, diag(psi)), z | k ~ N(mu_k, Sigma_k).
+
+With z integrated out, x | k ~ N(W mu_k, W Sigma_k W^T + diag(psi)); evaluated with the Woodbury
+identity and the matrix determinant lemma after one O(n p q) pass (`precompute`), never a p x p
+matrix. The same kernels serve the source EM (labels fixed), the transfer step (one component
+with mu = 0, Sigma = I) and the joint target clustering. All pure and jit-able.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+LOG2PI = 1.8378770664093453
+PSI_FLOOR = 1e-4
+JITTER = 1e-6
+
+
+class Sufficient(NamedTuple):
+    A: jax.Array  # (q, q) W^T Psi^-1 W
+    b: jax.Array  # (n, q) X Psi^-1 W
+    xPx: jax.Array  # (n,)  x^T Psi^-1 x
+    logdet_psi: jax.Array  # ()
+
+
+class Components(NamedTuple):
+    loglik: jax.Array  # (n, K) log N(x_j | W mu_k, W Sigma_k W^T + Psi)
+    Ez: jax.Array  # (n, K, q) E[z_j | x_j, y_j = k]
+    Vz: jax.Array  # (K, q, q) Cov[z_j | x_j, y_j = k]
+
+
+def precompute(X, W, psi) -> Sufficient:
+    Wp = W / psi[:, None]
+    return Sufficient(
+        A=W.T @ Wp,
+        b=X @ Wp,
+        xPx=jnp.sum(X * X / psi, axis=1),
+        logdet_psi=jnp.sum(jnp.log(psi)),
+    )
+
+
+def _chol_inv(S):
+    q = S.shape[-1]
+    L = jnp.linalg.cholesky(S + JITTER * jnp.eye(q, dtype=S.dtype))
+    Linv = jax.scipy.linalg.solve_triangular(L, jnp.eye(q, dtype=S.dtype), lower=True)
+    return Linv.T @ Linv, 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+
+
+def components(suf: Sufficient, mu, Sigma, p: int) -> Components:
+    """Per-spot, per-component marginal log-likelihood and posterior moments of z."""
+
+    def one(m, S):
+        Sinv, logdet_S = _chol_inv(S)
+        Minv, logdet_Minv = _chol_inv(Sinv + suf.A)
+        c = suf.b - m @ suf.A  # (n, q): W^T Psi^-1 (x - W m)
+        quad = suf.xPx - 2.0 * suf.b @ m + m @ suf.A @ m - jnp.sum((c @ Minv) * c, axis=1)
+        logdet = suf.logdet_psi + logdet_S - logdet_Minv
+        ll = -0.5 * (p * LOG2PI + logdet + quad)
+        Ez = (suf.b + Sinv @ m) @ Minv  # Minv symmetric
+        return ll, Ez, Minv
+
+    ll, Ez, Vz = jax.vmap(one, in_axes=(0, 0), out_axes=(1, 1, 0))(mu, Sigma)
+    return Components(loglik=ll, Ez=Ez, Vz=Vz)
+
+
+def gaussian_components(V, mu, Sigma) -> Components:
+    """Components for clustering observed factor scores V directly (the two-stage variant)."""
+    q = V.shape[1]
+
+    def one(m, S):
+        L = jnp.linalg.cholesky(S + JITTER * jnp.eye(q, dtype=S.dtype))
+        sol = jax.scipy.linalg.solve_triangular(L, (V - m).T, lower=True)
+        ll = -0.5 * (q * LOG2PI + 2.0 * jnp.sum(jnp.log(jnp.diag(L))) + jnp.sum(sol**2, axis=0))
+        return ll
+
+    ll = jax.vmap(one, out_axes=1)(mu, Sigma)
+    K = mu.shape[0]
+    Ez = jnp.broadcast_to(V[:, None, :], (V.shape[0], K, q))
+    return Components(loglik=ll, Ez=Ez, Vz=jnp.zeros((K, q, q), V.dtype))
+
+
+def update_mu_sigma(R, comp: Components, mu_old, Sigma_old, min_weight=1e-3):
+    """Weighted means/covariances of z per component; an (almost) empty component keeps its old
+    parameters instead of producing NaN."""
+    Nk = jnp.sum(R, axis=0)  # (K,)
+    safe = jnp.maximum(Nk, 1e-12)
+    mu = jnp.einsum("nk,nkq->kq", R, comp.Ez) / safe[:, None]
+    d = comp.Ez - mu[None]
+    Sigma = jnp.einsum("nk,nkq,nkr->kqr", R, d, d) / safe[:, None, None] + comp.Vz
+    q = mu.shape[1]
+    Sigma = 0.5 * (Sigma + jnp.swapaxes(Sigma, 1, 2)) + JITTER * jnp.eye(q, dtype=mu.dtype)
+    ok = Nk > min_weight
+    mu = jnp.where(ok[:, None], mu, mu_old)
+    Sigma = jnp.where(ok[:, None, None], Sigma, Sigma_old)
+    return mu, Sigma
+
+
+class LoadingStats(NamedTuple):
+    XtEz: jax.Array  # (p, q) sum_j x_j E[z_j]^T
+    G: jax.Array  # (q, q) sum_j E[z_j z_j^T]
+    xx: jax.Array  # (p,) sum_j x_jg^2
+    n: jax.Array  # ()
+
+
+def loading_stats(X, R, comp: Components) -> LoadingStats:
+    Ezbar = jnp.einsum("nk,nkq->nq", R, comp.Ez)
+    G = jnp.einsum("nk,nkq,nkr->qr", R, comp.Ez, comp.Ez) + jnp.einsum(
+        "k,kqr->qr", jnp.sum(R, axis=0), comp.Vz
+    )
+    return LoadingStats(
+        XtEz=X.T @ Ezbar, G=0.5 * (G + G.T), xx=jnp.sum(X * X, axis=0), n=jnp.asarray(X.shape[0], X.dtype)
+    )
+
+
+def update_loadings(st: LoadingStats, W_prior, lam):
+    """Ridge M-step per gene toward W_prior: W_g = (XtEz_g + lam_g W0_g)(G + lam_g I)^-1.
+
+    One eigendecomposition of G serves all genes (O(p q^2)). Returns W and the eigenvalues of G.
+    """
+    D, U = jnp.linalg.eigh(st.G)
+    D = jnp.maximum(D, 0.0)
+    rhs = (st.XtEz + lam[:, None] * W_prior) @ U
+    W = (rhs / (D[None, :] + lam[:, None] + 1e-10)) @ U.T
+    return W, D
+
+
+def update_psi(st: LoadingStats, W):
+    psi = (st.xx - 2.0 * jnp.sum(W * st.XtEz, axis=1) + jnp.sum((W @ st.G) * W, axis=1)) / st.n
+    return jnp.maximum(psi, PSI_FLOOR)
+
+
+def eb_tau2(W, W_prior, psi, D, tau2):
+    """Empirical-Bayes (EM) update of tau^2 under W_g ~ N(W0_g, tau^2 I): the Gaussian posterior
+    of each row has precision G / psi_g + I / tau^2 (eigenvalues D / psi_g + 1 / tau^2)."""
+    p, q = W.shape
+    post_var = jnp.sum(1.0 / (D[None, :] / psi[:, None] + 1.0 / tau2), axis=1)
+    return (jnp.sum((W - W_prior) ** 2) + jnp.sum(post_var)) / (p * q)
+
+
+def log_prior_loadings(W, W_prior, tau2):
+    p, q = W.shape
+    return -0.5 * (jnp.sum((W - W_prior) ** 2) / tau2 + p * q * (LOG2PI + jnp.log(tau2)))
+
+
+def whiten(W, mu, Sigma, weights):
+    """Re-express z so that its pooled covariance is I (likelihood unchanged): removes the
+    GL(q) freedom of an unanchored factor model."""
+    w = weights / jnp.sum(weights)
+    mbar = w @ mu
+    C = jnp.einsum("k,kqr->qr", w, Sigma) + jnp.einsum("k,kq,kr->qr", w, mu - mbar, mu - mbar)
+    q = C.shape[0]
+    L = jnp.linalg.cholesky(C + JITTER * jnp.eye(q, dtype=C.dtype))
+    Linv = jax.scipy.linalg.solve_triangular(L, jnp.eye(q, dtype=C.dtype), lower=True)
+    return W @ L, mu @ Linv.T, jnp.einsum("qa,kab,rb->kqr", Linv, Sigma, Linv)

@@ -1,0 +1,277 @@
+"""fit_em: the three TransST steps on the compiled EM/ICM path."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import factor as F
+from .cluster import VARIANTS, Settings, fit_cluster_jit, init_state
+from .data import DataSettings, Prepared, as_anndata, prepare
+from .linalg import kmeans
+from .result import TransSTResult, entropy
+from .selection import CRITERIA, criteria
+from .source_em import fit_source_jit
+from .transfer import TRANSFER_MODES, fit_transfer_jit
+
+__version__ = "0.1.0"
+
+
+@dataclass(frozen=True)
+class EMSettings:
+    """Model and optimisation settings of the EM path."""
+
+    n_factors: int = 15
+    transfer: str = "eb"  # "eb" | "cv" | "none"
+    variant: str = "joint"  # "joint" | "two_stage"
+    beta: float | None = None  # None: learned (pseudo-likelihood); a number: fixed
+    beta_init: float = 1.0
+    criterion: str = "hbic"
+    n_restarts: int = 3
+    max_iter: int = 100
+    tol: float = 1e-4  # convergence: objective change below tol nats per spot
+    source_max_iter: int = 100
+    n_mean_field: int = 1
+    seed: int = 0
+    dtype: str = "float32"
+
+    def check(self) -> None:
+        if self.transfer not in TRANSFER_MODES:
+            raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if not isinstance(self.n_factors, (int, np.integer)) or self.n_factors < 1:
+            raise ValueError(f"n_factors must be a positive integer, got {self.n_factors!r}")
+        if self.n_restarts < 1 or self.max_iter < 1:
+            raise ValueError("n_restarts and max_iter must be >= 1")
+        if self.beta is not None and self.beta < 0:
+            raise ValueError(f"beta must be >= 0 (or None to learn it), got {self.beta}")
+
+
+def precision(dtype: str):
+    """Context in which JAX computes in `dtype` (float64 needs x64 switched on locally)."""
+    if dtype == "float64":
+        enable = getattr(jax, "enable_x64", None)
+        if enable is None:  # pragma: no cover - older JAX
+            from jax.experimental import enable_x64 as enable
+        return enable(True)
+    return contextlib.nullcontext()
+
+
+def _check_k(Ks: Sequence[int], n: int) -> list[int]:
+    out = []
+    for K in Ks:
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)):
+            raise TypeError(f"n_domains must be an int or a list of ints, got {K!r}")
+        K = int(K)
+        if K < 2:
+            raise ValueError(f"n_domains must be >= 2, got {K}")
+        if 2 * K > n:
+            raise ValueError(
+                f"n_domains={K} is too large for {n} target spots (need at least 2 spots per "
+                f"domain, so K <= {n // 2}); lower n_domains"
+            )
+        out.append(K)
+    if not out:
+        raise ValueError("n_domains is empty; give K or a list of K")
+    return out
+
+
+def _data_settings(kw: dict) -> DataSettings:
+    names = DataSettings.__dataclass_fields__.keys()
+    bad = [k for k in kw if k not in names]
+    if bad:
+        raise TypeError(f"unexpected keyword argument(s) {bad}; data options are {sorted(names)}")
+    if "genes" in kw and not isinstance(kw["genes"], str):
+        kw = dict(kw, genes=tuple(kw["genes"]))
+    return DataSettings(**kw)
+
+
+def _inputs(target, source, source_labels, spatial):
+    """Arrays become AnnData here, at the boundary."""
+    if not hasattr(target, "obs"):
+        target = as_anndata(target, spatial=spatial)
+    if source is not None and not hasattr(source, "obs"):
+        if source_labels is None:
+            raise ValueError("source given as an array needs source_labels=... (one per row)")
+        labels = np.asarray(source_labels)
+        if labels.shape[0] != source.shape[0]:
+            raise ValueError(f"source_labels has {labels.shape[0]} entries for {source.shape[0]} rows")
+        genes = list(map(str, target.var_names)) if source.shape[1] == target.n_vars else None
+        source = as_anndata(source, genes=genes, obs={"label": labels})
+    return target, source
+
+
+def fit_em(
+    target,
+    source=None,
+    label_key: str = "label",
+    n_domains: int | Sequence[int] = 7,
+    *,
+    n_factors: int = 15,
+    transfer: str = "eb",
+    variant: str = "joint",
+    beta: float | None = None,
+    criterion: str = "hbic",
+    n_restarts: int = 3,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    seed: int = 0,
+    dtype: str = "float32",
+    source_labels=None,
+    spatial=None,
+    **data_options,
+) -> TransSTResult:
+    """Fit TransST on the compiled EM/ICM path.
+
+    Parameters
+    ----------
+    target : AnnData (or array with `spatial=` coordinates), the unlabeled section.
+    source : AnnData with labels in `obs[label_key]` (or array with `source_labels=`), or None.
+        Its classes need not be the target's domains. None (or transfer="none") fits the target
+        alone.
+    n_domains : K, or a list of K to choose from by `criterion` ("hbic", "bic", "mbic", "icl").
+    n_factors : q. transfer : "eb" (tau learned by empirical Bayes), "cv" (published lambda grid),
+        "none". variant : "joint" (default) or "two_stage". beta : None to learn the Potts
+        smoothness, or a fixed value. dtype : "float32" or "float64".
+    data_options : layer, source_layer, counts, target_sum, genes, n_genes, standardize,
+        spatial_key, graph, graph_key, n_neighbors, radius, library_key (see DataSettings).
+    """
+    t0 = time.perf_counter()
+    em = EMSettings(n_factors=n_factors, transfer=transfer, variant=variant, beta=beta,
+                    criterion=criterion, n_restarts=n_restarts, max_iter=max_iter, tol=tol,
+                    seed=seed, dtype=dtype)
+    em.check()
+    ds = _data_settings(dict(data_options, dtype=dtype))
+    Ks = [n_domains] if isinstance(n_domains, (int, np.integer)) and not isinstance(n_domains, bool) \
+        else list(n_domains) if not isinstance(n_domains, (str, bytes)) else [n_domains]
+    target, source = _inputs(target, source, source_labels, spatial)
+    if target.n_obs == 0:
+        raise ValueError("target is empty (0 spots)")
+    prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)
+    n, p = prep.X.shape
+    if n_factors >= p:
+        raise ValueError(f"n_factors={n_factors} must be smaller than the number of genes ({p})")
+    Ks = _check_k(Ks, n)
+    if n_factors >= n:
+        raise ValueError(f"n_factors={n_factors} must be smaller than the number of spots ({n})")
+    mode = em.transfer if prep.X_source is not None else "none"
+    with precision(dtype):
+        out = _fit_arrays(prep, Ks, em, mode)
+    res = _assemble(prep, out, em, ds, mode, Ks)
+    res.info["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str) -> dict:
+    dt = jnp.dtype(em.dtype)
+    key = jax.random.PRNGKey(em.seed)
+    k_src, k_tr, k_cl = jax.random.split(key, 3)
+    X = jnp.asarray(prep.X, dt)
+    q = em.n_factors
+    src = None
+    if mode != "none":
+        C = len(prep.source_classes)
+        src = fit_source_jit(jnp.asarray(prep.X_source, dt), jnp.asarray(prep.source_labels), C=C,
+                             q=q, key=k_src, max_iter=em.source_max_iter)
+        W_prior = src.W
+    else:
+        W_prior = jnp.zeros((prep.X.shape[1], q), dt)
+    tr = fit_transfer_jit(X, W_prior if mode != "none" else None, k_tr, mode=mode, q=q)
+    g = prep.graph
+    graph = (jnp.asarray(g.nbr), jnp.asarray(g.mask, dt), jnp.asarray(g.colors))
+    data = X if em.variant == "joint" else tr.Z
+    beta0 = em.beta if em.beta is not None else em.beta_init
+    fits = {}
+    for K in Ks:
+        s = Settings(K=K, variant=em.variant, mode=mode, learn_beta=em.beta is None,
+                     max_iter=em.max_iter, tol=em.tol, n_colors=g.n_colors,
+                     n_mean_field=em.n_mean_field)
+        inits = _initial_labels(tr, src, X, K, em.n_restarts, jax.random.fold_in(k_cl, K))
+        best = None
+        for lab0 in inits:
+            st0 = init_state(tr.Z, lab0, tr.W, tr.psi, tr.tau2, beta0, K)
+            fit = fit_cluster_jit(data, graph, W_prior, tr.lam, st0, s)
+            if not bool(jnp.isfinite(fit.objective)):
+                continue
+            if best is None or float(fit.objective) > float(best.objective):
+                best = fit
+        if best is None:
+            raise FloatingPointError(
+                f"every restart for K={K} ended with a non-finite objective; try dtype='float64'"
+            )
+        fits[K] = best
+    return {"source": src, "transfer": tr, "fits": fits}
+
+
+def _initial_labels(tr, src, X, K: int, n_restarts: int, key):
+    """Restart 0 classifies the target by the source classes when their number is K; the others
+    are k-means++ on the transferred factor scores."""
+    inits = []
+    if src is not None and src.mu.shape[0] == K:
+        comp = F.components(F.precompute(X, tr.W, tr.psi), src.mu, src.Sigma, X.shape[1])
+        inits.append(jnp.argmax(comp.loglik, axis=1))
+    keys = jax.random.split(key, n_restarts)
+    while len(inits) < n_restarts:
+        inits.append(kmeans(keys[len(inits)], tr.Z, K))
+    return inits
+
+
+def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode: str, Ks) -> TransSTResult:
+    n, p = prep.X.shape
+    q = em.n_factors
+    table = []
+    for K in Ks:
+        f = out["fits"][K]
+        R = np.asarray(f.R, np.float64)
+        ll = float(f.objective) - (float(F.log_prior_loadings(f.W, out["source"].W, f.tau2))
+                                   if (mode == "eb" and em.variant == "joint") else 0.0)
+        row = {"K": K, "loglik": ll}
+        row.update(criteria(ll, K, q, n, float(entropy(R).sum())))
+        row.update({"beta": float(f.beta), "n_iter": int(f.n_iter), "converged": bool(f.converged)})
+        table.append({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
+    chosen = min(table, key=lambda r: r[em.criterion])["K"]
+    for r in table:
+        r["chosen"] = r["K"] == chosen
+    f = out["fits"][chosen]
+    src, tr = out["source"], out["transfer"]
+    tau = float(np.sqrt(f.tau2)) if mode == "eb" else float(np.sqrt(tr.tau2)) if mode == "cv" else float("inf")
+    settings = dict(asdict(em), **{f"data_{k}": v for k, v in asdict(ds).items()})
+    settings.update(transfer_used=mode, n_domains_tried=list(Ks), version=__version__)
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    trace = np.asarray(f.trace)
+    return TransSTResult(
+        labels=np.asarray(f.labels, np.int64),
+        proba=np.asarray(f.R, np.float64),
+        factors=np.asarray(f.Z),
+        W_t=np.asarray(f.W) if em.variant == "joint" else np.asarray(tr.W),
+        psi=np.asarray(f.psi) if em.variant == "joint" else np.asarray(tr.psi),
+        mu=np.asarray(f.mu),
+        Sigma=np.asarray(f.Sigma),
+        tau=tau,
+        beta=float(f.beta),
+        trace=trace[np.isfinite(trace)],
+        k_table=table,
+        settings=settings,
+        genes=prep.genes,
+        obs_names=prep.obs_names,
+        W_s=None if src is None else np.asarray(src.W),
+        psi_s=None if src is None else np.asarray(src.psi),
+        mu_s=None if src is None else np.asarray(src.mu),
+        Sigma_s=None if src is None else np.asarray(src.Sigma),
+        source_classes=prep.source_classes,
+        gene_mean=prep.gene_mean,
+        gene_scale=prep.gene_scale,
+        info={"cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
+              "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors)},
+    )

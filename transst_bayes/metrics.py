@@ -1,0 +1,52 @@
+"""Clustering scores without extra dependencies: ARI, NMI, Hungarian alignment."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.special import comb
+
+
+def contingency(a, b) -> np.ndarray:
+    _, ia = np.unique(np.asarray(a), return_inverse=True)
+    _, ib = np.unique(np.asarray(b), return_inverse=True)
+    M = np.zeros((ia.max() + 1, ib.max() + 1), dtype=np.int64)
+    np.add.at(M, (ia, ib), 1)
+    return M
+
+
+def adjusted_rand_index(a, b) -> float:
+    M = contingency(a, b)
+    n = M.sum()
+    sum_ij = comb(M, 2).sum()
+    sa, sb = comb(M.sum(1), 2).sum(), comb(M.sum(0), 2).sum()
+    expected = sa * sb / comb(n, 2)
+    top = 0.5 * (sa + sb)
+    if top == expected:
+        return 1.0
+    return float((sum_ij - expected) / (top - expected))
+
+
+def normalized_mutual_info(a, b) -> float:
+    """NMI with arithmetic-mean normalisation (scikit-learn's default)."""
+    M = contingency(a, b).astype(np.float64)
+    n = M.sum()
+    pij = M / n
+    pi, pj = pij.sum(1), pij.sum(0)
+    nz = pij > 0
+    mi = np.sum(pij[nz] * np.log(pij[nz] / np.outer(pi, pj)[nz]))
+    h = lambda x: -np.sum(x[x > 0] * np.log(x[x > 0]))  # noqa: E731
+    denom = 0.5 * (h(pi) + h(pj))
+    return float(mi / denom) if denom > 0 else 1.0
+
+
+def align_labels(labels, reference, K: int | None = None) -> np.ndarray:
+    """Permutation `perm` (perm[k] = reference label) maximising agreement (Hungarian)."""
+    labels, reference = np.asarray(labels), np.asarray(reference)
+    K = K or int(max(labels.max(), reference.max()) + 1)
+    M = np.zeros((K, K))
+    np.add.at(M, (labels, reference), 1)
+    r, c = linear_sum_assignment(-M)
+    perm = np.arange(K)
+    perm[r] = c
+    return perm

@@ -1,0 +1,152 @@
+"""TransSTResult: what a fit returns, written into AnnData, saved and loaded without pickle."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+# tab20 colours (hex), so no plotting library is needed to write uns["<key>_colors"]
+PALETTE = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+    "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+]
+
+_ARRAYS = ("labels", "proba", "factors", "W_t", "W_s", "psi", "mu", "Sigma", "trace",
+           "psi_s", "mu_s", "Sigma_s", "gene_mean", "gene_scale")
+
+
+def entropy(proba: np.ndarray) -> np.ndarray:
+    p = np.clip(proba, 1e-300, 1.0)
+    return -np.sum(np.where(proba > 0, proba * np.log(p), 0.0), axis=1)
+
+
+@dataclass
+class TransSTResult:
+    """Result of `fit_em` (and later `fit_svi`). Arrays are numpy; K is the chosen one.
+
+    labels (n,) int domains; proba (n, K) responsibilities; factors (n, q) posterior mean target
+    factors; W_t, W_s (p, q) loadings (W_s None without transfer); psi (p,) target noise;
+    mu (K, q), Sigma (K, q, q) domain distributions of the factors; tau (transfer scale, inf
+    without transfer); beta (Potts smoothness); trace (objective per EM iteration of the chosen
+    fit); k_table (one row per K tried: log-likelihood, BIC, MBIC, HBIC, ICL, ...); settings.
+    """
+
+    labels: np.ndarray
+    proba: np.ndarray
+    factors: np.ndarray
+    W_t: np.ndarray
+    psi: np.ndarray
+    mu: np.ndarray
+    Sigma: np.ndarray
+    tau: float
+    beta: float
+    trace: np.ndarray
+    k_table: list
+    settings: dict
+    genes: list
+    obs_names: list
+    W_s: np.ndarray | None = None
+    psi_s: np.ndarray | None = None
+    mu_s: np.ndarray | None = None
+    Sigma_s: np.ndarray | None = None
+    source_classes: list = field(default_factory=list)
+    gene_mean: np.ndarray | None = None
+    gene_scale: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_domains(self) -> int:
+        return int(self.proba.shape[1])
+
+    @property
+    def maxprob(self) -> np.ndarray:
+        return self.proba.max(axis=1)
+
+    @property
+    def entropy(self) -> np.ndarray:
+        return entropy(self.proba)
+
+    def k_table_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.k_table)
+
+    # ---------------------------------------------------------------- AnnData
+    def to_anndata(self, adata, key_added: str = "transst", copy: bool = False):
+        """Write the keys of DESIGN section 5 into `adata` (matched by obs_names)."""
+        import pandas as pd
+
+        if copy:
+            adata = adata.copy()
+        names = list(map(str, adata.obs_names))
+        if len(names) != len(self.obs_names) or names != list(self.obs_names):
+            raise ValueError(
+                f"adata has {adata.n_obs} spots that do not match the {len(self.obs_names)} spots "
+                "of the fit (obs_names differ); pass the AnnData that was fitted"
+            )
+        K = self.n_domains
+        cats = [str(k) for k in range(K)]
+        adata.obs[key_added] = pd.Categorical([str(v) for v in self.labels], categories=cats)
+        adata.obs[f"{key_added}_maxprob"] = self.maxprob
+        adata.obs[f"{key_added}_entropy"] = self.entropy
+        adata.obsm[f"{key_added}_proba"] = self.proba
+        adata.obsm[f"X_{key_added}"] = self.factors
+        load = np.full((adata.n_vars, self.W_t.shape[1]), np.nan)
+        pos = {g: i for i, g in enumerate(map(str, adata.var_names))}
+        rows = [pos[g] for g in self.genes if g in pos]
+        if len(rows) == len(self.genes):
+            load[rows] = self.W_t
+        adata.varm[f"{key_added}_loadings"] = load
+        adata.uns[key_added] = {
+            "settings": json.dumps(self.settings),
+            "beta": float(self.beta),
+            "tau": float(self.tau),
+            "n_domains": K,
+            "k_table": json.dumps(self.k_table),
+            "genes": np.asarray(self.genes, dtype=str),
+            "version": self.settings.get("version", ""),
+            "seed": int(self.settings.get("seed", 0)),
+        }
+        adata.uns[f"{key_added}_colors"] = [PALETTE[k % len(PALETTE)] for k in range(K)]
+        return adata if copy else None
+
+    # ---------------------------------------------------------------- files
+    def save(self, path) -> None:
+        """Save to a .npz file (arrays + JSON metadata; no pickle)."""
+        arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
+        meta = {
+            "tau": float(self.tau), "beta": float(self.beta), "k_table": self.k_table,
+            "settings": self.settings, "genes": list(self.genes),
+            "obs_names": list(self.obs_names), "source_classes": list(self.source_classes),
+            "info": self.info,
+        }
+        np.savez_compressed(path, __meta__=np.asarray(json.dumps(meta, default=_jsonable)),
+                            **{k: np.asarray(v) for k, v in arrays.items()})
+
+    @classmethod
+    def load(cls, path) -> "TransSTResult":
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["__meta__"]))
+            arrays = {k: f[k] for k in f.files if k != "__meta__"}
+        kw: dict[str, Any] = {k: arrays.get(k) for k in _ARRAYS}
+        kw.update(meta)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in kw.items() if k in known})
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def load_result(path) -> TransSTResult:
+    return TransSTResult.load(path)

@@ -1,0 +1,129 @@
+"""Built-in simulator: a labeled source and an unlabeled target from the TransST model.
+
+Labels on an h x w square lattice are drawn from the Potts model (chromatic Gibbs, potts.py);
+factors z | y = k ~ N(mu_k, Sigma_k) with K = 4 means at separation `separation` and two domains
+with wide covariances, as in the paper; expression x = W z + e with heteroscedastic noise
+psi_g ~ U(0.1, error). The target's loadings depart from the source's by a controllable shift.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import potts
+from .graph import lattice_adjacency, pad_graph
+
+SHIFTS = {"none": 0.0, "small": 0.1, "large": 1.0}
+
+
+def potts_labels(key, h: int, w: int, K: int, beta: float, n_sweeps: int = 300) -> np.ndarray:
+    g = pad_graph(lattice_adjacency(h, w), warn_isolated=False)
+    y = potts.sample(key, jnp.asarray(g.nbr), jnp.asarray(g.mask), jnp.asarray(g.colors),
+                     g.n_colors, beta, K, n_sweeps=n_sweeps)
+    return np.asarray(y)
+
+
+def domain_params(rng: np.random.Generator, K: int, q: int, separation: float):
+    """Means on orthogonal directions at pairwise distance `separation`; domains 0 and 1 have
+    covariance I, the others a wide covariance 2 I."""
+    Q, _ = np.linalg.qr(rng.normal(size=(q, q)))
+    mu = (separation / np.sqrt(2.0)) * Q[:, :K].T if K <= q else rng.normal(size=(K, q)) * separation / 2
+    Sigma = np.stack([np.eye(q) if k < 2 else 2.0 * np.eye(q) for k in range(K)])
+    return mu, Sigma
+
+
+def _draw(rng, labels, mu, Sigma, W, psi):
+    n = labels.size
+    q = mu.shape[1]
+    L = np.linalg.cholesky(Sigma)
+    z = mu[labels] + np.einsum("nqr,nr->nq", L[labels], rng.normal(size=(n, q)))
+    x = z @ W.T + rng.normal(size=(n, W.shape[0])) * np.sqrt(psi)
+    return x.astype(np.float32), z
+
+
+def simulate(
+    seed: int = 0,
+    *,
+    height: int = 50,
+    width: int = 50,
+    n_genes: int = 1000,
+    n_factors: int = 10,
+    n_domains: int = 4,
+    beta: float = 1.0,
+    separation: float = 5.0,
+    loading_scale: float = 0.15,
+    error: float = 1.0,
+    source_error: float | None = None,
+    shift: str | float = "none",
+    shift_genes: int | Sequence[int] | None = None,
+    source_height: int | None = None,
+    source_width: int | None = None,
+):
+    """Simulate a (source, target) AnnData pair.
+
+    shift: "none" | "small" | "large" or a number: W_t = W_s + shift * loading_scale * noise.
+    shift_genes: a number of genes (the first ones after a random permutation) or a list of gene
+    indices whose target loadings are redrawn independently of the source ("transfer-breaking").
+    error: target noise upper bound (psi_t ~ U(0.1, error)); source_error likewise (default error).
+
+    Source labels in source.obs["label"], target truth in target.obs["truth"], coordinates in
+    obsm["spatial"] and obs["array_row"/"array_col"]; target.var["transfer_breaking"] marks genes
+    that break from the source; the true parameters are in target.uns["simulation"].
+    """
+    import anndata as ad
+    import pandas as pd
+
+    if error <= 0.1:
+        raise ValueError(f"error must be > 0.1 (psi ~ U(0.1, error)), got {error}")
+    shift_value = SHIFTS[shift] if isinstance(shift, str) else float(shift)
+    rng = np.random.default_rng(seed)
+    key = jax.random.PRNGKey(seed)
+    k_t, k_s = jax.random.split(key)
+    p, q, K = n_genes, n_factors, n_domains
+    sh, sw = source_height or height, source_width or width
+
+    y_t = potts_labels(k_t, height, width, K, beta)
+    y_s = potts_labels(k_s, sh, sw, K, beta)
+    mu, Sigma = domain_params(rng, K, q, separation)
+    W_s = rng.normal(size=(p, q)) * loading_scale
+    W_t = W_s + shift_value * loading_scale * rng.normal(size=(p, q))
+    breaking = np.zeros(p, bool)
+    if shift_genes is not None:
+        idx = (rng.permutation(p)[: int(shift_genes)] if np.isscalar(shift_genes)
+               else np.asarray(shift_genes, dtype=int))
+        breaking[idx] = True
+        W_t[idx] = rng.normal(size=(idx.size, q)) * loading_scale
+    psi_t = rng.uniform(0.1, error, p)
+    psi_s = rng.uniform(0.1, source_error if source_error is not None else error, p)
+    x_t, z_t = _draw(rng, y_t, mu, Sigma, W_t, psi_t)
+    x_s, _ = _draw(rng, y_s, mu, Sigma, W_s, psi_s)
+
+    genes = [f"gene{g:04d}" for g in range(p)]
+
+    def make(x, y, h, w, col, prefix):
+        rr, cc = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        obs = pd.DataFrame({
+            col: pd.Categorical([f"domain{v}" for v in y], categories=[f"domain{k}" for k in range(K)]),
+            "array_row": rr.ravel(), "array_col": cc.ravel(),
+        }, index=[f"{prefix}{i}" for i in range(h * w)])
+        a = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes))
+        a.obsm["spatial"] = np.stack([cc.ravel(), rr.ravel()], axis=1).astype(np.float64)
+        return a
+
+    source = make(x_s, y_s, sh, sw, "label", "s")
+    target = make(x_t, y_t, height, width, "truth", "t")
+    target.obs["truth_code"] = y_t
+    target.var["transfer_breaking"] = breaking
+    target.obsm["z_true"] = z_t.astype(np.float32)
+    target.varm["W_true"] = W_t
+    target.varm["W_source"] = W_s
+    target.var["psi_true"] = psi_t
+    target.uns["simulation"] = {
+        "seed": seed, "beta": beta, "n_domains": K, "n_factors": q, "separation": separation,
+        "error": error, "shift": shift_value, "mu": mu, "Sigma": Sigma,
+    }
+    return source, target

@@ -1,0 +1,74 @@
+"""Step 1: the source factor model with class-conditional Gaussian factors, labels fixed.
+
+    x_i = W_s z_i + e_i,  e_i ~ N(0, diag(psi_s)),  z_i | c_i = k ~ N(m_k, S_k)
+
+EM with the one-hot labels as fixed responsibilities. The objective (marginal log-likelihood
+given the labels) never decreases; after each M-step the factors are re-expressed so that their
+pooled covariance is I, which leaves the likelihood unchanged and fixes the scale that the
+target's transfer prior then inherits.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import factor as F
+from .em_loop import run_em
+from .linalg import pca
+
+
+class SourceFit(NamedTuple):
+    W: jax.Array  # (p, q)
+    psi: jax.Array  # (p,)
+    mu: jax.Array  # (C, q) class means of z
+    Sigma: jax.Array  # (C, q, q)
+    trace: jax.Array
+    n_iter: jax.Array
+
+
+class _State(NamedTuple):
+    W: jax.Array
+    psi: jax.Array
+    mu: jax.Array
+    Sigma: jax.Array
+
+
+def init_source(X, labels, C: int, q: int, key) -> _State:
+    Z, W = pca(X, q, key)
+    R = jax.nn.one_hot(labels, C, dtype=X.dtype)
+    Nk = R.sum(0)
+    mu = (R.T @ Z) / Nk[:, None]
+    d = Z[:, None, :] - mu[None]
+    Sigma = jnp.einsum("nk,nkq,nkr->kqr", R, d, d) / Nk[:, None, None]
+    Sigma = Sigma + 1e-3 * jnp.eye(q, dtype=X.dtype)
+    psi = jnp.maximum(jnp.mean((X - Z @ W.T) ** 2, axis=0), 0.05)
+    W, mu, Sigma = F.whiten(W, mu, Sigma, Nk)
+    return _State(W, psi, mu, Sigma)
+
+
+def source_step(X, R, state: _State):
+    p = X.shape[1]
+    comp = F.components(F.precompute(X, state.W, state.psi), state.mu, state.Sigma, p)
+    obj = jnp.sum(comp.loglik * R)
+    mu, Sigma = F.update_mu_sigma(R, comp, state.mu, state.Sigma)
+    st = F.loading_stats(X, R, comp)
+    zeros = jnp.zeros_like(state.psi)
+    W, _ = F.update_loadings(st, jnp.zeros_like(state.W), zeros)
+    psi = F.update_psi(st, W)
+    W, mu, Sigma = F.whiten(W, mu, Sigma, R.sum(0))
+    return _State(W, psi, mu, Sigma), obj
+
+
+def fit_source(X, labels, C: int, q: int, key, max_iter: int = 100, tol: float = 1e-5) -> SourceFit:
+    """Fit the source model (jit this with C, q, max_iter static)."""
+    R = jax.nn.one_hot(labels, C, dtype=X.dtype)
+    state0 = init_source(X, labels, C, q, key)
+    res = run_em(lambda s: source_step(X, R, s), state0, max_iter, tol, X.shape[0], X.dtype)
+    s = res.state
+    return SourceFit(s.W, s.psi, s.mu, s.Sigma, res.trace, res.n_iter)
+
+
+fit_source_jit = jax.jit(fit_source, static_argnames=("C", "q", "max_iter", "tol"))
