@@ -81,16 +81,25 @@ def gaussian_components(V, mu, Sigma) -> Components:
     return Components(loglik=ll, Ez=Ez, Vz=jnp.zeros((K, q, q), V.dtype))
 
 
-def update_mu_sigma(R, comp: Components, mu_old, Sigma_old, min_weight=1e-3):
-    """Weighted means/covariances of z per component; an (almost) empty component keeps its old
-    parameters instead of producing NaN."""
+def update_mu_sigma(R, comp: Components, mu_old, Sigma_old, min_weight=1e-3, prior_n=1.0,
+                    prior_frac=0.1):
+    """Weighted means/covariances of z per component.
+
+    Each covariance gets `prior_n` pseudo-observations of an isotropic covariance with variance
+    `prior_frac` x the average variance of all components (a weak inverse-Wishart-type prior):
+    negligible for large domains, it keeps a domain that shrinks to a few spots from becoming
+    singular. An (almost) empty component keeps its old parameters instead of producing NaN.
+    """
     Nk = jnp.sum(R, axis=0)  # (K,)
     safe = jnp.maximum(Nk, 1e-12)
     mu = jnp.einsum("nk,nkq->kq", R, comp.Ez) / safe[:, None]
     d = comp.Ez - mu[None]
-    Sigma = jnp.einsum("nk,nkq,nkr->kqr", R, d, d) / safe[:, None, None] + comp.Vz
+    S = jnp.einsum("nk,nkq,nkr->kqr", R, d, d) + Nk[:, None, None] * comp.Vz
     q = mu.shape[1]
-    Sigma = 0.5 * (Sigma + jnp.swapaxes(Sigma, 1, 2)) + JITTER * jnp.eye(q, dtype=mu.dtype)
+    v = prior_frac * jnp.trace(jnp.sum(S, axis=0)) / (q * jnp.maximum(jnp.sum(Nk), 1e-12))
+    eye = jnp.eye(q, dtype=mu.dtype)
+    Sigma = (S + prior_n * v * eye) / (Nk + prior_n)[:, None, None]
+    Sigma = 0.5 * (Sigma + jnp.swapaxes(Sigma, 1, 2)) + JITTER * eye
     ok = Nk > min_weight
     mu = jnp.where(ok[:, None], mu, mu_old)
     Sigma = jnp.where(ok[:, None, None], Sigma, Sigma_old)

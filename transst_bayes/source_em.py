@@ -53,7 +53,7 @@ def source_step(X, R, state: _State):
     p = X.shape[1]
     comp = F.components(F.precompute(X, state.W, state.psi), state.mu, state.Sigma, p)
     obj = jnp.sum(comp.loglik * R)
-    mu, Sigma = F.update_mu_sigma(R, comp, state.mu, state.Sigma)
+    mu, Sigma = F.update_mu_sigma(R, comp, state.mu, state.Sigma, prior_n=0.0)
     st = F.loading_stats(X, R, comp)
     zeros = jnp.zeros_like(state.psi)
     W, _ = F.update_loadings(st, jnp.zeros_like(state.W), zeros)

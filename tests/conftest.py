@@ -1,0 +1,42 @@
+"""Shared fixtures: simulated data sets (small, built once per session)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import transst_bayes as tb
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path | None:
+    d = Path(os.environ.get("TRANSST_DATA", REPO.parent / "shared" / "data"))
+    return d if d.exists() else None
+
+
+@pytest.fixture(scope="session")
+def small_pair():
+    """A 20 x 20 lattice, p = 200, q = 5, K = 3: fast enough for many tests."""
+    return tb.simulate(0, height=20, width=20, n_genes=200, n_factors=5, n_domains=3)
+
+
+@pytest.fixture(scope="session")
+def paper_pair():
+    """The paper's setting: 50 x 50, p = 1000, q = 10, K = 4, beta = 1."""
+    return tb.simulate(0)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        yield
+
+
+def ari(a, b) -> float:
+    return tb.adjusted_rand_index(np.asarray(a), np.asarray(b))
