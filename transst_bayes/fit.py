@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from functools import partial
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import factor as F
-from .cluster import VARIANTS, Settings, fit_cluster_jit, init_state
+from .cluster import VARIANTS, Settings, fit_cluster, init_state
 from .data import DataSettings, Prepared, as_anndata, prepare
 from .linalg import kmeans
 from .result import TransSTResult, entropy
@@ -168,7 +169,7 @@ def fit_em(
     mode = em.transfer if prep.X_source is not None else "none"
     with precision(dtype):
         out = _fit_arrays(prep, Ks, em, mode)
-    res = _assemble(prep, out, em, ds, mode, Ks)
+        res = _assemble(prep, out, em, ds, mode, Ks)
     res.info["seconds"] = time.perf_counter() - t0
     return res
 
@@ -193,20 +194,16 @@ def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str) -> dict:
     data = X if em.variant == "joint" else tr.Z
     beta0 = em.beta if em.beta is not None else em.beta_init
     fits = {}
+    use_source = src is not None
     for K in Ks:
         s = Settings(K=K, variant=em.variant, mode=mode, learn_beta=em.beta is None,
                      max_iter=em.max_iter, tol=em.tol, n_colors=g.n_colors,
                      n_mean_field=em.n_mean_field)
-        inits = _initial_labels(tr, src, X, K, em.n_restarts, jax.random.fold_in(k_cl, K))
-        best = None
-        for lab0 in inits:
-            st0 = init_state(tr.Z, lab0, tr.W, tr.psi, tr.tau2, beta0, K)
-            fit = fit_cluster_jit(data, graph, W_prior, tr.lam, st0, s)
-            if not bool(jnp.isfinite(fit.objective)):
-                continue
-            if best is None or float(fit.objective) > float(best.objective):
-                best = fit
-        if best is None:
+        use_src_init = use_source and src.mu.shape[0] == K
+        best = _fit_k(data, graph, W_prior, tr, src.mu if use_src_init else None,
+                      src.Sigma if use_src_init else None, X, jax.random.fold_in(k_cl, K),
+                      jnp.asarray(beta0, dt), s=s, n_restarts=em.n_restarts)
+        if not bool(jnp.isfinite(best.objective)):
             raise FloatingPointError(
                 f"every restart for K={K} ended with a non-finite objective; try dtype='float64'"
             )
@@ -214,17 +211,28 @@ def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str) -> dict:
     return {"source": src, "transfer": tr, "fits": fits}
 
 
-def _initial_labels(tr, src, X, K: int, n_restarts: int, key):
-    """Restart 0 classifies the target by the source classes when their number is K; the others
-    are k-means++ on the transferred factor scores."""
-    inits = []
-    if src is not None and src.mu.shape[0] == K:
-        comp = F.components(F.precompute(X, tr.W, tr.psi), src.mu, src.Sigma, X.shape[1])
-        inits.append(jnp.argmax(comp.loglik, axis=1))
+@partial(jax.jit, static_argnames=("s", "n_restarts"))
+def _fit_k(data, graph, W_prior, tr, src_mu, src_Sigma, X, key, beta0, s: Settings,
+           n_restarts: int):
+    """All restarts for one K in one compiled call; keeps the best finite objective.
+
+    Restart 0 classifies the target by the source classes when their number is K (the source
+    model's class distributions under the transferred loadings); the others are k-means++ on
+    the transferred factor scores."""
     keys = jax.random.split(key, n_restarts)
-    while len(inits) < n_restarts:
-        inits.append(kmeans(keys[len(inits)], tr.Z, K))
-    return inits
+    inits = jax.vmap(lambda k: kmeans(k, tr.Z, s.K))(keys)
+    if src_mu is not None:
+        comp = F.components(F.precompute(X, tr.W, tr.psi), src_mu, src_Sigma, X.shape[1])
+        inits = inits.at[0].set(jnp.argmax(comp.loglik, axis=1).astype(inits.dtype))
+
+    def one(lab0):
+        st0 = init_state(tr.Z, lab0, tr.W, tr.psi, tr.tau2, beta0, s.K)
+        return fit_cluster(data, graph, W_prior, tr.lam, st0, s)
+
+    fits = jax.lax.map(one, inits)
+    obj = jnp.where(jnp.isfinite(fits.objective), fits.objective, -jnp.inf)
+    best = jnp.argmax(obj)
+    return jax.tree_util.tree_map(lambda a: a[best], fits)
 
 
 def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode: str, Ks) -> TransSTResult:

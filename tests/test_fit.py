@@ -1,0 +1,118 @@
+"""fit_em end to end: recovery on simulated data, K selection, transfer, agreement, determinism."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import transst_bayes as tb
+from conftest import ari
+
+FAST = dict(n_factors=5, graph="st", n_restarts=2)
+
+
+def test_small_fit_recovers_domains(small_pair):
+    src, tgt = small_pair
+    res = tb.fit_em(tgt, src, n_domains=3, **FAST)
+    assert ari(res.labels, tgt.obs["truth"]) >= 0.85
+    n, K = tgt.n_obs, 3
+    assert res.proba.shape == (n, K) and res.factors.shape == (n, 5)
+    np.testing.assert_allclose(res.proba.sum(1), 1.0, atol=1e-5)
+    assert res.W_t.shape == res.W_s.shape == (200, 5)
+    assert np.isfinite(res.tau) and 0 <= res.beta <= 6
+    assert np.all(np.isfinite(res.trace)) and res.trace.size >= 1
+    assert np.all((res.maxprob >= 1 / K - 1e-6) & (res.maxprob <= 1 + 1e-6))
+    assert np.all(res.entropy >= -1e-9) and np.all(res.entropy <= np.log(K) + 1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(variant="two_stage"), dict(transfer="cv"),
+                                dict(transfer="none"), dict(beta=1.0)])
+def test_variants_run_and_recover(small_pair, kw):
+    src, tgt = small_pair
+    res = tb.fit_em(tgt, src, n_domains=3, **dict(FAST, **kw))
+    assert ari(res.labels, tgt.obs["truth"]) >= 0.8
+    if kw.get("transfer") == "none":
+        assert res.tau == np.inf
+    if "beta" in kw:
+        assert res.beta == pytest.approx(1.0)
+
+
+def test_no_source_means_no_transfer(small_pair):
+    _, tgt = small_pair
+    res = tb.fit_em(tgt, None, n_domains=3, **FAST)
+    assert res.W_s is None and res.tau == np.inf
+    assert res.settings["transfer_used"] == "none"
+    assert ari(res.labels, tgt.obs["truth"]) >= 0.8
+
+
+def test_source_classes_may_differ_from_target_domains():
+    src, tgt = tb.simulate(2, height=20, width=20, n_genes=200, n_factors=5, n_domains=4)
+    # merge two source classes: the source has 3 classes, the target 4 domains
+    lab = src.obs["label"].astype(str).replace({"domain3": "domain2"})
+    src.obs["label"] = lab.astype("category")
+    res = tb.fit_em(tgt, src, n_domains=4, **FAST)
+    assert len(res.source_classes) == 3 and res.n_domains == 4
+    assert ari(res.labels, tgt.obs["truth"]) >= 0.8
+
+
+def test_same_seed_same_labels(small_pair):
+    src, tgt = small_pair
+    a = tb.fit_em(tgt, src, n_domains=3, seed=3, **FAST)
+    b = tb.fit_em(tgt, src, n_domains=3, seed=3, **FAST)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.proba, b.proba)
+
+
+def test_float32_and_float64_agree(small_pair):
+    src, tgt = small_pair
+    a = tb.fit_em(tgt, src, n_domains=3, dtype="float32", **FAST)
+    b = tb.fit_em(tgt, src, n_domains=3, dtype="float64", **FAST)
+    assert b.proba.dtype == np.float64 and b.W_t.dtype == np.float64
+    assert ari(a.labels, b.labels) >= 0.98
+    assert abs(a.beta - b.beta) < 0.05
+    assert abs(a.tau - b.tau) / b.tau < 0.05
+
+
+def test_compiled_and_uncompiled_agree():
+    src, tgt = tb.simulate(4, height=8, width=8, n_genes=40, n_factors=3, n_domains=2)
+    kw = dict(n_factors=3, graph="st", n_restarts=1, max_iter=5, dtype="float64")
+    a = tb.fit_em(tgt, src, n_domains=2, **kw)
+    with jax.disable_jit():
+        b = tb.fit_em(tgt, src, n_domains=2, **kw)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.proba, b.proba, atol=1e-6)
+    np.testing.assert_allclose(a.W_t, b.W_t, atol=1e-6)
+    np.testing.assert_allclose(a.trace, b.trace, rtol=1e-9)
+
+
+def test_k_table_has_every_criterion(small_pair):
+    src, tgt = small_pair
+    res = tb.fit_em(tgt, src, n_domains=[2, 3, 4], **FAST)
+    assert [r["K"] for r in res.k_table] == [2, 3, 4]
+    for r in res.k_table:
+        for c in ("loglik", "bic", "mbic", "hbic", "icl", "n_params", "beta", "n_iter"):
+            assert np.isfinite(r[c])
+        assert r["n_params"] == r["K"] * (5 + 15) + 1
+    chosen = [r for r in res.k_table if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["K"] == res.n_domains
+    assert chosen[0]["hbic"] == min(r["hbic"] for r in res.k_table)
+
+
+def test_empty_cluster_does_not_produce_nan(small_pair):
+    """Asking for far more domains than the data hold leaves some nearly empty: no NaN."""
+    src, tgt = small_pair
+    res = tb.fit_em(tgt, src, n_domains=12, **FAST)
+    assert np.all(np.isfinite(res.proba)) and np.all(np.isfinite(res.mu))
+    assert np.all(np.isfinite(res.Sigma))
+
+
+@pytest.mark.slow
+def test_paper_setting_ari_and_hbic(paper_pair):
+    src, tgt = paper_pair
+    res = tb.fit_em(tgt, src, n_domains=[2, 3, 4, 5, 6], n_factors=10)
+    table = {r["K"]: r for r in res.k_table}
+    assert abs(res.n_domains - 4) <= 1
+    fit4 = tb.fit_em(tgt, src, n_domains=4, n_factors=10)
+    assert ari(fit4.labels, tgt.obs["truth"]) >= 0.9
+    assert table[4]["hbic"] < table[2]["hbic"]
