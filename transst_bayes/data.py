@@ -30,6 +30,7 @@ class DataSettings:
     genes: str | tuple = "variance"  # "variance", "cv" or an explicit tuple of names
     n_genes: int = 2000
     standardize: str = "pooled"  # "pooled" | "separate" | "none"
+    source_batch_key: str | None = None  # "separate": standardise each source batch on its own
     spatial_key: str = "spatial"
     graph: str = "knn"  # knn | visium | st | radius; an obsp graph is used when present
     graph_key: str = "spatial_connectivities"
@@ -188,6 +189,23 @@ def _coords(adata, key: str):
     return None
 
 
+def _batches(adata, key: str | None) -> np.ndarray:
+    if key is None:
+        return np.zeros(adata.n_obs, dtype=np.int64)
+    if key not in adata.obs:
+        raise ValueError(f"source_batch_key={key!r} is not a column of source.obs")
+    return np.unique(adata.obs[key].astype(str).to_numpy(), return_inverse=True)[1]
+
+
+def _standardise_batches(X: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    out = np.empty_like(X)
+    for b in np.unique(batch):
+        rows = batch == b
+        m, sd = X[rows].mean(0), X[rows].std(0)
+        out[rows] = (X[rows] - m) / np.where(sd > 0, sd, 1.0)
+    return out
+
+
 def target_graph(adata, s: DataSettings):
     """Adjacency of the target spots: obsp graph if present, else built from space."""
     n = adata.n_obs
@@ -263,8 +281,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         sd_t1 = np.where(sd_t > 0, sd_t, 1.0)
         Xt_d = (Xt_d - mean_t) / sd_t1
         if Xs_d is not None:
-            ms, ss = Xs_d.mean(0), Xs_d.std(0)
-            Xs_d = (Xs_d - ms) / np.where(ss > 0, ss, 1.0)
+            Xs_d = _standardise_batches(Xs_d, _batches(source, s.source_batch_key))
         gene_mean, gene_scale = mean_t, sd_t1
     elif s.standardize == "none":
         gene_mean, gene_scale = np.zeros(sel.size), np.ones(sel.size)

@@ -199,7 +199,7 @@ def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str) -> dict:
         s = Settings(K=K, variant=em.variant, mode=mode, learn_beta=em.beta is None,
                      max_iter=em.max_iter, tol=em.tol, n_colors=g.n_colors,
                      n_mean_field=em.n_mean_field)
-        use_src_init = use_source and src.mu.shape[0] == K
+        use_src_init = use_source and src.mu.shape[0] >= K
         best = _fit_k(data, graph, W_prior, tr, src.mu if use_src_init else None,
                       src.Sigma if use_src_init else None, X, jax.random.fold_in(k_cl, K),
                       jnp.asarray(beta0, dt), s=s, n_restarts=em.n_restarts)
@@ -216,14 +216,17 @@ def _fit_k(data, graph, W_prior, tr, src_mu, src_Sigma, X, key, beta0, s: Settin
            n_restarts: int):
     """All restarts for one K in one compiled call; keeps the best finite objective.
 
-    Restart 0 classifies the target by the source classes when their number is K (the source
-    model's class distributions under the transferred loadings); the others are k-means++ on
-    the transferred factor scores."""
+    Restart 0 starts from the source classes when there are at least K of them: each target
+    spot is classified by the source model's class distributions under the transferred loadings,
+    and the K classes that take the most spots seed the K domains. The other restarts are
+    k-means++ on the transferred factor scores."""
     keys = jax.random.split(key, n_restarts)
     inits = jax.vmap(lambda k: kmeans(k, tr.Z, s.K))(keys)
     if src_mu is not None:
         comp = F.components(F.precompute(X, tr.W, tr.psi), src_mu, src_Sigma, X.shape[1])
-        inits = inits.at[0].set(jnp.argmax(comp.loglik, axis=1).astype(inits.dtype))
+        taken = jnp.sum(jax.nn.one_hot(jnp.argmax(comp.loglik, axis=1), src_mu.shape[0]), axis=0)
+        top = jnp.argsort(-taken)[: s.K]
+        inits = inits.at[0].set(jnp.argmax(comp.loglik[:, top], axis=1).astype(inits.dtype))
 
     def one(lab0):
         st0 = init_state(tr.Z, lab0, tr.W, tr.psi, tr.tau2, beta0, s.K)

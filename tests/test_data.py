@@ -1,0 +1,101 @@
+"""The data boundary: counts detection, normalisation, genes, standardisation, sparse input."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from transst_bayes.data import DataSettings, prepare
+
+
+def _counts_pair(seed=0, n=60, ns=80, p=50, shared=40):
+    rng = np.random.default_rng(seed)
+    Xt = rng.poisson(rng.gamma(2.0, 2.0, size=(n, p))).astype(np.float32)
+    Xs = rng.poisson(rng.gamma(2.0, 2.0, size=(ns, p))).astype(np.float32)
+    genes_t = [f"g{i}" for i in range(p)]
+    genes_s = [f"g{i}" for i in range(p - shared, 2 * p - shared)][::-1]  # other order
+    t = ad.AnnData(Xt, var=pd.DataFrame(index=genes_t), obs=pd.DataFrame(index=[f"t{i}" for i in range(n)]))
+    t.obsm["spatial"] = rng.uniform(size=(n, 2))
+    s = ad.AnnData(Xs, var=pd.DataFrame(index=genes_s), obs=pd.DataFrame(
+        {"label": pd.Categorical(rng.choice(["a", "b", "c"], ns))}, index=[f"s{i}" for i in range(ns)]))
+    return t, s
+
+
+def test_counts_are_normalised_and_genes_intersected():
+    t, s = _counts_pair()
+    prep = prepare(t, s, "label", DataSettings())
+    assert len(prep.genes) == 40 and set(prep.genes) == {f"g{i}" for i in range(10, 50)}
+    assert prep.X.dtype == np.float32 and prep.X.shape == (60, 40)
+    # pooled standardisation: mean 0, sd 1 over source + target together
+    allx = np.vstack([prep.X, prep.X_source]).astype(np.float64)
+    np.testing.assert_allclose(allx.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(allx.std(0), 1, atol=1e-4)
+    # the same gene in both: source columns follow the target's gene order
+    g = prep.genes.index("g20")
+    raw_t = t[:, "g20"].X.ravel()
+    lib = t.X.sum(1)
+    expect = np.log1p(raw_t / lib * 1e4)
+    r = np.corrcoef(expect, prep.X[:, g])[0, 1]
+    assert r > 0.9999
+    raw_s = s[:, "g20"].X.ravel()
+    expect_s = np.log1p(raw_s / s.X.sum(1) * 1e4)
+    assert np.corrcoef(expect_s, prep.X_source[:, g])[0, 1] > 0.9999
+
+
+def test_sparse_equals_dense_and_layer():
+    t, s = _counts_pair(1)
+    dense = prepare(t, s, "label", DataSettings())
+    t2, s2 = t.copy(), s.copy()
+    t2.layers["counts"] = sp.csr_matrix(t2.X)
+    t2.X = np.zeros_like(t2.X)
+    s2.layers["counts"] = sp.csr_matrix(s2.X)
+    sparse = prepare(t2, s2, "label", DataSettings(layer="counts"))
+    np.testing.assert_allclose(dense.X, sparse.X, atol=1e-5)
+    np.testing.assert_allclose(dense.X_source, sparse.X_source, atol=1e-5)
+
+
+def test_log_normalised_input_is_detected_and_override():
+    t, s = _counts_pair(2)
+    logt, logs = t.copy(), s.copy()
+    logt.X = np.log1p(t.X / t.X.sum(1, keepdims=True) * 1e4)
+    logs.X = np.log1p(s.X / s.X.sum(1, keepdims=True) * 1e4)
+    a = prepare(t, s, "label", DataSettings())
+    b = prepare(logt, logs, "label", DataSettings())
+    np.testing.assert_allclose(a.X, b.X, atol=1e-4)
+    c = prepare(t, s, "label", DataSettings(counts=False))  # raw values used as they are
+    assert not np.allclose(a.X, c.X, atol=1e-2)
+
+
+def test_gene_selection_variance_cv_and_list():
+    t, s = _counts_pair(3)
+    v = prepare(t, s, "label", DataSettings(n_genes=10))
+    c = prepare(t, s, "label", DataSettings(n_genes=10, genes="cv"))
+    assert len(v.genes) == len(c.genes) == 10
+    logt = np.log1p(t.X / t.X.sum(1, keepdims=True) * 1e4)
+    var = pd.Series(logt.var(0), index=t.var_names)[[f"g{i}" for i in range(10, 50)]]
+    assert set(v.genes) == set(var.sort_values(ascending=False).index[:10])
+    lst = prepare(t, s, "label", DataSettings(genes=("g12", "g30", "g31")))
+    assert lst.genes == ["g12", "g30", "g31"]
+    with pytest.raises(ValueError, match="not shared"):
+        prepare(t, s, "label", DataSettings(genes=("g1", "g30")))
+
+
+def test_separate_standardisation_per_source_batch():
+    t, s = _counts_pair(4)
+    s.obs["batch"] = np.repeat(["x", "y"], 40)
+    prep = prepare(t, s, "label", DataSettings(standardize="separate", source_batch_key="batch"))
+    for b in ("x", "y"):
+        rows = (s.obs["batch"] == b).to_numpy()
+        np.testing.assert_allclose(prep.X_source[rows].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(prep.X.mean(0), 0, atol=1e-5)
+
+
+def test_existing_graph_used_as_given():
+    t, s = _counts_pair(5)
+    A = sp.diags([np.ones(59), np.ones(59)], [1, -1], shape=(60, 60), format="csr")
+    t.obsp["spatial_connectivities"] = A
+    prep = prepare(t, s, "label", DataSettings())
+    assert (prep.adjacency != A).nnz == 0

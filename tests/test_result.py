@@ -1,0 +1,55 @@
+"""TransSTResult: AnnData keys, save/load round trip without pickle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import transst_bayes as tb
+
+
+@pytest.fixture(scope="module")
+def fitted(small_pair):
+    src, tgt = small_pair
+    return tgt, tb.fit_em(tgt, src, n_domains=[2, 3], n_factors=5, graph="st", n_restarts=1)
+
+
+def test_to_anndata_writes_documented_keys(fitted):
+    tgt, res = fitted
+    a = res.to_anndata(tgt, key_added="dom", copy=True)
+    assert "dom" not in tgt.obs  # copy=True leaves the input alone
+    K = res.n_domains
+    assert list(a.obs["dom"].cat.categories) == [str(k) for k in range(K)]
+    np.testing.assert_array_equal(a.obs["dom"].astype(int).to_numpy(), res.labels)
+    np.testing.assert_allclose(a.obs["dom_maxprob"], res.maxprob)
+    np.testing.assert_allclose(a.obs["dom_entropy"], res.entropy)
+    assert a.obsm["dom_proba"].shape == (tgt.n_obs, K)
+    assert a.obsm["X_dom"].shape == (tgt.n_obs, 5)
+    load = a.varm["dom_loadings"]
+    assert load.shape == (tgt.n_vars, 5) and np.isfinite(load).all()
+    u = a.uns["dom"]
+    assert u["beta"] == pytest.approx(res.beta) and u["seed"] == 0
+    assert [r["K"] for r in json.loads(u["k_table"])] == [2, 3]
+    assert len(a.uns["dom_colors"]) == K
+
+
+def test_to_anndata_rejects_other_spots(fitted, small_pair):
+    tgt, res = fitted
+    with pytest.raises(ValueError, match="do not match"):
+        res.to_anndata(tgt[:10].copy())
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    _, res = fitted
+    path = tmp_path / "fit.npz"
+    res.save(path)
+    with np.load(path, allow_pickle=False) as f:  # readable without pickle
+        assert "labels" in f.files
+    back = tb.load_result(path)
+    for name in ("labels", "proba", "factors", "W_t", "W_s", "psi", "mu", "Sigma", "trace"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(res, name))
+    assert back.beta == res.beta and back.tau == res.tau
+    assert back.k_table == res.k_table and back.genes == res.genes
+    assert back.settings == res.settings
