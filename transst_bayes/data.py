@@ -189,6 +189,26 @@ def _coords(adata, key: str):
     return None
 
 
+def _moments(blocks: list) -> tuple[np.ndarray, np.ndarray]:
+    """Gene means and standard deviations over the rows of several blocks (float64 sums,
+    one gene block at a time, no stacked copy)."""
+    n = sum(b.shape[0] for b in blocks)
+    s1 = sum(b.sum(0, dtype=np.float64) for b in blocks)
+    m = s1 / n
+    s2 = np.zeros_like(m)
+    for b in blocks:
+        for i in range(0, b.shape[0], 8192):
+            d = b[i:i + 8192] - m.astype(b.dtype)
+            s2 += np.einsum("ij,ij->j", d, d, dtype=np.float64)
+    return m, np.sqrt(s2 / n)
+
+
+def _scale(X: np.ndarray, m: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    X -= m.astype(X.dtype)
+    X /= sd.astype(X.dtype)
+    return X
+
+
 def _batches(adata, key: str | None) -> np.ndarray:
     if key is None:
         return np.zeros(adata.n_obs, dtype=np.int64)
@@ -201,8 +221,8 @@ def _standardise_batches(X: np.ndarray, batch: np.ndarray) -> np.ndarray:
     out = np.empty_like(X)
     for b in np.unique(batch):
         rows = batch == b
-        m, sd = X[rows].mean(0), X[rows].std(0)
-        out[rows] = (X[rows] - m) / np.where(sd > 0, sd, 1.0)
+        m, sd = _moments([X[rows]])
+        out[rows] = _scale(X[rows], m, np.where(sd > 0, sd, 1.0))
     return out
 
 
@@ -268,18 +288,17 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
             "n_factors + 1); lower n_factors or keep more genes"
         )
     dtype = np.dtype(s.dtype)
-    Xt_d = _dense(Xt_sh, sel, np.float64)
-    Xs_d = _dense(Xs[:, idx_s], sel, np.float64) if Xs is not None else None
-    mean_t, sd_t = Xt_d.mean(0), Xt_d.std(0)
+    Xt_d = _dense(Xt_sh, sel, dtype)
+    Xs_d = _dense(Xs[:, idx_s], sel, dtype) if Xs is not None else None
+    mean_t, sd_t = _moments([Xt_d])
     if s.standardize == "pooled" and Xs_d is not None:
-        allx = np.vstack([Xt_d, Xs_d])
-        m, sd = allx.mean(0), allx.std(0)
+        m, sd = _moments([Xt_d, Xs_d])
         sd = np.where(sd > 0, sd, 1.0)
-        Xt_d, Xs_d = (Xt_d - m) / sd, (Xs_d - m) / sd
+        Xt_d, Xs_d = _scale(Xt_d, m, sd), _scale(Xs_d, m, sd)
         gene_mean, gene_scale = m, sd
     elif s.standardize in ("pooled", "separate"):
         sd_t1 = np.where(sd_t > 0, sd_t, 1.0)
-        Xt_d = (Xt_d - mean_t) / sd_t1
+        Xt_d = _scale(Xt_d, mean_t, sd_t1)
         if Xs_d is not None:
             Xs_d = _standardise_batches(Xs_d, _batches(source, s.source_batch_key))
         gene_mean, gene_scale = mean_t, sd_t1
@@ -292,8 +311,8 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         warnings.simplefilter("always")
         graph = pad_graph(adj)
     return Prepared(
-        X=Xt_d.astype(dtype),
-        X_source=None if Xs_d is None else Xs_d.astype(dtype),
+        X=Xt_d,
+        X_source=Xs_d,
         source_labels=labels,
         source_classes=classes,
         genes=[str(g) for g in genes_sh[sel]],

@@ -1,0 +1,92 @@
+"""Simulation benchmark: the paper's setting over several seeds.
+
+50 x 50 lattice, p = 1,000, q = 10, K = 4, beta = 1 (and optionally a noisy target). For each seed:
+TransST (EM, default: joint, tau by empirical Bayes, beta learned) and its ablations (no transfer,
+two-stage, beta fixed at the published code's 2), each choosing K in 2..6 by HBIC, plus
+PCA + k-means and PCA + GMM with the true K (and PCA + GMM's own BIC for K). Reports mean ARI
+(at the chosen K and at the true K) and mean |K_hat - K|.
+
+    python benchmarks/simulation.py [--seeds 10] [--error 1.0] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from _common import markdown_table, pca_gmm, pca_kmeans, pca_scores, write_json
+
+import transst_bayes as tb
+from transst_bayes.data import DataSettings, prepare
+
+VARIANTS = {
+    "TransST (EM)": dict(),
+    "no transfer": dict(transfer="none"),
+    "two-stage": dict(variant="two_stage"),
+    "beta fixed = 2": dict(beta=2.0),
+}
+K_RANGE = [2, 3, 4, 5, 6]
+
+
+def gmm_bic_k(X, q, ks, seed=0):
+    from sklearn.mixture import GaussianMixture
+
+    Z = pca_scores(X, q)
+    bics = [GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=1e-4).fit(Z).bic(Z)
+            for k in ks]
+    return ks[int(np.argmin(bics))]
+
+
+def run(seeds, error=1.0, q=10, K=4):
+    per = {name: {"ari": [], "ari_trueK": [], "dk": [], "s": []} for name in VARIANTS}
+    per.update({"PCA + k-means": {"ari_trueK": []}, "PCA + GMM": {"ari_trueK": [], "dk": []}})
+    for seed in seeds:
+        src, tgt = tb.simulate(seed, error=error)
+        truth = tgt.obs["truth"].to_numpy()
+        for name, kw in VARIANTS.items():
+            t0 = time.perf_counter()
+            res = tb.fit_em(tgt, src, n_domains=K_RANGE, n_factors=q, seed=seed, **kw)
+            per[name]["s"].append(time.perf_counter() - t0)
+            per[name]["ari"].append(tb.adjusted_rand_index(res.labels, truth))
+            per[name]["dk"].append(abs(res.n_domains - K))
+            fixed = tb.fit_em(tgt, src, n_domains=K, n_factors=q, seed=seed, **kw)
+            per[name]["ari_trueK"].append(tb.adjusted_rand_index(fixed.labels, truth))
+        X = prepare(tgt, src, "label", DataSettings()).X
+        per["PCA + k-means"]["ari_trueK"].append(tb.adjusted_rand_index(pca_kmeans(X, q, K, seed), truth))
+        per["PCA + GMM"]["ari_trueK"].append(tb.adjusted_rand_index(pca_gmm(X, q, K, seed), truth))
+        per["PCA + GMM"]["dk"].append(abs(gmm_bic_k(X, q, K_RANGE, seed) - K))
+        print(f"seed {seed}: " + ", ".join(f"{m}={v['ari_trueK'][-1]:.3f}" for m, v in per.items()),
+              flush=True)
+    rows = []
+    for name, v in per.items():
+        row = {"method": name}
+        for key, col in (("ari", "ARI (K by HBIC)"), ("ari_trueK", "ARI (true K)"),
+                         ("dk", "mean |K_hat - K|"), ("s", "s per fit (K = 2..6)")):
+            if v.get(key):
+                row[col] = float(np.mean(v[key]))
+                if key.startswith("ari"):
+                    row[col + " sd"] = float(np.std(v[key]))
+        rows.append(row)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--error", type=float, default=1.0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    rows = run(range(args.seeds), error=args.error)
+    cols = ["method", "ARI (true K)", "ARI (true K) sd", "ARI (K by HBIC)", "mean |K_hat - K|",
+            "s per fit (K = 2..6)"]
+    print(f"\n{args.seeds} seeds, target error {args.error}")
+    print(markdown_table(rows, cols, {"s per fit (K = 2..6)": "{:.1f}", "mean |K_hat - K|": "{:.2f}"}))
+    write_json(args.json, rows)
+
+
+if __name__ == "__main__":
+    main()
