@@ -116,3 +116,18 @@ def test_paper_setting_ari_and_hbic(paper_pair):
     fit4 = tb.fit_em(tgt, src, n_domains=4, n_factors=10)
     assert ari(fit4.labels, tgt.obs["truth"]) >= 0.9
     assert table[4]["hbic"] < table[2]["hbic"]
+
+
+@pytest.mark.slow
+def test_large_shift_grows_tau_and_transfer_does_no_harm():
+    taus, gap = {}, []
+    for seed in (0, 1):
+        for shift in ("none", "large"):
+            src, tgt = tb.simulate(seed, height=30, width=30, shift=shift)
+            res = tb.fit_em(tgt, src, n_domains=4, n_factors=10)
+            taus.setdefault(shift, []).append(res.tau)
+            if shift == "large":
+                base = tb.fit_em(tgt, src, n_domains=4, n_factors=10, transfer="none")
+                gap.append(ari(res.labels, tgt.obs["truth"]) - ari(base.labels, tgt.obs["truth"]))
+    assert min(taus["large"]) > 3 * max(taus["none"])
+    assert np.mean(gap) >= -0.02

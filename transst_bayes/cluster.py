@@ -102,7 +102,7 @@ def _step(data, graph, W_s, lam_const, s: Settings, state: ClusterState):
         W, D = F.update_loadings(st, W_s, lam)
         psi = F.update_psi(st, W)
         if s.mode == "eb":
-            tau2 = jnp.maximum(F.eb_tau2(W, W_s, psi, D, tau2), 1e-8)
+            tau2 = jnp.maximum(F.eb_tau2(st, W_s, psi), 1e-8)
         if s.mode == "none":
             W, mu, Sigma = F.whiten(W, mu, Sigma, R.sum(0))
     beta = state.beta

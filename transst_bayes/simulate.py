@@ -41,8 +41,12 @@ def _draw(rng, labels, mu, Sigma, W, psi):
     q = mu.shape[1]
     L = np.linalg.cholesky(Sigma)
     z = mu[labels] + np.einsum("nqr,nr->nq", L[labels], rng.normal(size=(n, q)))
-    x = z @ W.T + rng.normal(size=(n, W.shape[0])) * np.sqrt(psi)
-    return x.astype(np.float32), z
+    x = (z @ W.T).astype(np.float32)  # float32 throughout: 100k x 2,000 stays at 0.8 GB
+    sd = np.sqrt(psi).astype(np.float32)
+    for i in range(0, n, 16384):
+        e = rng.standard_normal(size=(min(16384, n - i), W.shape[0]), dtype=np.float32)
+        x[i:i + 16384] += e * sd
+    return x, z
 
 
 def simulate(
