@@ -99,7 +99,7 @@ def _step(data, graph, W_s, lam_const, s: Settings, state: ClusterState):
     if s.variant == "joint":
         st = F.loading_stats(data, R, comp)
         lam = {"eb": psi / tau2, "cv": lam_const, "none": jnp.zeros_like(psi)}[s.mode]
-        W, D = F.update_loadings(st, W_s, lam)
+        W = F.update_loadings(st, W_s, lam)
         psi = F.update_psi(st, W)
         if s.mode == "eb":
             tau2 = jnp.maximum(F.eb_tau2(st, W_s, psi), 1e-8)

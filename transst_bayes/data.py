@@ -117,8 +117,8 @@ def _mean_var(X):
         m = np.asarray(X.mean(axis=0)).ravel()
         m2 = np.asarray(X.multiply(X).mean(axis=0)).ravel()
         return m, np.maximum(m2 - m * m, 0.0)
-    X = np.asarray(X, np.float64)
-    return X.mean(0), X.var(0)
+    m, sd = _moments([np.asarray(X)])
+    return m, sd * sd
 
 
 def _dense(X, cols, dtype) -> np.ndarray:

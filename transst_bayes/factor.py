@@ -126,13 +126,12 @@ def loading_stats(X, R, comp: Components) -> LoadingStats:
 def update_loadings(st: LoadingStats, W_prior, lam):
     """Ridge M-step per gene toward W_prior: W_g = (XtEz_g + lam_g W0_g)(G + lam_g I)^-1.
 
-    One eigendecomposition of G serves all genes (O(p q^2)). Returns W and the eigenvalues of G.
+    One eigendecomposition of G serves all genes (O(p q^2)).
     """
     D, U = jnp.linalg.eigh(st.G)
     D = jnp.maximum(D, 0.0)
     rhs = (st.XtEz + lam[:, None] * W_prior) @ U
-    W = (rhs / (D[None, :] + lam[:, None] + 1e-10)) @ U.T
-    return W, D
+    return (rhs / (D[None, :] + lam[:, None] + 1e-10)) @ U.T
 
 
 def update_psi(st: LoadingStats, W):

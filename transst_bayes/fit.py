@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import factor as F
-from .cluster import VARIANTS, Settings, fit_cluster, init_state
+from .cluster import VARIANTS, ClusterState, Settings, fit_cluster, init_state
 from .data import DataSettings, Prepared, as_anndata, prepare
 from .linalg import kmeans
 from .result import TransSTResult, entropy
@@ -22,6 +22,7 @@ from .source_em import fit_source_jit
 from .transfer import TRANSFER_MODES, fit_transfer_jit
 
 __version__ = "0.1.0"
+SHORT_EM_ITER = 15  # iterations each restart runs before the best one is continued
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class EMSettings:
     max_iter: int = 100
     tol: float = 1e-4  # convergence: objective change below tol nats per spot
     source_max_iter: int = 100
+    transfer_max_iter: int = 30  # step 2 only initialises the joint step, which refines W_t
     n_mean_field: int = 1
     seed: int = 0
     dtype: str = "float32"
@@ -188,7 +190,8 @@ def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str) -> dict:
         W_prior = src.W
     else:
         W_prior = jnp.zeros((prep.X.shape[1], q), dt)
-    tr = fit_transfer_jit(X, W_prior if mode != "none" else None, k_tr, mode=mode, q=q)
+    tr = fit_transfer_jit(X, W_prior if mode != "none" else None, k_tr, mode=mode, q=q,
+                          max_iter=em.transfer_max_iter)
     g = prep.graph
     graph = (jnp.asarray(g.nbr), jnp.asarray(g.mask, dt), jnp.asarray(g.colors))
     data = X if em.variant == "joint" else tr.Z
@@ -228,14 +231,21 @@ def _fit_k(data, graph, W_prior, tr, src_mu, src_Sigma, X, key, beta0, s: Settin
         top = jnp.argsort(-taken)[: s.K]
         inits = inits.at[0].set(jnp.argmax(comp.loglik[:, top], axis=1).astype(inits.dtype))
 
+    short = s._replace(max_iter=min(SHORT_EM_ITER, s.max_iter))
+
     def one(lab0):
         st0 = init_state(tr.Z, lab0, tr.W, tr.psi, tr.tau2, beta0, s.K)
-        return fit_cluster(data, graph, W_prior, tr.lam, st0, s)
+        return fit_cluster(data, graph, W_prior, tr.lam, st0, short)
 
     fits = jax.lax.map(one, inits)
     obj = jnp.where(jnp.isfinite(fits.objective), fits.objective, -jnp.inf)
-    best = jnp.argmax(obj)
-    return jax.tree_util.tree_map(lambda a: a[best], fits)
+    best = jax.tree_util.tree_map(lambda a: a[jnp.argmax(obj)], fits)
+    if s.max_iter <= SHORT_EM_ITER:
+        return best
+    # "small EM" (Biernacki et al. 2003): every restart runs a few iterations, the best one
+    # runs on to convergence
+    st = ClusterState(best.W, best.psi, best.mu, best.Sigma, best.tau2, best.beta, best.R)
+    return fit_cluster(data, graph, W_prior, tr.lam, st, s)
 
 
 def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode: str, Ks) -> TransSTResult:

@@ -56,7 +56,7 @@ def source_step(X, R, state: _State):
     mu, Sigma = F.update_mu_sigma(R, comp, state.mu, state.Sigma, prior_n=0.0)
     st = F.loading_stats(X, R, comp)
     zeros = jnp.zeros_like(state.psi)
-    W, _ = F.update_loadings(st, jnp.zeros_like(state.W), zeros)
+    W = F.update_loadings(st, jnp.zeros_like(state.W), zeros)
     psi = F.update_psi(st, W)
     W, mu, Sigma = F.whiten(W, mu, Sigma, R.sum(0))
     return _State(W, psi, mu, Sigma), obj

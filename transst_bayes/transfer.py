@@ -58,7 +58,7 @@ def _fa_step(X, W_prior, mode: str, state: _State):
         lam = state.psi / state.tau2
     else:
         lam = jnp.zeros_like(state.psi)
-    W, D = F.update_loadings(st, W_prior, lam)
+    W = F.update_loadings(st, W_prior, lam)
     psi = F.update_psi(st, W)
     tau2 = F.eb_tau2(st, W_prior, psi) if mode == "eb" else state.tau2
     return _State(W, psi, jnp.maximum(tau2, 1e-8)), obj
