@@ -142,5 +142,3 @@ def fit_cluster(data, graph, W_s, lam_const, state0: ClusterState, s: Settings) 
     return ClusterFit(st.W, st.psi, st.mu, st.Sigma, st.tau2, st.beta, R, labels, Z, comp.loglik,
                       obj, res.trace, res.n_iter, res.converged)
 
-
-fit_cluster_jit = jax.jit(fit_cluster, static_argnames=("s",))
