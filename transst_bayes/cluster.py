@@ -66,6 +66,7 @@ class Settings(NamedTuple):
     tol: float = 1e-4
     n_colors: int = 2
     n_mean_field: int = 1
+    weight: float = 1.0  # power on the expression likelihood (generalised posterior)
 
 
 def pseudo_marginal(loglik, counts, beta):
@@ -89,11 +90,12 @@ def _prior(state: ClusterState, W_s, s: Settings):
 def _step(data, graph, W_s, lam_const, s: Settings, state: ClusterState):
     nbr, mask, colors = graph
     comp = _components(data, state, s)
+    ll = s.weight * comp.loglik
     R = state.R
     for _ in range(s.n_mean_field):
-        R = potts.mean_field_sweep(R, comp.loglik, nbr, mask, colors, s.n_colors, state.beta)
+        R = potts.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, state.beta)
     counts = potts.neighbour_sums(R, nbr, mask)
-    obj = pseudo_marginal(comp.loglik, counts, state.beta) + _prior(state, W_s, s)
+    obj = pseudo_marginal(ll, counts, state.beta) + s.weight * _prior(state, W_s, s)
     mu, Sigma = F.update_mu_sigma(R, comp, state.mu, state.Sigma)
     W, psi, tau2 = state.W, state.psi, state.tau2
     if s.variant == "joint":
@@ -132,13 +134,14 @@ def fit_cluster(data, graph, W_s, lam_const, state0: ClusterState, s: Settings) 
                  data.shape[0], data.dtype)
     st = res.state
     comp = _components(data, st, s)
+    ll = s.weight * comp.loglik
     R = st.R
     for _ in range(3):
-        R = potts.mean_field_sweep(R, comp.loglik, nbr, mask, colors, s.n_colors, st.beta)
+        R = potts.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, st.beta)
     counts = potts.neighbour_sums(R, nbr, mask)
-    obj = pseudo_marginal(comp.loglik, counts, st.beta) + _prior(st, W_s, s)
-    labels = potts.icm(jnp.argmax(R, axis=1), comp.loglik, nbr, mask, colors, s.n_colors, st.beta)
-    Z = jnp.einsum("nk,nkq->nq", R, comp.Ez)
+    obj = pseudo_marginal(ll, counts, st.beta) + s.weight * _prior(st, W_s, s)
+    labels = potts.icm(jnp.argmax(R, axis=1), ll, nbr, mask, colors, s.n_colors, st.beta)
+    Z = F.mean_factors(R, comp)
     return ClusterFit(st.W, st.psi, st.mu, st.Sigma, st.tau2, st.beta, R, labels, Z, comp.loglik,
                       obj, res.trace, res.n_iter, res.converged)
 

@@ -26,9 +26,16 @@ class Sufficient(NamedTuple):
 
 
 class Components(NamedTuple):
+    """E[z_j | x_j, y_j = k] = b_j M_k + e_k is linear in a shared (n, q) array b: the weighted
+    moments below are computed from b with flat GEMMs instead of from the (n, K, q) array Ez
+    (which jit drops when nothing reads it)."""
+
     loglik: jax.Array  # (n, K) log N(x_j | W mu_k, W Sigma_k W^T + Psi)
     Ez: jax.Array  # (n, K, q) E[z_j | x_j, y_j = k]
     Vz: jax.Array  # (K, q, q) Cov[z_j | x_j, y_j = k]
+    b: jax.Array  # (n, q)
+    M: jax.Array  # (K, q, q) symmetric
+    e: jax.Array  # (K, q)
 
 
 def precompute(X, W, psi) -> Sufficient:
@@ -53,16 +60,17 @@ def components(suf: Sufficient, mu, Sigma, p: int) -> Components:
 
     def one(m, S):
         Sinv, logdet_S = _chol_inv(S)
-        Minv, logdet_Minv = _chol_inv(Sinv + suf.A)
+        Minv, logdet_M = _chol_inv(Sinv + suf.A)  # M = Sigma^-1 + W^T Psi^-1 W
         c = suf.b - m @ suf.A  # (n, q): W^T Psi^-1 (x - W m)
         quad = suf.xPx - 2.0 * suf.b @ m + m @ suf.A @ m - jnp.sum((c @ Minv) * c, axis=1)
-        logdet = suf.logdet_psi + logdet_S - logdet_Minv
+        # matrix determinant lemma: |W S W^T + Psi| = |Psi| |S| |S^-1 + W^T Psi^-1 W|
+        logdet = suf.logdet_psi + logdet_S + logdet_M
         ll = -0.5 * (p * LOG2PI + logdet + quad)
-        Ez = (suf.b + Sinv @ m) @ Minv  # Minv symmetric
-        return ll, Ez, Minv
+        e = (Sinv @ m) @ Minv  # Minv symmetric
+        return ll, suf.b @ Minv + e, Minv, e
 
-    ll, Ez, Vz = jax.vmap(one, in_axes=(0, 0), out_axes=(1, 1, 0))(mu, Sigma)
-    return Components(loglik=ll, Ez=Ez, Vz=Vz)
+    ll, Ez, Vz, e = jax.vmap(one, in_axes=(0, 0), out_axes=(1, 1, 0, 0))(mu, Sigma)
+    return Components(loglik=ll, Ez=Ez, Vz=Vz, b=suf.b, M=Vz, e=e)
 
 
 def gaussian_components(V, mu, Sigma) -> Components:
@@ -78,7 +86,38 @@ def gaussian_components(V, mu, Sigma) -> Components:
     ll = jax.vmap(one, out_axes=1)(mu, Sigma)
     K = mu.shape[0]
     Ez = jnp.broadcast_to(V[:, None, :], (V.shape[0], K, q))
-    return Components(loglik=ll, Ez=Ez, Vz=jnp.zeros((K, q, q), V.dtype))
+    eye = jnp.broadcast_to(jnp.eye(q, dtype=V.dtype), (K, q, q))
+    return Components(loglik=ll, Ez=Ez, Vz=jnp.zeros((K, q, q), V.dtype), b=V, M=eye,
+                      e=jnp.zeros((K, q), V.dtype))
+
+
+class Moments(NamedTuple):
+    Nk: jax.Array  # (K,) sum_j R_jk
+    S1: jax.Array  # (K, q) sum_j R_jk E[z_j | k]
+    S2: jax.Array  # (K, q, q) sum_j R_jk E[z_j | k] E[z_j | k]^T (without Vz)
+
+
+def moments(R, comp: Components) -> Moments:
+    """Responsibility-weighted moments of E[z | x, k] from the linear form b M_k + e_k."""
+    n, q = comp.b.shape
+    K = R.shape[1]
+    Nk = jnp.sum(R, axis=0)
+    B1 = R.T @ comp.b  # (K, q)
+    B2 = ((R[:, :, None] * comp.b[:, None, :]).reshape(n, K * q).T @ comp.b).reshape(K, q, q)
+    MB1 = jnp.einsum("kqr,kr->kq", comp.M, B1)
+    S1 = MB1 + Nk[:, None] * comp.e
+    outer = jnp.einsum("kq,kr->kqr", MB1, comp.e)
+    S2 = (jnp.einsum("kqa,kab,kbr->kqr", comp.M, B2, comp.M) + outer + jnp.swapaxes(outer, 1, 2)
+          + Nk[:, None, None] * jnp.einsum("kq,kr->kqr", comp.e, comp.e))
+    return Moments(Nk=Nk, S1=S1, S2=S2)
+
+
+def mean_factors(R, comp: Components):
+    """sum_k R_jk E[z_j | x_j, k], shape (n, q), without forming the (n, K, q) array."""
+    n, q = comp.b.shape
+    K = R.shape[1]
+    Rb = (R[:, :, None] * comp.b[:, None, :]).reshape(n, K * q)
+    return Rb @ comp.M.reshape(K * q, q) + R @ comp.e
 
 
 def update_mu_sigma(R, comp: Components, mu_old, Sigma_old, min_weight=1e-3, prior_n=1.0,
@@ -90,11 +129,11 @@ def update_mu_sigma(R, comp: Components, mu_old, Sigma_old, min_weight=1e-3, pri
     negligible for large domains, it keeps a domain that shrinks to a few spots from becoming
     singular. An (almost) empty component keeps its old parameters instead of producing NaN.
     """
-    Nk = jnp.sum(R, axis=0)  # (K,)
+    mom = moments(R, comp)
+    Nk = mom.Nk
     safe = jnp.maximum(Nk, 1e-12)
-    mu = jnp.einsum("nk,nkq->kq", R, comp.Ez) / safe[:, None]
-    d = comp.Ez - mu[None]
-    S = jnp.einsum("nk,nkq,nkr->kqr", R, d, d) + Nk[:, None, None] * comp.Vz
+    mu = mom.S1 / safe[:, None]
+    S = mom.S2 - Nk[:, None, None] * jnp.einsum("kq,kr->kqr", mu, mu) + Nk[:, None, None] * comp.Vz
     q = mu.shape[1]
     v = prior_frac * jnp.trace(jnp.sum(S, axis=0)) / (q * jnp.maximum(jnp.sum(Nk), 1e-12))
     eye = jnp.eye(q, dtype=mu.dtype)
@@ -114,12 +153,11 @@ class LoadingStats(NamedTuple):
 
 
 def loading_stats(X, R, comp: Components) -> LoadingStats:
-    Ezbar = jnp.einsum("nk,nkq->nq", R, comp.Ez)
-    G = jnp.einsum("nk,nkq,nkr->qr", R, comp.Ez, comp.Ez) + jnp.einsum(
-        "k,kqr->qr", jnp.sum(R, axis=0), comp.Vz
-    )
+    mom = moments(R, comp)
+    G = jnp.sum(mom.S2, axis=0) + jnp.einsum("k,kqr->qr", mom.Nk, comp.Vz)
     return LoadingStats(
-        XtEz=X.T @ Ezbar, G=0.5 * (G + G.T), xx=jnp.sum(X * X, axis=0), n=jnp.asarray(X.shape[0], X.dtype)
+        XtEz=X.T @ mean_factors(R, comp), G=0.5 * (G + G.T), xx=jnp.sum(X * X, axis=0),
+        n=jnp.asarray(X.shape[0], X.dtype)
     )
 
 

@@ -41,6 +41,7 @@ class EMSettings:
     source_max_iter: int = 100
     transfer_max_iter: int = 30  # step 2 only initialises the joint step, which refines W_t
     n_mean_field: int = 1
+    weight: float = 1.0
     seed: int = 0
     dtype: str = "float32"
 
@@ -131,6 +132,7 @@ def fit_em(
     tol: float = 1e-4,
     seed: int = 0,
     dtype: str = "float32",
+    weight: float = 1.0,
     source_labels=None,
     spatial=None,
     **data_options,
@@ -153,7 +155,7 @@ def fit_em(
     t0 = time.perf_counter()
     em = EMSettings(n_factors=n_factors, transfer=transfer, variant=variant, beta=beta,
                     criterion=criterion, n_restarts=n_restarts, max_iter=max_iter, tol=tol,
-                    seed=seed, dtype=dtype)
+                    seed=seed, dtype=dtype, weight=weight)
     em.check()
     ds = _data_settings(dict(data_options, dtype=dtype))
     Ks = [n_domains] if isinstance(n_domains, (int, np.integer)) and not isinstance(n_domains, bool) \
@@ -201,7 +203,7 @@ def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str) -> dict:
     for K in Ks:
         s = Settings(K=K, variant=em.variant, mode=mode, learn_beta=em.beta is None,
                      max_iter=em.max_iter, tol=em.tol, n_colors=g.n_colors,
-                     n_mean_field=em.n_mean_field)
+                     n_mean_field=em.n_mean_field, weight=float(em.weight))
         use_src_init = use_source and src.mu.shape[0] >= K
         best = _fit_k(data, graph, W_prior, tr, src.mu if use_src_init else None,
                       src.Sigma if use_src_init else None, X, jax.random.fold_in(k_cl, K),

@@ -1,0 +1,85 @@
+"""Factor-model kernels against direct (brute-force) formulas on small random problems."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transst_bayes import factor as F
+
+
+def _problem(seed=0, n=40, p=12, q=3, K=4):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p))
+    W = rng.normal(size=(p, q))
+    psi = rng.uniform(0.3, 2.0, size=p)
+    mu = rng.normal(size=(K, q)) * 2
+    A = rng.normal(size=(K, q, q))
+    Sigma = A @ np.swapaxes(A, 1, 2) + 0.5 * np.eye(q)
+    R = rng.dirichlet(np.ones(K), size=n)
+    return X, W, psi, mu, Sigma, R
+
+
+def test_components_match_dense_gaussian():
+    from scipy.stats import multivariate_normal
+
+    with jax.enable_x64(True):
+        X, W, psi, mu, Sigma, R = _problem()
+        comp = F.components(F.precompute(jnp.asarray(X), jnp.asarray(W), jnp.asarray(psi)),
+                            jnp.asarray(mu), jnp.asarray(Sigma), X.shape[1])
+        for k in range(mu.shape[0]):
+            C = W @ Sigma[k] @ W.T + np.diag(psi)
+            ll = multivariate_normal(W @ mu[k], C).logpdf(X)
+            np.testing.assert_allclose(np.asarray(comp.loglik[:, k]), ll, rtol=1e-5)  # JITTER = 1e-6 on S and M
+            # E[z | x, k] = mu + Sigma W^T C^-1 (x - W mu)
+            Ez = mu[k] + (X - W @ mu[k]) @ np.linalg.solve(C, W @ Sigma[k])
+            np.testing.assert_allclose(np.asarray(comp.Ez[:, k]), Ez, rtol=1e-5, atol=1e-6)
+            Vz = Sigma[k] - Sigma[k] @ W.T @ np.linalg.solve(C, W @ Sigma[k])
+            np.testing.assert_allclose(np.asarray(comp.Vz[k]), Vz, rtol=1e-5, atol=1e-6)
+
+
+def test_moments_match_explicit_sums():
+    with jax.enable_x64(True):
+        X, W, psi, mu, Sigma, R = _problem(1)
+        comp = F.components(F.precompute(jnp.asarray(X), jnp.asarray(W), jnp.asarray(psi)),
+                            jnp.asarray(mu), jnp.asarray(Sigma), X.shape[1])
+        Ez = np.asarray(comp.Ez)
+        mom = F.moments(jnp.asarray(R), comp)
+        np.testing.assert_allclose(np.asarray(mom.Nk), R.sum(0), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(mom.S1), np.einsum("nk,nkq->kq", R, Ez), rtol=1e-9)
+        np.testing.assert_allclose(np.asarray(mom.S2), np.einsum("nk,nkq,nkr->kqr", R, Ez, Ez),
+                                   rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(np.asarray(F.mean_factors(jnp.asarray(R), comp)),
+                                   np.einsum("nk,nkq->nq", R, Ez), rtol=1e-9, atol=1e-12)
+        st = F.loading_stats(jnp.asarray(X), jnp.asarray(R), comp)
+        G = np.einsum("nk,nkq,nkr->qr", R, Ez, Ez) + np.einsum("k,kqr->qr", R.sum(0), np.asarray(comp.Vz))
+        np.testing.assert_allclose(np.asarray(st.G), G, rtol=1e-9)
+        np.testing.assert_allclose(np.asarray(st.XtEz), X.T @ np.einsum("nk,nkq->nq", R, Ez), rtol=1e-9)
+
+
+def test_update_mu_sigma_is_weighted_moments():
+    with jax.enable_x64(True):
+        X, W, psi, mu, Sigma, R = _problem(2)
+        comp = F.components(F.precompute(jnp.asarray(X), jnp.asarray(W), jnp.asarray(psi)),
+                            jnp.asarray(mu), jnp.asarray(Sigma), X.shape[1])
+        Ez = np.asarray(comp.Ez)
+        m, S = F.update_mu_sigma(jnp.asarray(R), comp, jnp.asarray(mu), jnp.asarray(Sigma), prior_n=0.0)
+        Nk = R.sum(0)
+        m_ref = np.einsum("nk,nkq->kq", R, Ez) / Nk[:, None]
+        d = Ez - m_ref[None]
+        S_ref = (np.einsum("nk,nkq,nkr->kqr", R, d, d) + Nk[:, None, None] * np.asarray(comp.Vz)) / Nk[:, None, None]
+        np.testing.assert_allclose(np.asarray(m), m_ref, rtol=1e-9)
+        np.testing.assert_allclose(np.asarray(S), S_ref, rtol=1e-6, atol=1e-6)
+
+
+def test_empty_component_keeps_parameters():
+    X, W, psi, mu, Sigma, R = _problem(3)
+    R = R.copy()
+    R[:, 0] = 0.0
+    R /= R.sum(1, keepdims=True)
+    comp = F.components(F.precompute(jnp.asarray(X, jnp.float32), jnp.asarray(W, jnp.float32),
+                                     jnp.asarray(psi, jnp.float32)),
+                        jnp.asarray(mu, jnp.float32), jnp.asarray(Sigma, jnp.float32), X.shape[1])
+    m, S = F.update_mu_sigma(jnp.asarray(R, jnp.float32), comp, jnp.asarray(mu, jnp.float32),
+                             jnp.asarray(Sigma, jnp.float32))
+    assert np.all(np.isfinite(np.asarray(m))) and np.all(np.isfinite(np.asarray(S)))
+    np.testing.assert_allclose(np.asarray(m[0]), mu[0], rtol=1e-6)
