@@ -10,7 +10,7 @@ from transst_bayes.cli import main
 
 
 def test_demo_writes_outputs(tmp_path, capsys):
-    rc = main(["demo", "--out", str(tmp_path), "--size", "20", "--k-min", "3", "--k-max", "5"])
+    rc = main(["demo", "--out", str(tmp_path), "--size", "30", "--k-min", "3", "--k-max", "5"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "ARI vs truth" in out and "hbic" in out

@@ -34,8 +34,9 @@ def _attach_models() -> None:
 
 _attach_models()
 from . import models  # noqa: E402
+from .svi import SVISettings, fit_svi  # noqa: E402
 
 __all__ = [
-    "EMSettings", "TransSTResult", "adjusted_rand_index", "align_labels", "fit_em", "load_result",
+    "EMSettings", "SVISettings", "TransSTResult", "adjusted_rand_index", "align_labels", "fit_em", "fit_svi", "load_result",
     "models", "normalized_mutual_info", "simulate", "__version__",
 ]

@@ -57,6 +57,8 @@ class TransSTResult:
     gene_mean: np.ndarray | None = None
     gene_scale: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    posterior: dict | None = None  # fit_svi: draws of the global sites, name -> (S, ...)
+    spot_loglik: np.ndarray | None = None  # fit_svi: (S, n) per-spot log-likelihood per draw
 
     @property
     def n_domains(self) -> int:
@@ -118,6 +120,10 @@ class TransSTResult:
     def save(self, path) -> None:
         """Save to a .npz file (arrays + JSON metadata; no pickle)."""
         arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
+        if self.spot_loglik is not None:
+            arrays["spot_loglik"] = self.spot_loglik
+        for k, v in (self.posterior or {}).items():
+            arrays[f"posterior__{k}"] = v
         meta = {
             "tau": float(self.tau), "beta": float(self.beta), "k_table": self.k_table,
             "settings": self.settings, "genes": list(self.genes),
@@ -133,6 +139,9 @@ class TransSTResult:
             meta = json.loads(str(f["__meta__"]))
             arrays = {k: f[k] for k in f.files if k != "__meta__"}
         kw: dict[str, Any] = {k: arrays.get(k) for k in _ARRAYS}
+        kw["spot_loglik"] = arrays.get("spot_loglik")
+        post = {k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("posterior__")}
+        kw["posterior"] = post or None
         kw.update(meta)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in kw.items() if k in known})

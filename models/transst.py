@@ -1,0 +1,87 @@
+"""The TransST models as NumPyro programs (plates "spot", "gene", "factor", "domain").
+
+Every model has the signature `model(data, K, n_factors, batch_size=None, **options)`:
+- `data`: SpotData (X the standardised expression, field the Potts mean-field neighbour sums
+  of the current responsibilities, W_s the source loadings or None);
+- `K` domains, `n_factors` q; `batch_size`: spots per minibatch (None: all spots).
+The domain label of each spot is summed out by a `DomainMixture` site whose prior logits are
+the mean-field Potts field beta * data.field; the fitting code reads the responsibilities from
+that site. A variant written in the same style (replace a piece, keep the sites) runs through
+`transst_bayes.fit_svi` unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import numpyro
+import numpyro.distributions as dist
+
+from .domains import domain_distributions, noise_variances, smoothness
+from .likelihood import DomainMixture, factor_components, integrated_components
+from .potts import mean_field_logits
+from .transfer import free_loadings, transfer_loadings
+
+
+class SpotData(NamedTuple):
+    X: jax.Array  # (n, p) standardised expression of the target
+    field: jax.Array  # (n, K) sum over neighbours of the current responsibilities
+    W_s: jax.Array | None = None  # (p, q) source loadings
+
+
+def _spots(data: SpotData, batch_size):
+    n = data.X.shape[0]
+    return numpyro.plate("spot", n, subsample_size=batch_size, dim=-1)
+
+
+def transst_model(data: SpotData, K: int, n_factors: int, batch_size=None, form: str = "global",
+                  tau=None, tau_scale: float = 1.0):
+    """TransST: loadings under the transfer prior (form "ridge" | "global" | "horseshoe"),
+    z integrated out (LowRankMultivariateNormal), labels under the mean-field Potts prior."""
+    if data.W_s is None:
+        raise ValueError("transst_model needs source loadings (data.W_s); use no_transfer_model")
+    p = data.X.shape[1]
+    dt = data.X.dtype
+    W = transfer_loadings(data.W_s, form=form, tau=tau, tau_scale=tau_scale)
+    psi = noise_variances(p, dt)
+    mu, L = domain_distributions(K, n_factors, dt)
+    beta = smoothness(dt)
+    comps = integrated_components(W, psi, mu, L)
+    with _spots(data, batch_size) as idx:
+        logits = mean_field_logits(beta, data.field[idx])
+        numpyro.sample("x", DomainMixture(logits, comps), obs=data.X[idx])
+
+
+def no_transfer_model(data: SpotData, K: int, n_factors: int, batch_size=None):
+    """The spatial factor model without a source (tau -> infinity)."""
+    n, p = data.X.shape
+    dt = data.X.dtype
+    W = free_loadings(p, n_factors, dtype=dt)
+    psi = noise_variances(p, dt)
+    mu, L = domain_distributions(K, n_factors, dt)
+    beta = smoothness(dt)
+    comps = integrated_components(W, psi, mu, L)
+    with _spots(data, batch_size) as idx:
+        logits = mean_field_logits(beta, data.field[idx])
+        numpyro.sample("x", DomainMixture(logits, comps), obs=data.X[idx])
+
+
+def explicit_z_model(data: SpotData, K: int, n_factors: int, batch_size=None, form: str = "global",
+                     tau=None):
+    """The same model with the factors z_j as explicit latent variables (for research: change
+    the noise, the factor law, ...). The label is summed out in z_j's prior; x_j | z_j is
+    Normal per gene."""
+    n, p = data.X.shape
+    dt = data.X.dtype
+    if data.W_s is None:
+        W = free_loadings(p, n_factors, dtype=dt)
+    else:
+        W = transfer_loadings(data.W_s, form=form, tau=tau)
+    psi = noise_variances(p, dt)
+    mu, L = domain_distributions(K, n_factors, dt)
+    beta = smoothness(dt)
+    with _spots(data, batch_size) as idx:
+        logits = mean_field_logits(beta, data.field[idx])
+        z = numpyro.sample("z", DomainMixture(logits, factor_components(mu, L)))
+        numpyro.sample("x", dist.Normal(z @ W.T, psi**0.5).to_event(1), obs=data.X[idx])

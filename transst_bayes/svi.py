@@ -1,0 +1,344 @@
+"""fit_svi: the TransST models of `transst_bayes.models` fitted by stochastic variational inference.
+
+Variational EM: SVI steps on the global parameters with the domain labels summed out per spot
+under the mean-field Potts field, alternating with refreshes of that field from the current
+responsibilities. Warm start from the EM/ICM solution; guides AutoDelta ("delta"),
+AutoNormal ("normal"), AutoLowRankMultivariateNormal ("lowrank"); minibatches over spots;
+stopping on the relative change of the ELBO between rounds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from numpyro import handlers
+from numpyro.infer import SVI, Trace_ELBO, init_to_value
+from numpyro.infer.autoguide import AutoDelta, AutoLowRankMultivariateNormal, AutoNormal
+
+from . import factor as F
+from . import potts
+from .fit import EMSettings, __version__, _check_k, _data_settings, _fit_arrays, _inputs, precision
+from .data import prepare
+from .result import TransSTResult, entropy
+from .selection import criteria
+
+GUIDES = {"delta": AutoDelta, "normal": AutoNormal, "lowrank": AutoLowRankMultivariateNormal}
+
+
+@dataclass(frozen=True)
+class SVISettings:
+    guide: str = "normal"
+    n_factors: int = 15
+    lr: float = 0.01
+    steps_per_round: int = 200
+    max_rounds: int = 30
+    min_rounds: int = 2
+    rtol: float = 1e-4  # stop when the mean loss of a round changes by less than rtol (relative)
+    batch_size: int | None = None
+    num_samples: int = 100
+    init_scale: float = 0.01
+    seed: int = 0
+    dtype: str = "float32"
+
+    def check(self) -> None:
+        if self.guide not in GUIDES:
+            raise ValueError(f"guide must be one of {sorted(GUIDES)}, got {self.guide!r}")
+        if self.lr <= 0 or self.steps_per_round < 1 or self.max_rounds < 1 or self.num_samples < 1:
+            raise ValueError("lr, steps_per_round, max_rounds and num_samples must be positive")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int or None, got {self.batch_size}")
+
+
+def _mixture_site(tr: dict):
+    from .models.likelihood import DomainMixture
+
+    sites = [s for s in tr.values() if s["type"] == "sample" and isinstance(s["fn"], DomainMixture)]
+    if len(sites) != 1:
+        raise ValueError(
+            "the model must have exactly one DomainMixture site (the per-spot domain label summed "
+            f"out), found {len(sites)}; build the spot likelihood with models.DomainMixture"
+        )
+    return sites[0]
+
+
+def spot_terms(model, data, values: dict):
+    """Per-spot log p(y = k, . | globals) (n, K) and per-spot log-likelihood of the observed
+    sites (n,), with every latent site fixed to `values`."""
+    tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=values)).get_trace(data)
+    site = _mixture_site(tr)
+    dlp = site["fn"].domain_log_prob(site["value"])
+    ll = jnp.zeros(dlp.shape[:-1], dlp.dtype)
+    for s in tr.values():
+        if s["type"] == "sample" and s["is_observed"]:
+            lp = s["fn"].log_prob(s["value"])
+            ll = ll + lp.reshape(lp.shape[: ll.ndim]) if lp.ndim >= ll.ndim else ll + lp
+    return dlp, ll
+
+
+def _init_values(fit, W_s, form: str, has_source: bool) -> dict:
+    Sigma = np.asarray(fit.Sigma, np.float64)
+    sd = np.sqrt(np.einsum("kqq->kq", Sigma))
+    corr = Sigma / (sd[:, :, None] * sd[:, None, :])
+    L = np.linalg.cholesky(corr + 1e-6 * np.eye(corr.shape[-1]))
+    L = L / np.linalg.norm(L, axis=-1, keepdims=True)  # rows of a correlation Cholesky are unit
+    dt = fit.W.dtype
+    vals = {"W": fit.W, "psi": fit.psi[:, None], "mu": fit.mu, "sigma": jnp.asarray(sd, dt),
+            "L_corr": jnp.asarray(L, dt)[:, None],
+            "beta": jnp.clip(fit.beta, 1e-3, potts.BETA_MAX - 1e-3)}
+    if has_source:
+        vals["tau"] = jnp.sqrt(jnp.maximum(fit.tau2, 1e-8))
+        if form == "horseshoe":
+            vals["phi"] = jnp.ones((fit.W.shape[0], 1), dt)
+    return vals
+
+
+def _round_runner(svi, n_steps: int, batch_size):
+    @jax.jit
+    def run(state, data):
+        def body(st, _):
+            st, loss = svi.update(st, data, batch_size=batch_size)
+            return st, loss
+
+        return jax.lax.scan(body, state, None, length=n_steps)
+
+    return run
+
+
+def _sigma(sample: dict):
+    if "sigma" in sample and "L_corr" in sample:
+        L = sample["sigma"][..., :, None] * sample["L_corr"][..., 0, :, :]
+        return L @ jnp.swapaxes(L, -1, -2)
+    return None
+
+
+def fit_svi(
+    target,
+    source=None,
+    label_key: str = "label",
+    n_domains: int | Sequence[int] = 7,
+    *,
+    model: Callable | None = None,
+    guide: str = "normal",
+    form: str = "global",
+    model_options: dict | None = None,
+    n_factors: int = 15,
+    criterion: str = "loo",
+    lr: float = 0.01,
+    steps_per_round: int = 200,
+    max_rounds: int = 30,
+    rtol: float = 1e-4,
+    batch_size: int | None = None,
+    num_samples: int = 100,
+    progress_bar: bool = False,
+    seed: int = 0,
+    dtype: str = "float32",
+    em_options: dict | None = None,
+    source_labels=None,
+    spatial=None,
+    **data_options,
+) -> TransSTResult:
+    """Fit a TransST model from `transst_bayes.models` (or your own in the same style) by SVI.
+
+    model : `model(data: SpotData, K, n_factors, batch_size=None, **model_options)`; default
+        `models.transst_model` (form=`form`) with a source, `models.no_transfer_model` without.
+    guide : "delta" (MAP; reproduces fit_em), "normal" (AutoNormal), "lowrank".
+    n_domains : K or a list of K; with a list, K is chosen by `criterion`: "loo" / "waic"
+        (ArviZ, from the per-spot log-likelihood over posterior draws) or "bic" / "mbic" /
+        "hbic" / "icl" (from the EM warm start).
+    Returns a TransSTResult with posterior draws of the globals in `.posterior`, the per-spot
+    log-likelihood per draw in `.spot_loglik`, and domain probabilities averaged over draws.
+    """
+    from . import models as M
+
+    t0 = time.perf_counter()
+    st = SVISettings(guide=guide, n_factors=n_factors, lr=lr, steps_per_round=steps_per_round,
+                     max_rounds=max_rounds, rtol=rtol, batch_size=batch_size,
+                     num_samples=num_samples, seed=seed, dtype=dtype)
+    st.check()
+    if criterion not in ("loo", "waic", "bic", "mbic", "hbic", "icl"):
+        raise ValueError(f"criterion must be 'loo', 'waic', 'bic', 'mbic', 'hbic' or 'icl', got {criterion!r}")
+    if form not in M.FORMS:
+        raise ValueError(f"form must be one of {M.FORMS}, got {form!r}")
+    em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, **(em_options or {}))
+    em.check()
+    ds = _data_settings(dict(data_options, dtype=dtype))
+    Ks = [n_domains] if isinstance(n_domains, (int, np.integer)) and not isinstance(n_domains, bool) \
+        else list(n_domains)
+    target, source = _inputs(target, source, source_labels, spatial)
+    if target.n_obs == 0:
+        raise ValueError("target is empty (0 spots)")
+    prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)
+    n, p = prep.X.shape
+    if n_factors >= min(n, p):
+        raise ValueError(f"n_factors={n_factors} must be smaller than the numbers of genes ({p}) and spots ({n})")
+    Ks = _check_k(Ks, n)
+    if batch_size is not None and batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} target spots; lower it or pass None")
+    mode = em.transfer if prep.X_source is not None else "none"
+    opts = dict(model_options or {})
+    if model is None:
+        model = M.transst_model if mode != "none" else M.no_transfer_model
+        if mode != "none":
+            opts.setdefault("form", form)
+    with precision(dtype):
+        out = _fit_arrays(prep, Ks, em, mode)
+        fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar) for K in Ks}
+        res = _assemble_svi(prep, out, fits, Ks, st, em, mode, criterion, opts, model)
+    res.info["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
+    from .models import SpotData
+
+    dt = jnp.dtype(st.dtype)
+    fit = out["fits"][K]
+    W_s = None if mode == "none" else out["source"].W
+    g = prep.graph
+    nbr, mask = jnp.asarray(g.nbr), jnp.asarray(g.mask, dt)
+    X = jnp.asarray(prep.X, dt)
+    R = fit.R.astype(dt)
+    data = SpotData(X=X, field=potts.neighbour_sums(R, nbr, mask), W_s=W_s)
+    m = partial(model, K=K, n_factors=st.n_factors, **opts)
+    init = init_to_value(values=_init_values(fit, W_s, opts.get("form", "global"), W_s is not None))
+    kw = {"init_loc_fn": init}
+    if st.guide != "delta":
+        kw["init_scale"] = st.init_scale
+    guide = GUIDES[st.guide](m, **kw)
+    svi = SVI(m, guide, numpyro.optim.Adam(st.lr), Trace_ELBO())
+    key = jax.random.fold_in(jax.random.PRNGKey(st.seed), K)
+    k_init, k_post = jax.random.split(key)
+    state = svi.init(k_init, data, batch_size=st.batch_size)
+    run = _round_runner(svi, st.steps_per_round, st.batch_size)
+    full = partial(m, batch_size=None)
+    terms = jax.jit(lambda v, d: spot_terms(full, d, v))
+    losses, prev = [], None
+    rounds = range(st.max_rounds)
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        rounds = tqdm(rounds, desc=f"SVI K={K}")
+    converged = False
+    for r in rounds:
+        state, loss = run(state, data)
+        mean_loss = float(jnp.mean(loss[len(loss) // 2:]))
+        if not np.isfinite(mean_loss):
+            raise FloatingPointError(f"SVI loss became non-finite for K={K}; lower lr (now {st.lr})")
+        losses.append(mean_loss)
+        params = svi.get_params(state)
+        point = guide.median(params) if st.guide != "delta" else guide.median(params)
+        dlp, _ = terms(point, data)
+        R = jax.nn.softmax(dlp, axis=-1)
+        data = data._replace(field=potts.neighbour_sums(R, nbr, mask))
+        if progress_bar:
+            rounds.set_postfix(loss=f"{mean_loss:.4g}")
+        if prev is not None and r + 1 >= st.min_rounds and abs(mean_loss - prev) <= st.rtol * abs(prev):
+            converged = True
+            break
+        prev = mean_loss
+    params = svi.get_params(state)
+    S = 1 if st.guide == "delta" else st.num_samples
+    samples = guide.sample_posterior(k_post, params, data, batch_size=None, sample_shape=(S,))
+    samples = {k: v for k, v in samples.items() if k != "x"}
+    dlp, ll = jax.lax.map(lambda v: terms(v, data), samples)
+    return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
+            "converged": converged, "data": data, "n_rounds": len(losses), "params": params}
+
+
+def _waic_loo(ll: np.ndarray, beta: np.ndarray) -> dict:
+    import arviz as az
+
+    if ll.shape[0] < 2:
+        return {"elpd_waic": float("nan"), "p_waic": float("nan"), "elpd_loo": float("nan"),
+                "p_loo": float("nan")}
+    idata = az.from_dict(posterior={"beta": np.asarray(beta).reshape(1, -1)},
+                         log_likelihood={"x": ll[None]})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w = az.waic(idata)
+        lo = az.loo(idata)
+    return {"elpd_waic": float(w.elpd_waic), "p_waic": float(w.p_waic),
+            "elpd_loo": float(lo.elpd_loo), "p_loo": float(lo.p_loo),
+            "pareto_k_max": float(np.max(lo.pareto_k))}
+
+
+def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opts, model):
+    n, p = prep.X.shape
+    q = st.n_factors
+    table = []
+    for K in Ks:
+        f = fits[K]
+        em_fit = out["fits"][K]
+        proba = np.asarray(jnp.mean(jax.nn.softmax(f["dlp"], axis=-1), axis=0), np.float64)
+        ll_em = float(em_fit.objective) - (float(F.log_prior_loadings(em_fit.W, out["source"].W, em_fit.tau2))
+                                           if mode == "eb" else 0.0)
+        row = {"K": K, "loglik": ll_em}
+        row.update(criteria(ll_em, K, q, n, float(entropy(proba).sum())))
+        beta_draws = np.asarray(f["samples"].get("beta", np.zeros(f["spot_loglik"].shape[0])))
+        row.update(_waic_loo(np.asarray(f["spot_loglik"], np.float64), beta_draws))
+        row.update({"elbo": -float(f["losses"][-1]), "n_rounds": f["n_rounds"],
+                    "converged": bool(f["converged"])})
+        f["proba"] = proba
+        table.append({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
+    if criterion in ("loo", "waic"):
+        key = f"elpd_{criterion}"
+        if all(np.isfinite(r[key]) for r in table):
+            chosen = max(table, key=lambda r: r[key])["K"]
+        else:
+            chosen = min(table, key=lambda r: r["hbic"])["K"]
+    else:
+        chosen = min(table, key=lambda r: r[criterion])["K"]
+    for r in table:
+        r["chosen"] = r["K"] == chosen
+    f = fits[chosen]
+    smp = {k: np.asarray(v) for k, v in f["samples"].items()}
+    mean = {k: v.mean(0) for k, v in smp.items()}
+    Sig = _sigma(f["samples"])
+    Sigma = np.asarray(Sig.mean(0)) if Sig is not None else np.asarray(out["fits"][chosen].Sigma)
+    W = mean.get("W", np.asarray(out["fits"][chosen].W))
+    psi = mean["psi"][:, 0] if "psi" in mean else np.asarray(out["fits"][chosen].psi)
+    mu = mean.get("mu", np.asarray(out["fits"][chosen].mu))
+    proba = f["proba"]
+    dt = jnp.dtype(st.dtype)
+    comp = F.components(F.precompute(jnp.asarray(prep.X, dt), jnp.asarray(W, dt), jnp.asarray(psi, dt)),
+                        jnp.asarray(mu, dt), jnp.asarray(Sigma, dt), p)
+    factors = np.asarray(F.mean_factors(jnp.asarray(proba, dt), comp))
+    if "z" in smp:
+        factors = smp["z"].mean(0)
+    if "tau" in smp:
+        tau = float(np.mean(smp["tau"]))
+    elif "tau" in opts:
+        tau = float(opts["tau"])
+    else:
+        tau = float("inf")
+    src = out["source"]
+    settings = dict(asdict(st), method="svi", model=getattr(model, "__name__", str(model)),
+                    model_options={k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in opts.items()},
+                    transfer_used=mode, criterion=criterion, n_domains_tried=list(Ks), version=__version__,
+                    em=asdict(em))
+    return TransSTResult(
+        labels=np.argmax(proba, axis=1).astype(np.int64),
+        proba=proba,
+        factors=np.asarray(factors),
+        W_t=np.asarray(W), psi=np.asarray(psi), mu=np.asarray(mu), Sigma=Sigma,
+        tau=tau, beta=float(np.mean(smp["beta"])) if "beta" in smp else float("nan"),
+        trace=-np.asarray(f["losses"]),
+        k_table=table, settings=settings, genes=prep.genes, obs_names=prep.obs_names,
+        W_s=None if src is None else np.asarray(src.W),
+        psi_s=None if src is None else np.asarray(src.psi),
+        mu_s=None if src is None else np.asarray(src.mu),
+        Sigma_s=None if src is None else np.asarray(src.Sigma),
+        source_classes=prep.source_classes, gene_mean=prep.gene_mean, gene_scale=prep.gene_scale,
+        info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"])},
+        posterior={k: v for k, v in smp.items() if k != "z"},
+        spot_loglik=np.asarray(f["spot_loglik"]),
+    )
