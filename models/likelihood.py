@@ -32,6 +32,13 @@ def factor_components(mu, scale_tril):
     return dist.MultivariateNormal(mu, scale_tril=scale_tril)
 
 
+@jax.jit
+def _domain_log_prob(logits, components, value):
+    # one compiled call: eager evaluation (autoguide set-up) would otherwise compile op by op
+    v = jnp.expand_dims(value, axis=-1 - len(components.event_shape))
+    return jax.nn.log_softmax(logits, axis=-1) + components.log_prob(v)
+
+
 class DomainMixture(dist.Distribution):
     """p(v_j) = sum_k softmax(logits_j)_k p_k(v_j): the domain label summed out per spot.
 
@@ -54,9 +61,7 @@ class DomainMixture(dist.Distribution):
 
     def domain_log_prob(self, value):
         """(..., K): log p(y = k) + log p_k(value)."""
-        ev = len(self.event_shape)
-        v = jnp.expand_dims(value, axis=-1 - ev)
-        return jax.nn.log_softmax(self.logits, axis=-1) + self.components.log_prob(v)
+        return _domain_log_prob(self.logits, self.components, value)
 
     def log_prob(self, value):
         return logsumexp(self.domain_log_prob(value), axis=-1)

@@ -35,8 +35,12 @@ def _attach_models() -> None:
 _attach_models()
 from . import models  # noqa: E402
 from .svi import SVISettings, fit_svi  # noqa: E402
+from .summary import (align_result, domain_expression, marker_genes, spot_summary,  # noqa: E402
+                      to_inference_data, transfer_breaking_genes)
 
 __all__ = [
     "EMSettings", "SVISettings", "TransSTResult", "adjusted_rand_index", "align_labels", "fit_em", "fit_svi", "load_result",
-    "models", "normalized_mutual_info", "simulate", "__version__",
+    "models", "normalized_mutual_info", "simulate", "__version__", "align_result",
+    "domain_expression", "marker_genes", "spot_summary", "to_inference_data",
+    "transfer_breaking_genes",
 ]
