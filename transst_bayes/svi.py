@@ -99,6 +99,21 @@ def _init_values(fit, W_s, form: str, has_source: bool) -> dict:
     return vals
 
 
+def _point(guide, params, full_model, data) -> dict:
+    """The guide's point estimate (median / MAP) of every latent site, constrained by replaying
+    the full-data model (the guide's own replay keeps the minibatch size of its set-up)."""
+    from numpyro.infer.util import constrain_fn
+
+    pre = guide.prefix
+    if isinstance(guide, AutoDelta):
+        return {k: params[f"{k}_{pre}_loc"] for k in guide._init_locs}
+    if isinstance(guide, AutoNormal):
+        u = {k: params[f"{k}_{pre}_loc"] for k in guide._init_locs}
+    else:
+        u = guide._unpack_latent(params[f"{pre}_loc"])
+    return constrain_fn(full_model, (data,), {}, u)
+
+
 def _round_runner(svi, n_steps: int, batch_size):
     @jax.jit
     def run(state, data):
@@ -233,8 +248,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
             raise FloatingPointError(f"SVI loss became non-finite for K={K}; lower lr (now {st.lr})")
         losses.append(mean_loss)
         params = svi.get_params(state)
-        point = guide.median(params) if st.guide != "delta" else guide.median(params)
-        dlp, _ = terms(point, data)
+        dlp, _ = terms(_point(guide, params, full, data), data)
         R = jax.nn.softmax(dlp, axis=-1)
         data = data._replace(field=potts.neighbour_sums(R, nbr, mask))
         if progress_bar:
