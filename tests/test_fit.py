@@ -131,3 +131,19 @@ def test_large_shift_grows_tau_and_transfer_does_no_harm():
                 gap.append(ari(res.labels, tgt.obs["truth"]) - ari(base.labels, tgt.obs["truth"]))
     assert min(taus["large"]) > 3 * max(taus["none"])
     assert np.mean(gap) >= -0.02
+
+
+def test_likelihood_weight_tempers_towards_the_spatial_prior():
+    # noisy target: with the expression likelihood tempered, neighbouring labels agree more
+    # and the responsibilities are less extreme
+    src, tgt = tb.simulate(1, height=20, width=20, n_genes=200, n_factors=5, n_domains=3, error=6.0)
+    full = tb.fit_em(tgt, src, n_domains=3, **FAST)
+    soft = tb.fit_em(tgt, src, n_domains=3, weight=0.05, **FAST)
+    assert soft.settings["weight"] == 0.05
+    assert soft.entropy.mean() > full.entropy.mean()
+    from transst_bayes.graph import lattice_adjacency
+    A = lattice_adjacency(20, 20).tocoo()
+    same = lambda y: np.mean(y[A.row] == y[A.col])  # noqa: E731
+    assert same(soft.labels) > same(full.labels)
+    with pytest.raises(ValueError, match="weight"):
+        tb.fit_em(tgt, src, n_domains=3, weight=0.0, **FAST)

@@ -58,6 +58,8 @@ class EMSettings:
             raise ValueError(f"n_factors must be a positive integer, got {self.n_factors!r}")
         if self.n_restarts < 1 or self.max_iter < 1:
             raise ValueError("n_restarts and max_iter must be >= 1")
+        if not self.weight > 0:
+            raise ValueError(f"weight (power on the expression likelihood) must be > 0, got {self.weight}")
         if self.beta is not None and self.beta < 0:
             raise ValueError(f"beta must be >= 0 (or None to learn it), got {self.beta}")
 
@@ -146,6 +148,9 @@ def fit_em(
         Its classes need not be the target's domains. None (or transfer="none") fits the target
         alone.
     n_domains : K, or a list of K to choose from by `criterion` ("hbic", "bic", "mbic", "icl").
+    weight : power on the expression likelihood (1: the model; < 1 tempers it so that the Potts
+        prior weighs more, a generalised-Bayes choice; the K table then uses the tempered
+        objective).
     n_factors : q. transfer : "eb" (tau learned by empirical Bayes), "cv" (published lambda grid),
         "none". variant : "joint" (default) or "two_stage". beta : None to learn the Potts
         smoothness, or a fixed value. dtype : "float32" or "float64".

@@ -1,0 +1,92 @@
+"""SVI beside EM on simulated data, with a calibration table.
+
+For each seed (paper-like setting, smaller by default so that it runs in minutes on 2 cores):
+fit_em and fit_svi (AutoNormal, global transfer prior) with the true K; report ARI, wall time,
+final ELBO, the expected calibration error (ECE, 10 bins) of the per-spot max probability
+against correctness after Hungarian alignment to the truth, and the coverage of the 90% credible
+intervals of each domain's expected expression (W_t mu_k per gene) over the true values
+W_true m_k (m_k the mean of the true factors in domain k).
+
+    python benchmarks/svi.py [--seeds 10] [--size 30] [--genes 300] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from _common import markdown_table, peak_rss_gb, write_json
+
+import transst_bayes as tb
+
+
+def ece(maxprob, correct, bins=10):
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(maxprob, edges) - 1, 0, bins - 1)
+    out = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            out += m.mean() * abs(maxprob[m].mean() - correct[m].mean())
+    return float(out)
+
+
+def one(seed, size, genes, q, K, guide):
+    src, tgt = tb.simulate(seed, height=size, width=size, n_genes=genes, n_factors=q, n_domains=K)
+    truth = tgt.obs["truth_code"].to_numpy()
+    t0 = time.perf_counter()
+    em = tb.fit_em(tgt, src, n_domains=K, n_factors=q, seed=seed)
+    t_em = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    r = tb.fit_svi(tgt, src, n_domains=K, n_factors=q, guide=guide, seed=seed)
+    t_svi = time.perf_counter() - t0
+    r = tb.align_result(r, truth)
+    correct = (r.labels == truth).astype(float)
+    e = tb.domain_expression(r)  # (S, p, K) on the data scale
+    z = np.asarray(tgt.obsm["z_true"], np.float64)
+    m = np.stack([z[truth == k].mean(0) for k in range(K)])
+    true_e = np.asarray(tgt.varm["W_true"], np.float64) @ m.T  # (p, K)
+    lo, hi = np.quantile(e, 0.05, axis=0), np.quantile(e, 0.95, axis=0)
+    cover = float(np.mean((true_e >= lo) & (true_e <= hi)))
+    return {"seed": seed, "n": tgt.n_obs, "ARI EM": tb.adjusted_rand_index(em.labels, truth),
+            "ARI SVI": tb.adjusted_rand_index(r.labels, truth),
+            "ARI EM vs SVI": tb.adjusted_rand_index(em.labels, r.labels),
+            "EM s": t_em, "SVI s": t_svi, "ELBO": float(r.trace[-1]),
+            "ECE": ece(r.proba.max(1), correct), "coverage90": cover,
+            "rounds": r.info["svi_rounds"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--size", type=int, default=30)
+    ap.add_argument("--genes", type=int, default=300)
+    ap.add_argument("--q", type=int, default=10)
+    ap.add_argument("--K", type=int, default=4)
+    ap.add_argument("--guide", default="normal")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    rows = []
+    for s in range(args.seeds):
+        rows.append(one(s, args.size, args.genes, args.q, args.K, args.guide))
+        print({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+    mean = {"seed": "mean"}
+    for k in rows[0]:
+        if k not in ("seed",):
+            mean[k] = float(np.mean([r[k] for r in rows]))
+    rows.append(mean)
+    cols = list(rows[0].keys())
+    fmt = {k: "{:.3f}" for k in cols if k not in ("seed", "n", "rounds")}
+    fmt.update({"EM s": "{:.1f}", "SVI s": "{:.1f}", "ELBO": "{:.0f}", "n": "{:.0f}", "rounds": "{:.1f}"})
+    print()
+    print(markdown_table(rows, cols, fmt))
+    print(f"\npeak memory {peak_rss_gb():.2f} GB")
+    write_json(args.json, rows)
+
+
+if __name__ == "__main__":
+    main()
