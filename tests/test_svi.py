@@ -127,3 +127,18 @@ def test_svi_bad_input(pair):
         tb.fit_svi(tgt, src, n_domains=3, batch_size=10_000, n_factors=5)
     with pytest.raises(ValueError, match="form"):
         tb.fit_svi(tgt, src, n_domains=3, form="lasso")
+
+
+@pytest.mark.slow
+def test_calibration_on_simulated_data():
+    """Seed 1 of benchmarks/svi.py: per-spot probabilities calibrated (ECE <= 0.05) and 90%
+    credible intervals of the domain expression covering the truth at 0.85-0.95."""
+    import sys
+
+    sys.path.insert(0, str(__import__("conftest").REPO / "benchmarks"))
+    from svi import one  # the benchmark's own computation
+
+    row = one(1, 30, 300, 10, 4, "normal")
+    assert row["ECE"] <= 0.05
+    assert 0.85 <= row["coverage90"] <= 0.95
+    assert row["ARI EM vs SVI"] >= 0.95
