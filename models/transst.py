@@ -35,36 +35,33 @@ def _spots(data: SpotData, batch_size):
     return numpyro.plate("spot", n, subsample_size=batch_size, dim=-1)
 
 
+def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size):
+    """Noise, domain and smoothness priors, then each spot's expression with z integrated out
+    and its domain summed out under the mean-field Potts field."""
+    dt = data.X.dtype
+    psi = noise_variances(data.X.shape[1], dt)
+    mu, L = domain_distributions(K, n_factors, dt)
+    beta = smoothness(dt)
+    comps = integrated_components(W, psi, mu, L)
+    with _spots(data, batch_size) as idx:
+        logits = mean_field_logits(beta, data.field[idx])
+        numpyro.sample("x", DomainMixture(logits, comps), obs=data.X[idx])
+
+
 def transst_model(data: SpotData, K: int, n_factors: int, batch_size=None, form: str = "global",
                   tau=None, tau_scale: float = 1.0):
     """TransST: loadings under the transfer prior (form "ridge" | "global" | "horseshoe"),
     z integrated out (LowRankMultivariateNormal), labels under the mean-field Potts prior."""
     if data.W_s is None:
         raise ValueError("transst_model needs source loadings (data.W_s); use no_transfer_model")
-    p = data.X.shape[1]
-    dt = data.X.dtype
     W = transfer_loadings(data.W_s, form=form, tau=tau, tau_scale=tau_scale)
-    psi = noise_variances(p, dt)
-    mu, L = domain_distributions(K, n_factors, dt)
-    beta = smoothness(dt)
-    comps = integrated_components(W, psi, mu, L)
-    with _spots(data, batch_size) as idx:
-        logits = mean_field_logits(beta, data.field[idx])
-        numpyro.sample("x", DomainMixture(logits, comps), obs=data.X[idx])
+    _integrated_spots(data, W, K, n_factors, batch_size)
 
 
 def no_transfer_model(data: SpotData, K: int, n_factors: int, batch_size=None):
     """The spatial factor model without a source (tau -> infinity)."""
-    n, p = data.X.shape
-    dt = data.X.dtype
-    W = free_loadings(p, n_factors, dtype=dt)
-    psi = noise_variances(p, dt)
-    mu, L = domain_distributions(K, n_factors, dt)
-    beta = smoothness(dt)
-    comps = integrated_components(W, psi, mu, L)
-    with _spots(data, batch_size) as idx:
-        logits = mean_field_logits(beta, data.field[idx])
-        numpyro.sample("x", DomainMixture(logits, comps), obs=data.X[idx])
+    W = free_loadings(data.X.shape[1], n_factors, dtype=data.X.dtype)
+    _integrated_spots(data, W, K, n_factors, batch_size)
 
 
 def explicit_z_model(data: SpotData, K: int, n_factors: int, batch_size=None, form: str = "global",
