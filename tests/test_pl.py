@@ -1,0 +1,302 @@
+"""transst_bayes.pl: each plot draws what its docstring says (headless, Agg backend)."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.legend import Legend  # noqa: E402
+
+import transst_bayes as tb  # noqa: E402
+from transst_bayes import pl  # noqa: E402
+
+MISSING_KEY = "no domains under obs['nope']; run transst_bayes.tl.transst"
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    src, tgt = tb.simulate(0, height=12, width=12, n_genes=60, n_factors=4, n_domains=3)
+    res = tb.fit_em(tgt, src, n_domains=[2, 3], n_factors=4, n_restarts=1, max_iter=30)
+    res.to_anndata(tgt)
+    tgt.uns["transst_markers"] = tb.summary.marker_genes(res)
+    tgt.uns["transst_transfer_breaking"] = tb.summary.transfer_breaking_genes(res)
+    return tgt
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def _K(ad):
+    return len(ad.obs["transst"].cat.categories)
+
+
+def _legend(ax) -> Legend:
+    leg = ax.get_legend()
+    assert leg is not None
+    return leg
+
+
+def _facecolors(ax) -> set[str]:
+    return {to_hex(c) for coll in ax.collections for c in coll.get_facecolors()}
+
+
+def test_domains_colours_and_legend(fitted):
+    ax = pl.domains(fitted)
+    K = _K(fitted)
+    assert K == fitted.uns["transst"]["n_domains"]
+    cols = fitted.uns["transst_colors"]
+    assert _facecolors(ax) == {to_hex(c) for c in cols}
+    assert len(_facecolors(ax)) == K
+    # each spot has its own domain's colour
+    fc = [to_hex(c) for c in ax.collections[0].get_facecolors()]
+    codes = fitted.obs["transst"].cat.codes.to_numpy()
+    assert fc == [to_hex(cols[k]) for k in codes]
+    leg = _legend(ax)
+    assert [t.get_text() for t in leg.get_texts()] == [str(k) for k in range(K)]
+    assert ax.get_aspect() == 1.0
+    lo, hi = ax.get_ylim()
+    assert lo < hi  # not inverted
+    # the colours come from uns: changing them changes the plot
+    plt.close("all")
+    ad = fitted.copy()
+    ad.uns["transst_colors"] = ["#000000", "#ff00ff", "#00ffff"][:K]
+    assert _facecolors(pl.domains(ad, title="x")) == set(ad.uns["transst_colors"])
+
+
+def test_domains_reference_panel(fitted):
+    axs = pl.domains(fitted, reference="truth", size=5)
+    assert len(axs) == 2 and axs[0].figure is axs[1].figure
+    ref_cats = [str(c) for c in fitted.obs["truth"].cat.categories]
+    assert [t.get_text() for t in _legend(axs[0]).get_texts()] == ref_cats
+    assert axs[0].get_title() == "truth"
+    assert len(_facecolors(axs[0])) == len(ref_cats)
+    assert _facecolors(axs[1]) == {to_hex(c) for c in fitted.uns["transst_colors"]}
+    # reference colours from uns when they fit, else the palette
+    ad = fitted.copy()
+    ad.uns["truth_colors"] = ["#111111", "#222222", "#333333", "#444444"][: len(ref_cats)]
+    axs = pl.domains(ad, reference="truth")
+    assert _facecolors(axs[0]) == set(ad.uns["truth_colors"])
+    ad.uns["truth_colors"] = ["#111111"]  # wrong length: ignored
+    axs = pl.domains(ad, reference="truth")
+    assert "#111111" not in _facecolors(axs[0]) and len(_facecolors(axs[0])) == len(ref_cats)
+    # given axes are used
+    fig, given = plt.subplots(1, 2)
+    out = pl.domains(fitted, reference="truth", ax=given)
+    assert out[0] is given[0] and out[1] is given[1]
+    with pytest.raises(ValueError, match="2 panel"):
+        pl.domains(fitted, reference="truth", ax=given[0])
+
+
+@pytest.mark.parametrize("which", ["maxprob", "entropy"])
+def test_uncertainty_colourbar(fitted, which):
+    fig, ax = plt.subplots()
+    out = pl.uncertainty(fitted, which=which, ax=ax)
+    assert out is ax
+    v = fitted.obs[f"transst_{which}"].to_numpy()
+    sc = ax.collections[0]
+    np.testing.assert_allclose(sc.get_array(), v)
+    assert sc.get_clim() == pytest.approx((v.min(), v.max()))
+    assert len(fig.axes) == 2  # the colourbar
+    cbar = sc.colorbar
+    assert cbar is not None
+    assert cbar.norm.vmin == pytest.approx(v.min()) and cbar.norm.vmax == pytest.approx(v.max())
+
+
+def test_uncertainty_bad_which(fitted):
+    with pytest.raises(ValueError, match="which"):
+        pl.uncertainty(fitted, which="bad")
+
+
+@pytest.mark.parametrize("n_top", [2, 5])
+def test_marker_heatmap(fitted, n_top):
+    ax = pl.marker_heatmap(fitted, n_top=n_top)
+    K = _K(fitted)
+    Z = np.asarray(ax.images[0].get_array())
+    m = fitted.uns["transst_markers"]
+    expect = []
+    for k in range(K):
+        for g in m[m["domain"] == k].sort_values("contrast", ascending=False)["gene"].head(n_top):
+            if g not in expect:
+                expect.append(g)
+    assert Z.shape == (len(expect), K) and len(expect) <= n_top * K
+    assert [t.get_text() for t in ax.get_yticklabels()] == expect
+    np.testing.assert_allclose(Z.mean(axis=1), 0, atol=1e-9)
+    np.testing.assert_allclose(Z.std(axis=1), 1, atol=1e-9)
+    # z-score of the expected expression of the first gene
+    e = m[m["gene"] == expect[0]].sort_values("domain")["expression"].to_numpy()
+    np.testing.assert_allclose(Z[0], (e - e.mean()) / e.std(), atol=1e-9)
+    # the first gene marks domain 0: its label and its strip have domain 0's colour
+    c0 = fitted.uns["transst_colors"][0]
+    assert to_hex(ax.get_yticklabels()[0].get_color()) == c0
+    strip = [p for p in ax.patches]
+    assert len(strip) == len(expect) and to_hex(strip[0].get_facecolor()) == c0
+    assert {to_hex(p.get_facecolor()) for p in strip} == set(fitted.uns["transst_colors"])
+
+
+def test_marker_heatmap_missing_table(fitted):
+    ad = fitted.copy()
+    del ad.uns["transst_markers"]
+    with pytest.raises(ValueError, match=r"transst_bayes\.tl\.markers\(adata\)"):
+        pl.marker_heatmap(ad)
+
+
+def _ridge_fills(ax):
+    return [c for c in ax.collections if len(c.get_paths())]
+
+
+def test_ridge(fitted):
+    gene = str(fitted.var_names[0])
+    ax = pl.ridge(fitted, gene)
+    K = _K(fitted)
+    cols = [to_hex(c) for c in fitted.uns["transst_colors"]]
+    fills = _ridge_fills(ax)
+    assert len(fills) == K
+    assert [to_hex(f.get_facecolor()[0]) for f in fills] == cols
+    assert [to_hex(line.get_color()) for line in ax.lines] == cols
+    # domain 0 on top: labels by decreasing tick position
+    pos = {t.get_text(): y for t, y in zip(ax.get_yticklabels(), ax.get_yticks())}
+    assert sorted(pos, key=pos.get, reverse=True) == [str(k) for k in range(K)]
+    # each fill sits on its domain's row
+    for k, f in enumerate(fills):
+        assert f.get_paths()[0].vertices[:, 1].min() == pytest.approx(pos[str(k)])
+    # continuous data are used as is: the curves span the data range
+    x = fitted[:, gene].X.ravel()
+    xs = np.concatenate([line.get_xdata() for line in ax.lines])
+    assert xs.min() < x.min() and xs.max() > x.max()
+    with pytest.raises(ValueError, match="not_a_gene"):
+        pl.ridge(fitted, "not_a_gene")
+    with pytest.raises(ValueError, match="layer"):
+        pl.ridge(fitted, gene, layer="nope")
+
+
+def test_ridge_counts_sparse_and_histogram(fitted):
+    ad = fitted.copy()
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(3.0, size=ad.shape).astype(float)
+    gene = str(ad.var_names[1])
+    counts[ad.obs["transst"].cat.codes.to_numpy() == 0, 1] = 0  # one value only in domain 0
+    ad.layers["counts"] = sp.csr_matrix(counts)
+    ax = pl.ridge(ad, gene, layer="counts")
+    assert len(_ridge_fills(ax)) == _K(ad)
+    # log-normalised: the x range is that of log1p(1e4 x / total), not of the counts
+    lognorm = np.log1p(1e4 * counts[:, 1] / counts.sum(1))
+    xs = np.concatenate([line.get_xdata() for line in ax.lines])
+    assert xs.max() == pytest.approx(lognorm.max() + 0.1 * (lognorm.max() - lognorm.min()))
+    assert xs.min() == pytest.approx(lognorm.min() - 0.1 * (lognorm.max() - lognorm.min()))
+
+
+def test_embedding_pca_with_library(fitted):
+    ad = fitted.copy()
+    ad.obs["section"] = np.where(np.arange(ad.n_obs) % 2 == 0, "A", "B")
+    axs = pl.embedding(ad, library_key="section", basis="pca")
+    assert len(axs) == 2
+    assert axs[0].get_xlabel() == "PC1" and axs[0].get_ylabel() == "PC2"
+    assert axs[1].get_xlabel() == "PC1"
+    assert _facecolors(axs[0]) == set(ad.uns["transst_colors"])
+    assert [t.get_text() for t in _legend(axs[1]).get_texts()] == ["A", "B"]
+    assert len(_facecolors(axs[1])) == 2
+    # the points are the first two principal components of the factors
+    X = np.asarray(ad.obsm["X_transst"], dtype=float)
+    X = X - X.mean(0)
+    U, S, _ = np.linalg.svd(X, full_matrices=False)
+    off = axs[0].collections[0].get_offsets()
+    np.testing.assert_allclose(np.abs(off), np.abs(U[:, :2] * S[:2]), rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_basis(fitted):
+    ax = pl.embedding(fitted, basis="auto")
+    try:
+        import umap  # noqa: F401
+        has_umap = True
+    except ImportError:
+        has_umap = False
+    assert ax.get_xlabel() == ("UMAP1" if has_umap else "PC1")
+    if not has_umap:
+        with pytest.raises(ValueError, match="umap-learn"):
+            pl.embedding(fitted, basis="umap")
+    with pytest.raises(ValueError, match="basis"):
+        pl.embedding(fitted, basis="tsne")
+
+
+def _crit_lines(ax):
+    return [line for line in ax.lines if not line.get_label().startswith("chosen")]
+
+
+def test_k_selection(fitted):
+    ax = pl.k_selection(fitted)
+    lines = _crit_lines(ax)
+    assert [line.get_label() for line in lines] == ["bic", "mbic", "hbic", "icl"]
+    for line in lines:
+        assert list(line.get_xdata()) == [2, 3]
+        y = np.asarray(line.get_ydata())
+        assert y.min() == pytest.approx(0) and y.max() == pytest.approx(1)
+    vline = [line for line in ax.lines if line.get_label().startswith("chosen")]
+    assert len(vline) == 1
+    table = json.loads(fitted.uns["transst"]["k_table"])
+    chosen = [r["K"] for r in table if r["chosen"]][0]
+    assert list(vline[0].get_xdata()) == [chosen, chosen]
+    # hbic chose K: its scaled value at the chosen K is 0 (best)
+    hb = lines[2]
+    assert hb.get_ydata()[list(hb.get_xdata()).index(chosen)] == pytest.approx(0)
+    with pytest.raises(ValueError, match="nonsense"):
+        pl.k_selection(fitted, criteria=["nonsense"])
+
+
+def test_k_selection_single_k_and_loo(fitted):
+    ad = fitted.copy()
+    rows = json.loads(ad.uns["transst"]["k_table"])
+    row = dict(rows[-1], chosen=True, elpd_loo=-100.0, elpd_waic=float("nan"))
+    ad.uns["transst"] = dict(ad.uns["transst"], k_table=json.dumps([row]))
+    ax = pl.k_selection(ad)
+    lines = _crit_lines(ax)
+    assert [line.get_label() for line in lines] == ["bic", "mbic", "hbic", "icl", "loo (-2 elpd)"]
+    for line in lines:
+        assert line.get_marker() == "o" and list(line.get_xdata()) == [row["K"]]
+    plt.close("all")
+    ax = pl.k_selection(ad, criteria=["bic"])
+    assert len(_crit_lines(ax)) == 1 and len(ax.lines) == 2
+
+
+def test_transfer_breaking(fitted):
+    n_top = 7
+    ax = pl.transfer_breaking(fitted, n_top=n_top)
+    df = fitted.uns["transst_transfer_breaking"]
+    top = df.sort_values("score", ascending=False).head(n_top)
+    assert len(ax.patches) == n_top
+    np.testing.assert_allclose([p.get_width() for p in ax.patches], top["score"])
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == list(top["gene"])
+    # largest on top: the y axis is inverted, so the first bar is drawn at the top
+    lo, hi = ax.get_ylim()
+    assert lo > hi
+    ad = fitted.copy()
+    del ad.uns["transst_transfer_breaking"]
+    with pytest.raises(ValueError, match=r"transst_bayes\.tl\.transfer_breaking_genes\(adata\)"):
+        pl.transfer_breaking(ad)
+
+
+@pytest.mark.parametrize("call", [
+    lambda ad: pl.domains(ad, key="nope"),
+    lambda ad: pl.uncertainty(ad, key="nope"),
+    lambda ad: pl.marker_heatmap(ad, key="nope"),
+    lambda ad: pl.ridge(ad, str(ad.var_names[0]), key="nope"),
+    lambda ad: pl.embedding(ad, key="nope"),
+    lambda ad: pl.k_selection(ad, key="nope"),
+    lambda ad: pl.transfer_breaking(ad, key="nope"),
+])
+def test_missing_key(fitted, call):
+    with pytest.raises(ValueError) as e:
+        call(fitted)
+    assert str(e.value).startswith(MISSING_KEY)
+    assert "TransSTResult.to_anndata first" in str(e.value)
