@@ -9,7 +9,7 @@ is `ax.figure`). Domain colours always come from `adata.uns[f"{key}_colors"]`.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -363,7 +363,7 @@ def _k_table(adata, key: str):
     import pandas as pd
 
     info = adata.uns.get(key)
-    if not isinstance(info, dict) or "k_table" not in info:
+    if not isinstance(info, Mapping) or "k_table" not in info:
         raise ValueError(f"no uns['{key}']['k_table']; run TransSTResult.to_anndata first")
     t = info["k_table"]
     if isinstance(t, (str, bytes)):
