@@ -35,6 +35,7 @@ def _attach_models() -> None:
 _attach_models()
 from . import models  # noqa: E402
 from .svi import SVISettings, fit_svi  # noqa: E402
+from . import pp, tl  # noqa: E402
 from .summary import (align_result, domain_expression, marker_genes, spot_summary,  # noqa: E402
                       to_inference_data, transfer_breaking_genes)
 
@@ -42,5 +43,14 @@ __all__ = [
     "EMSettings", "SVISettings", "TransSTResult", "adjusted_rand_index", "align_labels", "fit_em", "fit_svi", "load_result",
     "models", "normalized_mutual_info", "simulate", "__version__", "align_result",
     "domain_expression", "marker_genes", "spot_summary", "to_inference_data",
-    "transfer_breaking_genes",
+    "transfer_breaking_genes", "pl", "pp", "tl",
 ]
+
+
+def __getattr__(name):
+    """`transst_bayes.pl` imports matplotlib only when first used."""
+    if name == "pl":
+        import importlib
+
+        return importlib.import_module(__name__ + ".pl")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

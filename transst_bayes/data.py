@@ -228,9 +228,13 @@ def _standardise_batches(X: np.ndarray, batch: np.ndarray) -> np.ndarray:
 
 def target_graph(adata, s: DataSettings):
     """Adjacency of the target spots: obsp graph if present, else built from space."""
-    n = adata.n_obs
     if s.graph_key in adata.obsp:
-        return validate_adjacency(adata.obsp[s.graph_key], n)
+        return validate_adjacency(adata.obsp[s.graph_key], adata.n_obs)
+    return spatial_graph(adata, s)
+
+
+def spatial_graph(adata, s: DataSettings):
+    """Adjacency built from the spots' positions (s.graph: knn / radius / visium / st)."""
     obs = adata.obs
     coords = _coords(adata, s.spatial_key)
     row = obs["array_row"].to_numpy() if "array_row" in obs else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -113,31 +114,30 @@ class TransSTResult:
             "version": self.settings.get("version", ""),
             "seed": int(self.settings.get("seed", 0)),
         }
+        arrays, meta = self._payload()
+        adata.uns[key_added]["fit"] = {k: v for k, v in arrays.items()
+                                       if k not in ("labels", "proba", "factors")}
+        adata.uns[key_added]["meta"] = json.dumps(meta, default=_jsonable)
         adata.uns[f"{key_added}_colors"] = [PALETTE[k % len(PALETTE)] for k in range(K)]
         return adata if copy else None
 
-    # ---------------------------------------------------------------- files
-    def save(self, path) -> None:
-        """Save to a .npz file (arrays + JSON metadata; no pickle)."""
-        arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
+    def _payload(self) -> tuple[dict, dict]:
+        """(arrays, JSON-able metadata): everything a file or AnnData needs to rebuild the fit."""
+        arrays = {k: np.asarray(getattr(self, k)) for k in _ARRAYS if getattr(self, k) is not None}
         if self.spot_loglik is not None:
-            arrays["spot_loglik"] = self.spot_loglik
+            arrays["spot_loglik"] = np.asarray(self.spot_loglik)
         for k, v in (self.posterior or {}).items():
-            arrays[f"posterior__{k}"] = v
+            arrays[f"posterior__{k}"] = np.asarray(v)
         meta = {
             "tau": float(self.tau), "beta": float(self.beta), "k_table": self.k_table,
             "settings": self.settings, "genes": list(self.genes),
             "obs_names": list(self.obs_names), "source_classes": list(self.source_classes),
             "info": self.info,
         }
-        np.savez_compressed(path, __meta__=np.asarray(json.dumps(meta, default=_jsonable)),
-                            **{k: np.asarray(v) for k, v in arrays.items()})
+        return arrays, meta
 
     @classmethod
-    def load(cls, path) -> "TransSTResult":
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["__meta__"]))
-            arrays = {k: f[k] for k in f.files if k != "__meta__"}
+    def _from_payload(cls, arrays: dict, meta: dict) -> "TransSTResult":
         kw: dict[str, Any] = {k: arrays.get(k) for k in _ARRAYS}
         kw["spot_loglik"] = arrays.get("spot_loglik")
         post = {k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("posterior__")}
@@ -145,6 +145,42 @@ class TransSTResult:
         kw.update(meta)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in kw.items() if k in known})
+
+    @classmethod
+    def from_anndata(cls, adata, key: str = "transst") -> "TransSTResult":
+        """Rebuild the fit that `to_anndata(adata, key_added=key)` wrote (per-spot arrays from
+        obs/obsm, the rest from uns[key]["fit"])."""
+        uns = adata.uns.get(key)
+        if not isinstance(uns, Mapping) or "fit" not in uns or "meta" not in uns:
+            raise ValueError(
+                f"adata.uns[{key!r}] holds no TransST fit; run transst_bayes.tl.transst(adata, ...) "
+                f"(or TransSTResult.to_anndata(adata, key_added={key!r})) first"
+            )
+        meta = json.loads(str(uns["meta"]))
+        names = list(map(str, adata.obs_names))
+        if names != list(meta["obs_names"]):
+            raise ValueError(
+                f"adata's spots differ from the {len(meta['obs_names'])} spots fitted under "
+                f"key {key!r} (subset or reordered after the fit); use the fitted AnnData"
+            )
+        arrays = {k: np.asarray(v) for k, v in uns["fit"].items()}
+        arrays["proba"] = np.asarray(adata.obsm[f"{key}_proba"])
+        arrays["factors"] = np.asarray(adata.obsm[f"X_{key}"])
+        arrays["labels"] = np.asarray(adata.obs[key].astype(int))
+        return cls._from_payload(arrays, meta)
+
+    # ---------------------------------------------------------------- files
+    def save(self, path) -> None:
+        """Save to a .npz file (arrays + JSON metadata; no pickle)."""
+        arrays, meta = self._payload()
+        np.savez_compressed(path, __meta__=np.asarray(json.dumps(meta, default=_jsonable)), **arrays)
+
+    @classmethod
+    def load(cls, path) -> "TransSTResult":
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["__meta__"]))
+            arrays = {k: f[k] for k in f.files if k != "__meta__"}
+        return cls._from_payload(arrays, meta)
 
 
 def _jsonable(o):

@@ -1,0 +1,85 @@
+"""Scanpy-style preprocessing helpers: the same normalisation, gene selection and spatial graph
+that the fit uses, written into AnnData so they can be inspected or reused.
+
+Each takes `copy=False` (change in place, return None) or `copy=True` (return a changed copy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data import GENE_SELECTIONS, DataSettings, _is_counts, _log_normalise, _matrix, _select_genes
+from .data import _check_finite, spatial_graph as _spatial_graph
+from .graph import GRAPH_KINDS, validate_adjacency
+
+
+def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None,
+                  key_added: str | None = None, copy: bool = False):
+    """Library-size normalisation to `target_sum` per spot, then log1p (sparse stays sparse).
+
+    Reads `X` or `layer` (raw counts: non-negative integers, else ValueError); writes the result
+    to `layers[key_added]`, or in place of the input when key_added is None.
+    """
+    if not target_sum > 0:
+        raise ValueError(f"target_sum must be > 0, got {target_sum}")
+    X = _matrix(adata, layer, "adata")
+    _check_finite(X, "adata")
+    if not _is_counts(X, "adata", None):
+        raise ValueError("log_normalize needs raw counts (non-negative integers); the values look "
+                         "already normalised: skip this step or pass the counts layer via layer=...")
+    if copy:
+        adata = adata.copy()
+    Y = _log_normalise(X, target_sum)
+    if key_added is not None:
+        adata.layers[key_added] = Y
+    elif layer is not None:
+        adata.layers[layer] = Y
+    else:
+        adata.X = Y
+    return adata if copy else None
+
+
+def select_genes(adata, *, n_genes: int = 2000, method: str = "variance", layer: str | None = None,
+                 key_added: str = "transst_selected", copy: bool = False):
+    """Mark the genes the fit would select (`genes="variance"`: top `n_genes` by variance of
+    log-normalised expression; `"cv"`: by coefficient of variation, as the published code)
+    in the boolean column `var[key_added]`. Counts are log-normalised on the fly.
+
+    Pass them on with `fit_em(..., genes=adata.var_names[adata.var[key_added]])`.
+    """
+    if method not in GENE_SELECTIONS:
+        raise ValueError(f"method must be one of {GENE_SELECTIONS}, got {method!r}")
+    if not isinstance(n_genes, (int, np.integer)) or n_genes < 1:
+        raise ValueError(f"n_genes must be a positive integer, got {n_genes!r}")
+    X = _matrix(adata, layer, "adata")
+    _check_finite(X, "adata")
+    if _is_counts(X, "adata", None):
+        X = _log_normalise(X, 1e4)
+    idx = _select_genes(X, np.asarray(adata.var_names.astype(str)), method, int(n_genes))
+    if copy:
+        adata = adata.copy()
+    mask = np.zeros(adata.n_vars, dtype=bool)
+    mask[idx] = True
+    adata.var[key_added] = mask
+    return adata if copy else None
+
+
+def spatial_neighbors(adata, *, method: str = "knn", n_neighbors: int = 6, radius: float | None = None,
+                      spatial_key: str = "spatial", library_key: str | None = None,
+                      key_added: str = "spatial", copy: bool = False):
+    """Build the spots' neighbour graph as the fit does and store it squidpy-style in
+    `obsp[key_added + "_connectivities"]` (symmetric 0/1 CSR matrix). With the default key the
+    fit then uses this graph as given.
+
+    method : "knn" (k = n_neighbors, symmetrised), "radius", "visium" (hexagonal lattice from
+    `obs["array_row"/"array_col"]`), "st" (square lattice); library_key: one block per section.
+    """
+    if method not in GRAPH_KINDS:
+        raise ValueError(f"method must be one of {GRAPH_KINDS}, got {method!r}")
+    s = DataSettings(spatial_key=spatial_key, graph=method, n_neighbors=n_neighbors, radius=radius,
+                     library_key=library_key)
+    adj = validate_adjacency(_spatial_graph(adata, s), adata.n_obs)
+    if copy:
+        adata = adata.copy()
+    adata.obsp[f"{key_added}_connectivities"] = adj
+    return adata if copy else None

@@ -1,0 +1,136 @@
+"""Scanpy-style tools: `f(adata, ..., key_added=..., copy=False)` over AnnData.
+
+`transst` fits (EM or SVI) and writes the keys of DESIGN section 5; `markers` and
+`transfer_breaking_genes` read that fit back from the AnnData and write their tables.
+With `copy=False` the AnnData is changed in place and None is returned; `copy=True` returns a
+changed copy and leaves the input untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .result import TransSTResult
+from .summary import marker_genes, transfer_breaking_genes as _breaking
+
+METHODS = ("em", "svi")
+
+
+def _seed(rng) -> int:
+    """An int seed from an int, a numpy Generator or a JAX PRNG key."""
+    if rng is None:
+        return 0
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return int(rng)
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(0, 2**31 - 1))
+    try:
+        import jax
+
+        if jax.dtypes.issubdtype(getattr(rng, "dtype", None), jax.dtypes.prng_key):
+            rng = jax.random.key_data(rng)
+    except (ImportError, TypeError):  # pragma: no cover
+        pass
+    arr = np.asarray(rng) if hasattr(rng, "dtype") else None
+    if arr is not None and arr.dtype.kind == "u" and arr.size == 2:  # a JAX PRNG key's data
+        return int(arr.ravel()[-1]) % (2**31 - 1)
+    raise TypeError(f"rng must be an int seed, a numpy Generator or a JAX PRNG key, got {rng!r}")
+
+
+def transst(
+    target,
+    source=None,
+    *,
+    label_key: str = "label",
+    n_domains: int | Sequence[int] = 7,
+    method: str = "em",
+    spatial_key: str = "spatial",
+    library_key: str | None = None,
+    layer: str | None = None,
+    rng=0,
+    key_added: str = "transst",
+    copy: bool = False,
+    **kwargs,
+):
+    """Find tissue domains in `target` with TransST and write them into it.
+
+    target : AnnData of the unlabeled section(s): counts or log-normalised values in `X` or
+        `layer`, coordinates in `obsm[spatial_key]` (or a Visium/ST lattice, or a graph in
+        `obsp["spatial_connectivities"]`); several sections with `library_key`.
+    source : labeled AnnData (`obs[label_key]`) whose gene programs are transferred, or None.
+    n_domains : K, or a list / range of K chosen by the criterion (HBIC for EM, PSIS-LOO for SVI).
+    method : "em" (compiled EM/ICM, `fit_em`) or "svi" (NumPyro SVI with posterior, `fit_svi`).
+    rng : int seed, numpy Generator or JAX PRNG key.
+    kwargs : passed to `fit_em` / `fit_svi` (n_factors, transfer, guide, criterion, ...).
+
+    Writes `obs[key_added]` (categorical domains), `obs[key_added + "_maxprob"]`,
+    `obs[key_added + "_entropy"]`, `obsm[key_added + "_proba"]`, `obsm["X_" + key_added]`,
+    `varm[key_added + "_loadings"]`, `uns[key_added]` (settings, beta, tau, K table, version,
+    seed, and the fit itself for `markers` / `transfer_breaking_genes`) and
+    `uns[key_added + "_colors"]`. Returns None, or the changed copy with `copy=True`.
+    """
+    from .fit import fit_em
+    from .svi import fit_svi
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not hasattr(target, "obs"):
+        raise TypeError(f"target must be an AnnData, got {type(target).__name__}; for arrays use "
+                        "transst_bayes.fit_em")
+    if source is not None and not hasattr(source, "obs"):
+        raise TypeError(f"source must be an AnnData or None, got {type(source).__name__}")
+    if isinstance(n_domains, range):
+        n_domains = list(n_domains)
+    fit = fit_em if method == "em" else fit_svi
+    res = fit(target, source, label_key=label_key, n_domains=n_domains, seed=_seed(rng),
+              spatial_key=spatial_key, library_key=library_key, layer=layer, **kwargs)
+    res.info["method"] = method
+    return res.to_anndata(target, key_added=key_added, copy=copy)
+
+
+def _key_result(adata, key: str) -> TransSTResult:
+    return TransSTResult.from_anndata(adata, key)
+
+
+def markers(adata, key: str = "transst", *, domain: int | None = None, n_top: int | None = None,
+            credible: float = 0.9, key_added: str | None = None, copy: bool = False):
+    """Marker genes per domain from the fit under `key` (posterior draws when fitted by SVI):
+    expected expression, contrast against the other domains with posterior mean, `credible`
+    interval, P(contrast > 0) and local false sign rate, ranked within each domain.
+
+    Writes the table (pandas DataFrame, all genes unless `n_top`) to
+    `uns[key_added or key + "_markers"]`. Returns None, or the changed copy with `copy=True`.
+    """
+    res = _key_result(adata, key)
+    table = marker_genes(res, domain=domain, n_top=n_top, credible=credible)
+    if copy:
+        adata = adata.copy()
+    adata.uns[key_added or f"{key}_markers"] = table
+    return adata if copy else None
+
+
+def transfer_breaking_genes(adata, key: str = "transst", *, n_top: int | None = None,
+                            key_added: str | None = None, copy: bool = False):
+    """Genes whose target loadings break from the source (horseshoe phi_g when fitted with
+    form="horseshoe", else ||W_t[g] - W_s[g]||), ranked.
+
+    Writes the table to `uns[key_added or key + "_transfer_breaking"]` and the score of every
+    fitted gene to `var[key_added or key + "_transfer_breaking"]` (NaN for genes not used in the
+    fit). Returns None, or the changed copy with `copy=True`.
+    """
+    res = _key_result(adata, key)
+    table = _breaking(res, n_top=n_top)
+    name = key_added or f"{key}_transfer_breaking"
+    if copy:
+        adata = adata.copy()
+    score = np.full(adata.n_vars, np.nan)
+    pos = {g: i for i, g in enumerate(map(str, adata.var_names))}
+    full = table if n_top is None else _breaking(res)
+    for g, s in zip(full["gene"], full["score"]):
+        if g in pos:
+            score[pos[g]] = s
+    adata.var[name] = score
+    adata.uns[name] = table
+    return adata if copy else None
