@@ -1,21 +1,114 @@
-"""The `transst-bayes demo` command (README's main command) on a small lattice."""
+"""The `transst-bayes` command: demo (README's main command), fit, simulate, and the message and
+exit code for each bad input."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import anndata as ad
+import numpy as np
+import pytest
 
-from transst_bayes.cli import main
+from transst_bayes.cli import EXIT_BAD_INPUT, main
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TRANSST_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "jax_cache"))
+
+
+@pytest.fixture(scope="module")
+def sim_files(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    rc = main(["--quiet", "--no-cache", "simulate", "--out", str(out), "--size", "14", "--genes", "80",
+               "--factors", "4", "--domains", "3"])
+    assert rc == 0
+    return out
 
 
 def test_demo_writes_outputs(tmp_path, capsys):
-    rc = main(["demo", "--out", str(tmp_path), "--size", "30", "--k-min", "3", "--k-max", "5"])
+    rc = main(["--quiet", "demo", "--out", str(tmp_path), "--size", "30", "--k-min", "3", "--k-max", "5"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "ARI vs truth" in out and "hbic" in out
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["ari"] >= 0.8 and summary["chosen_K"] in (3, 4, 5)
     a = ad.read_h5ad(tmp_path / "demo_target.h5ad")
-    assert "transst" in a.obs and "transst_proba" in a.obsm
-    assert (tmp_path / "demo_result.npz").exists()
+    assert "transst" in a.obs and "transst_proba" in a.obsm and "transst_markers" in a.uns
+    figs = {p.name for p in (tmp_path / "figures").glob("*.png")}
+    assert figs == {"domains.png", "uncertainty.png", "markers.png", "k_selection.png",
+                    "embedding.png", "transfer_breaking.png"}
+    assert all((tmp_path / "figures" / f).stat().st_size > 5000 for f in figs)
+    k = (tmp_path / "k_table.tsv").read_text().splitlines()
+    assert len(k) == 1 + 3 and k[0].startswith("K\t")
+    # the compilation cache was written (a second run reuses it)
+    cache = Path(os.environ["TRANSST_CACHE_DIR"])
+    assert cache.is_dir() and any(cache.iterdir())
+
+
+def test_simulate_then_fit(sim_files, tmp_path, capsys):
+    src = ad.read_h5ad(sim_files / "source.h5ad")
+    assert "label" in src.obs and src.n_vars == 80
+    out = tmp_path / "fit.h5ad"
+    rc = main(["--quiet", "fit", "--target", str(sim_files / "target.h5ad"), "--source",
+               str(sim_files / "source.h5ad"), "--label-key", "label", "--k-range", "2:4",
+               "--n-factors", "4", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "spots per domain" in text and "hbic" in text
+    a = ad.read_h5ad(out)
+    from transst_bayes.metrics import adjusted_rand_index
+
+    assert adjusted_rand_index(a.obs["transst"].astype(int).to_numpy(), a.obs["truth"].to_numpy()) > 0.8
+    assert {"transst_markers", "transst_transfer_breaking"} <= set(a.uns)
+
+
+def _bad(args, capsys):
+    rc = main(["--quiet", "--no-cache"] + args)
+    err = capsys.readouterr().err
+    assert rc == EXIT_BAD_INPUT, err
+    return err
+
+
+def test_fit_bad_inputs(sim_files, tmp_path, capsys):
+    t, s = str(sim_files / "target.h5ad"), str(sim_files / "source.h5ad")
+    base = ["fit", "--target", t, "--source", s, "--n-factors", "4", "--n-domains", "3",
+            "--out", str(tmp_path / "o.h5ad")]
+    assert "does not exist" in _bad(["fit", "--target", "nope.h5ad", "--out", "o.h5ad"], capsys)
+    junk = tmp_path / "junk.h5ad"
+    junk.write_text("not hdf5")
+    assert "not a readable .h5ad" in _bad(["fit", "--target", str(junk), "--out", "o.h5ad"], capsys)
+    assert "--label-key 'cell'" in _bad(base + ["--label-key", "cell"], capsys)
+    assert "--layer 'raw'" in _bad(base + ["--layer", "raw"], capsys)
+    assert "--spatial-key 'xy'" in _bad(base + ["--spatial-key", "xy"], capsys)
+    assert "--k-range must look like" in _bad(base[:-4] + ["--k-range", "2-5", "--out", "o.h5ad"], capsys)
+    assert "not both" in _bad(base + ["--k-range", "2:4"], capsys)
+    # mismatched genes: a source with other gene names
+    src = ad.read_h5ad(s)
+    src.var_names = [f"other{i}" for i in range(src.n_vars)]
+    other = tmp_path / "other.h5ad"
+    src.write_h5ad(other)
+    err = _bad(["fit", "--target", t, "--source", str(other), "--n-factors", "4", "--n-domains", "3",
+                "--out", str(tmp_path / "o.h5ad")], capsys)
+    assert "share 0 genes" in err
+    # bad values inside the data: NaN in the target
+    tgt = ad.read_h5ad(t)
+    X = np.asarray(tgt.X, dtype=np.float32).copy()
+    X[0, 0] = np.nan
+    tgt.X = X
+    tgt.write_h5ad(tmp_path / "nan.h5ad")
+    assert "NaN" in _bad(["fit", "--target", str(tmp_path / "nan.h5ad"), "--out", "o.h5ad",
+                          "--n-factors", "4", "--n-domains", "3"], capsys)
+    assert not (tmp_path / "o.h5ad").exists()
+    assert "--shift" in _bad(["simulate", "--shift", "huge", "--out", str(tmp_path)], capsys)
+
+
+def test_console_script_entry_point_runs():
+    """`python -m transst_bayes.cli --help` (what the console script calls) lists the commands."""
+    r = subprocess.run([sys.executable, "-m", "transst_bayes.cli", "--help"], capture_output=True,
+                       text=True, check=True)
+    assert all(c in r.stdout for c in ("demo", "fit", "simulate"))

@@ -1,18 +1,122 @@
-"""Command line: `transst-bayes demo` (simulate, fit, report)."""
+"""Command line `transst-bayes`: `demo` (simulate, fit, report, figures), `fit` (AnnData files
+in, AnnData out), `simulate` (write a simulated source/target pair).
+
+JAX's persistent compilation cache (folder from $TRANSST_CACHE_DIR, default
+~/.cache/transst_bayes/jax; `--no-cache` turns it off) makes a second run start fast.
+Errors in the input end with a one-line message on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+EXIT_BAD_INPUT = 2
 
+
+class InputError(Exception):
+    """A problem with the user's files or options: printed as one line, exit code 2."""
+
+
+def enable_compilation_cache(folder: str | None = None) -> Path:
+    """Switch on JAX's persistent compilation cache in `folder` (created if missing)."""
+    import jax
+
+    path = Path(folder or os.environ.get("TRANSST_CACHE_DIR")
+                or Path.home() / ".cache" / "transst_bayes" / "jax").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def _k_list(args) -> list[int] | int:
+    if args.n_domains is not None and args.k_range is not None:
+        raise InputError("give either --n-domains or --k-range, not both")
+    if args.k_range is None:
+        return args.n_domains if args.n_domains is not None else 7
+    try:
+        lo, hi = (int(v) for v in args.k_range.split(":"))
+    except ValueError:
+        raise InputError(f"--k-range must look like 2:10 (inclusive), got {args.k_range!r}") from None
+    if lo < 2 or hi < lo:
+        raise InputError(f"--k-range {args.k_range}: need 2 <= first <= last")
+    return list(range(lo, hi + 1))
+
+
+def _read(path: str, what: str):
+    import anndata as ad
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} file {path} does not exist")
+    try:
+        return ad.read_h5ad(p)
+    except Exception as err:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise InputError(f"{what} file {path} is not a readable .h5ad file ({type(err).__name__}: {err})") from None
+
+
+def _write_h5ad(adata, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(path)
+
+
+def _print_k_table(k_table: list) -> None:
+    cols = [c for c in ("K", "loglik", "bic", "mbic", "hbic", "icl", "elpd_loo", "waic", "beta", "chosen")
+            if c in k_table[0]]
+    print(" | ".join(f"{c:>10}" for c in cols))
+    for row in k_table:
+        print(" | ".join(f"{row[c]:>10.1f}" if isinstance(row[c], float) else f"{str(row[c]):>10}"
+                         for c in cols))
+
+
+def _figures(adata, folder: Path, reference: str | None = None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import pl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "domains": lambda: pl.domains(adata, reference=reference),
+        "uncertainty": lambda: pl.uncertainty(adata, which="maxprob"),
+        "markers": lambda: pl.marker_heatmap(adata, n_top=5),
+        "k_selection": lambda: pl.k_selection(adata),
+        "embedding": lambda: pl.embedding(adata, basis="pca"),
+    }
+    if "transst_transfer_breaking" in adata.uns:
+        plots["transfer_breaking"] = lambda: pl.transfer_breaking(adata, n_top=20)
+    out = []
+    for name, draw in plots.items():
+        ax = draw()
+        fig = (ax[0] if isinstance(ax, (list, tuple)) else ax).figure
+        fig.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        out.append(folder / f"{name}.png")
+    return out
+
+
+def _summaries(adata, folder: Path) -> None:
+    """k_table.tsv and markers.tsv (top 10 genes per domain) beside the .h5ad."""
+    import pandas as pd
+
+    pd.DataFrame(json.loads(adata.uns["transst"]["k_table"])).to_csv(folder / "k_table.tsv", sep="\t", index=False)
+    m = adata.uns["transst_markers"]
+    m.groupby("domain", sort=True).head(10).to_csv(folder / "markers.tsv", sep="\t", index=False)
+
+
+# ------------------------------------------------------------------------------------- demo
 def _demo(args) -> int:
     import numpy as np
 
-    from .fit import fit_em
+    from . import tl
     from .metrics import adjusted_rand_index
     from .simulate import simulate
 
@@ -20,44 +124,156 @@ def _demo(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     source, target = simulate(args.seed, height=args.size, width=args.size)
+    target.uns.pop("simulation", None)
     t1 = time.perf_counter()
     ks = list(range(args.k_min, args.k_max + 1))
-    res = fit_em(target, source, label_key="label", n_domains=ks, n_factors=10, seed=args.seed)
+    tl.transst(target, source, label_key="label", n_domains=ks, n_factors=10, rng=args.seed,
+               progress_bar=not args.quiet)
+    tl.markers(target)
+    tl.transfer_breaking_genes(target)
     t2 = time.perf_counter()
-    ari = adjusted_rand_index(res.labels, target.obs["truth"].to_numpy())
+    uns = target.uns["transst"]
+    labels = target.obs["transst"].astype(int).to_numpy()
+    ari = adjusted_rand_index(labels, target.obs["truth"].to_numpy())
+    k_table = json.loads(uns["k_table"])
     print(f"simulated {target.n_obs} target spots, {source.n_obs} source spots, "
           f"{target.n_vars} genes ({t1 - t0:.1f} s)")
-    print(f"fit_em over K = {ks[0]}..{ks[-1]} in {t2 - t1:.1f} s: chosen K = {res.n_domains}, "
-          f"ARI vs truth = {ari:.3f}, beta = {res.beta:.2f}, tau = {res.tau:.4f}")
-    cols = ["K", "loglik", "bic", "mbic", "hbic", "icl", "beta", "chosen"]
-    print(" | ".join(f"{c:>12}" for c in cols))
-    for row in res.k_table:
-        print(" | ".join(f"{row[c]:>12.1f}" if isinstance(row[c], float) else f"{str(row[c]):>12}"
-                         for c in cols))
-    res.to_anndata(target)
-    target.uns.pop("simulation", None)
-    target.write_h5ad(out / "demo_target.h5ad")
-    res.save(out / "demo_result.npz")
-    summary = {"ari": ari, "chosen_K": res.n_domains, "beta": res.beta, "tau": res.tau,
-               "seconds_fit": t2 - t1, "k_table": res.k_table,
-               "mean_maxprob": float(np.mean(res.maxprob))}
+    print(f"fit over K = {ks[0]}..{ks[-1]} in {t2 - t1:.1f} s: chosen K = {uns['n_domains']}, "
+          f"ARI vs truth = {ari:.3f}, beta = {uns['beta']:.2f}, tau = {uns['tau']:.4f}")
+    _print_k_table(k_table)
+    _write_h5ad(target, out / "demo_target.h5ad")
+    _summaries(target, out)
+    figs = _figures(target, out / "figures", reference="truth")
+    summary = {"ari": ari, "chosen_K": int(uns["n_domains"]), "beta": float(uns["beta"]),
+               "tau": float(uns["tau"]), "seconds_fit": t2 - t1, "k_table": k_table,
+               "mean_maxprob": float(np.mean(target.obs["transst_maxprob"])),
+               "seconds_total": time.perf_counter() - t0}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    print(f"wrote {out / 'demo_target.h5ad'}, {out / 'demo_result.npz'}, {out / 'demo_summary.json'}")
+    print(f"wrote {out / 'demo_target.h5ad'}, {out / 'demo_summary.json'}, k_table.tsv, "
+          f"markers.tsv and {len(figs)} figures in {out / 'figures'} "
+          f"({time.perf_counter() - t0:.1f} s in all)")
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="transst-bayes", description=__doc__)
+# -------------------------------------------------------------------------------------- fit
+def _fit(args) -> int:
+    from . import tl
+
+    target = _read(args.target, "--target")
+    source = _read(args.source, "--source") if args.source else None
+    if source is not None and args.label_key not in source.obs:
+        raise InputError(f"--label-key {args.label_key!r} is not a column of the source's obs; "
+                         f"columns are {list(source.obs.columns)}")
+    if args.layer is not None and args.layer not in target.layers:
+        raise InputError(f"--layer {args.layer!r} is not a layer of the target; layers are "
+                         f"{list(target.layers.keys())}")
+    if (args.spatial_key not in target.obsm and "spatial_connectivities" not in target.obsp
+            and args.graph in ("knn", "radius")):
+        raise InputError(f"--spatial-key {args.spatial_key!r} is not in the target's obsm "
+                         f"(keys: {list(target.obsm.keys())}); give the key of the coordinates")
+    ks = _k_list(args)
+    opts = dict(n_factors=args.n_factors, graph=args.graph, progress_bar=not args.quiet)
+    if args.n_genes is not None:
+        opts["n_genes"] = args.n_genes
+    t0 = time.perf_counter()
+    tl.transst(target, source, label_key=args.label_key, n_domains=ks, method=args.method,
+               spatial_key=args.spatial_key, library_key=args.library_key, layer=args.layer,
+               rng=args.seed, key_added=args.key_added, **opts)
+    tl.markers(target, key=args.key_added)
+    if source is not None:
+        tl.transfer_breaking_genes(target, key=args.key_added)
+    secs = time.perf_counter() - t0
+    uns = target.uns[args.key_added]
+    out = Path(args.out)
+    _write_h5ad(target, out)
+    counts = target.obs[args.key_added].value_counts().sort_index()
+    print(f"fitted {target.n_obs} spots ({args.method}) in {secs:.1f} s: K = {uns['n_domains']}, "
+          f"beta = {uns['beta']:.2f}, tau = {uns['tau']:.4g}, mean max probability = "
+          f"{target.obs[args.key_added + '_maxprob'].mean():.3f}")
+    print("spots per domain: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    _print_k_table(json.loads(uns["k_table"]))
+    print(f"wrote {out} (obs['{args.key_added}'], uns['{args.key_added}_markers'], ...)")
+    return 0
+
+
+# --------------------------------------------------------------------------------- simulate
+def _simulate(args) -> int:
+    from .simulate import simulate
+
+    source, target = simulate(args.seed, height=args.size, width=args.size, n_genes=args.genes,
+                              n_factors=args.factors, n_domains=args.domains, shift=args.shift,
+                              error=args.error)
+    target.uns.pop("simulation", None)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_h5ad(source, out / "source.h5ad")
+    _write_h5ad(target, out / "target.h5ad")
+    print(f"wrote {out / 'source.h5ad'} ({source.n_obs} spots, labels in obs['label']) and "
+          f"{out / 'target.h5ad'} ({target.n_obs} spots, truth in obs['truth'])")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transst-bayes", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-cache", action="store_true", help="do not use JAX's compilation cache")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="simulate a source/target pair, fit, print ARI and the K table")
+
+    d = sub.add_parser("demo", help="simulate a source/target pair, fit, print ARI and the K table, "
+                                    "write figures, a result .h5ad and summary tables")
     d.add_argument("--out", default="transst_demo", help="output folder (default: transst_demo)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--size", type=int, default=50, help="lattice side (default 50: 2,500 spots)")
     d.add_argument("--k-min", type=int, default=3)
     d.add_argument("--k-max", type=int, default=5)
     d.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
-    return args.func(args)
+
+    f = sub.add_parser("fit", help="fit TransST to a target .h5ad with a labeled source .h5ad")
+    f.add_argument("--target", required=True, help="target AnnData (.h5ad)")
+    f.add_argument("--source", default=None, help="labeled source AnnData (.h5ad); omit for no transfer")
+    f.add_argument("--label-key", default="label", help="source obs column with the labels")
+    f.add_argument("--n-domains", type=int, default=None, help="number of domains K (default 7)")
+    f.add_argument("--k-range", default=None, help="K range to choose from, inclusive, e.g. 2:10")
+    f.add_argument("--method", choices=("em", "svi"), default="em")
+    f.add_argument("--layer", default=None, help="target layer with the expression (default X)")
+    f.add_argument("--spatial-key", default="spatial", help="obsm key of the coordinates")
+    f.add_argument("--library-key", default=None, help="obs column naming the sections")
+    f.add_argument("--graph", choices=("knn", "visium", "st", "radius"), default="knn")
+    f.add_argument("--n-factors", type=int, default=15)
+    f.add_argument("--n-genes", type=int, default=None)
+    f.add_argument("--key-added", default="transst")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True, help="output .h5ad")
+    f.set_defaults(func=_fit)
+
+    s = sub.add_parser("simulate", help="write a simulated source/target pair as .h5ad files")
+    s.add_argument("--out", default="transst_sim", help="output folder")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=50)
+    s.add_argument("--genes", type=int, default=1000)
+    s.add_argument("--factors", type=int, default=10)
+    s.add_argument("--domains", type=int, default=4)
+    s.add_argument("--shift", default="none", help="none | small | large | a number")
+    s.add_argument("--error", type=float, default=1.0, help="target noise upper bound")
+    s.set_defaults(func=_simulate)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.no_cache:
+        enable_compilation_cache()
+    try:
+        if getattr(args, "shift", None) not in (None, "none", "small", "large"):
+            try:
+                args.shift = float(args.shift)
+            except ValueError:
+                raise InputError(f"--shift must be none, small, large or a number, got {args.shift!r}") from None
+        return args.func(args)
+    except (InputError, ValueError, TypeError) as err:
+        print(f"transst-bayes {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -135,6 +135,7 @@ def fit_em(
     seed: int = 0,
     dtype: str = "float32",
     weight: float = 1.0,
+    progress_bar: bool = False,
     source_labels=None,
     spatial=None,
     **data_options,
@@ -153,7 +154,8 @@ def fit_em(
         objective).
     n_factors : q. transfer : "eb" (tau learned by empirical Bayes), "cv" (published lambda grid),
         "none". variant : "joint" (default) or "two_stage". beta : None to learn the Potts
-        smoothness, or a fixed value. dtype : "float32" or "float64".
+        smoothness, or a fixed value. dtype : "float32" or "float64". progress_bar : a tqdm
+        bar over the K tried.
     data_options : layer, source_layer, counts, target_sum, genes, n_genes, standardize,
         spatial_key, graph, graph_key, n_neighbors, radius, library_key (see DataSettings).
     """
@@ -177,13 +179,13 @@ def fit_em(
         raise ValueError(f"n_factors={n_factors} must be smaller than the number of spots ({n})")
     mode = em.transfer if prep.X_source is not None else "none"
     with precision(dtype):
-        out = _fit_arrays(prep, Ks, em, mode)
+        out = _fit_arrays(prep, Ks, em, mode, progress_bar)
         res = _assemble(prep, out, em, ds, mode, Ks)
     res.info["seconds"] = time.perf_counter() - t0
     return res
 
 
-def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str) -> dict:
+def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str, progress_bar: bool = False) -> dict:
     dt = jnp.dtype(em.dtype)
     key = jax.random.PRNGKey(em.seed)
     k_src, k_tr, k_cl = jax.random.split(key, 3)
@@ -205,7 +207,14 @@ def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str) -> dict:
     beta0 = em.beta if em.beta is not None else em.beta_init
     fits = {}
     use_source = src is not None
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(Ks), desc="fit_em", unit="K")
     for K in Ks:
+        if bar is not None:
+            bar.set_postfix(K=K)
         s = Settings(K=K, variant=em.variant, mode=mode, learn_beta=em.beta is None,
                      max_iter=em.max_iter, tol=em.tol, n_colors=g.n_colors,
                      n_mean_field=em.n_mean_field, weight=float(em.weight))
@@ -218,6 +227,10 @@ def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str) -> dict:
                 f"every restart for K={K} ended with a non-finite objective; try dtype='float64'"
             )
         fits[K] = best
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
     return {"source": src, "transfer": tr, "fits": fits}
 
 
