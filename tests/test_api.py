@@ -110,11 +110,12 @@ def test_api_errors(pair):
         tb.tl.transst(tgt, src, label_key="celltype", n_domains=3, copy=True, **FAST)
 
 
-def test_transst_svi_method(pair):
-    src, tgt = pair
-    out = tb.tl.transst(tgt, src, n_domains=3, method="svi", copy=True, n_factors=4,
-                        steps_per_round=50, max_rounds=2, num_samples=20,
-                        em_options=dict(n_restarts=1))
+def test_transst_svi_method():
+    # the data shapes of tests/test_svi.py, so that the autoguide set-up's op-by-op
+    # compilations are shared within the test session
+    src, tgt = tb.simulate(3, height=20, width=20, n_genes=200, n_factors=5, n_domains=3, shift_genes=20)
+    out = tb.tl.transst(tgt, src, n_domains=3, method="svi", copy=True, n_factors=5,
+                        steps_per_round=50, max_rounds=2, num_samples=20)
     assert out.uns["transst"]["fit"]["posterior__W"].shape[0] == 20
     tb.tl.markers(out)
     assert out.uns["transst_markers"]["n_draws"].iloc[0] == 20
