@@ -82,6 +82,29 @@ def test_domain_mixture_matches_dense_mixture():
     assert s.shape == (5, n, p)
 
 
+def test_shared_woodbury_equals_low_rank_normal_with_gradients():
+    rng = np.random.default_rng(1)
+    n, p, q, K = 9, 8, 3, 4
+    args = (rng.normal(size=(p, q)), rng.uniform(0.3, 2.0, p), rng.normal(size=(K, q)),
+            np.tril(rng.normal(size=(K, q, q))) + 1.5 * np.eye(q))
+    x = rng.normal(size=(n, 1, p))
+    with jax.enable_x64(True):
+        args = tuple(map(jnp.asarray, args))
+
+        def shared(*a):
+            return M.integrated_components(*a).log_prob(x).sum()
+
+        def dense(*a):
+            return M.integrated_components(*a).low_rank().log_prob(x).sum()
+
+        np.testing.assert_allclose(shared(*args), dense(*args), rtol=1e-10)
+        for gs, gd in zip(jax.grad(shared, argnums=(0, 1, 2, 3))(*args),
+                          jax.grad(dense, argnums=(0, 1, 2, 3))(*args)):
+            np.testing.assert_allclose(gs, gd, rtol=1e-8, atol=1e-10)
+        per_k = M.integrated_components(*args).log_prob(jnp.broadcast_to(x, (n, K, p)))
+        np.testing.assert_allclose(per_k, M.integrated_components(*args).log_prob(x), rtol=1e-10)
+
+
 def test_transfer_prior_rejects_bad_form():
     with pytest.raises(ValueError, match="form"):
         M.transfer_loadings(jnp.zeros((3, 2)), form="lasso")
