@@ -51,7 +51,7 @@ def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size):
 def transst_model(data: SpotData, K: int, n_factors: int, batch_size=None, form: str = "global",
                   tau=None, tau_scale: float = 1.0):
     """TransST: loadings under the transfer prior (form "ridge" | "global" | "horseshoe"),
-    z integrated out (LowRankMultivariateNormal), labels under the mean-field Potts prior."""
+    z integrated out (Woodbury, `IntegratedFactors`), labels under the mean-field Potts prior."""
     if data.W_s is None:
         raise ValueError("transst_model needs source loadings (data.W_s); use no_transfer_model")
     W = transfer_loadings(data.W_s, form=form, tau=tau, tau_scale=tau_scale)

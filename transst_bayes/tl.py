@@ -26,13 +26,10 @@ def _seed(rng) -> int:
         return int(rng)
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(0, 2**31 - 1))
-    try:
-        import jax
+    import jax
 
-        if jax.dtypes.issubdtype(getattr(rng, "dtype", None), jax.dtypes.prng_key):
-            rng = jax.random.key_data(rng)
-    except (ImportError, TypeError):  # pragma: no cover
-        pass
+    if hasattr(rng, "dtype") and jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.key_data(rng)  # a new-style typed key
     arr = np.asarray(rng) if hasattr(rng, "dtype") else None
     if arr is not None and arr.dtype.kind == "u" and arr.size == 2:  # a JAX PRNG key's data
         return int(arr.ravel()[-1]) % (2**31 - 1)
@@ -120,14 +117,13 @@ def transfer_breaking_genes(adata, key: str = "transst", *, n_top: int | None = 
     fitted gene to `var[key_added or key + "_transfer_breaking"]` (NaN for genes not used in the
     fit). Returns None, or the changed copy with `copy=True`.
     """
-    res = _key_result(adata, key)
-    table = _breaking(res, n_top=n_top)
+    full = _breaking(_key_result(adata, key))
+    table = full if n_top is None else full.head(n_top)
     name = key_added or f"{key}_transfer_breaking"
     if copy:
         adata = adata.copy()
     score = np.full(adata.n_vars, np.nan)
     pos = {g: i for i, g in enumerate(map(str, adata.var_names))}
-    full = table if n_top is None else _breaking(res)
     for g, s in zip(full["gene"], full["score"]):
         if g in pos:
             score[pos[g]] = s
