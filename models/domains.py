@@ -33,6 +33,7 @@ def domain_distributions(K: int, q: int, dtype=jnp.float32, mu_scale: float = 10
     return mu, sigma[..., :, None] * L
 
 
-def smoothness(dtype=jnp.float32):
-    """beta ~ Uniform(0, BETA_MAX): the Potts smoothness, learned."""
-    return numpyro.sample("beta", dist.Uniform(jnp.asarray(0.0, dtype), jnp.asarray(BETA_MAX, dtype)))
+def smoothness():
+    """beta ~ Uniform(0, BETA_MAX): the Potts smoothness, learned. The bounds are Python floats:
+    a support with fixed bounds lets the guides constrain draws without re-running the model."""
+    return numpyro.sample("beta", dist.Uniform(0.0, float(BETA_MAX)))

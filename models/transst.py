@@ -41,7 +41,7 @@ def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size):
     dt = data.X.dtype
     psi = noise_variances(data.X.shape[1], dt)
     mu, L = domain_distributions(K, n_factors, dt)
-    beta = smoothness(dt)
+    beta = smoothness()
     comps = integrated_components(W, psi, mu, L)
     with _spots(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])
@@ -77,7 +77,7 @@ def explicit_z_model(data: SpotData, K: int, n_factors: int, batch_size=None, fo
         W = transfer_loadings(data.W_s, form=form, tau=tau)
     psi = noise_variances(p, dt)
     mu, L = domain_distributions(K, n_factors, dt)
-    beta = smoothness(dt)
+    beta = smoothness()
     with _spots(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])
         z = numpyro.sample("z", DomainMixture(logits, factor_components(mu, L)))

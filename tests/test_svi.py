@@ -119,6 +119,16 @@ def test_minibatch_fit_agrees_with_em(pair, em):
     assert tb.adjusted_rand_index(r.labels, em.labels) >= 0.95
 
 
+def test_lowrank_guide(pair, em):
+    """AutoLowRankMultivariateNormal with a rank-3 factor: the EM labels, correlated draws."""
+    src, tgt = pair
+    r = tb.fit_svi(tgt, src, n_domains=3, guide="lowrank", rank=3, **FAST)
+    assert r.settings["rank"] == 3 and r.settings["guide"] == "lowrank"
+    assert tb.adjusted_rand_index(r.labels, em.labels) >= 0.95
+    W = r.posterior["W"].reshape(FAST["num_samples"], -1)
+    assert W.shape == (40, 200 * 5) and np.all(W.std(0) > 0)
+
+
 def test_svi_bad_input(pair):
     src, tgt = pair
     with pytest.raises(ValueError, match="guide"):
@@ -127,6 +137,8 @@ def test_svi_bad_input(pair):
         tb.fit_svi(tgt, src, n_domains=3, batch_size=10_000, n_factors=5)
     with pytest.raises(ValueError, match="form"):
         tb.fit_svi(tgt, src, n_domains=3, form="lasso")
+    with pytest.raises(ValueError, match="rank"):
+        tb.fit_svi(tgt, src, n_domains=3, guide="lowrank", rank=0)
 
 
 @pytest.mark.slow

@@ -46,6 +46,12 @@ def _plain_transforms(tr: dict):
 class _TraceSetup(autoguide.AutoGuide):
     """Mixin (listed after the NumPyro guide): AutoGuide._setup_prototype from one model trace."""
 
+    def setup(self, rng_key, *args, **kwargs):
+        """Set the guide up for the model called with `args`, `kwargs` (what its first call
+        would do), so that `SVI.init` can then run under `jax.jit`."""
+        with handlers.seed(rng_seed=rng_key):
+            self._setup_prototype(*args, **kwargs)
+
     def _setup_prototype(self, *args, **kwargs):
         rng_key = numpyro.prng_key()
         with handlers.block(), numpyro.validation_enabled(False):

@@ -43,6 +43,7 @@ class SVISettings:
     batch_size: int | None = None
     num_samples: int = 100
     init_scale: float = 0.01
+    rank: int = 10  # rank of the "lowrank" guide's covariance factor
     seed: int = 0
     dtype: str = "float32"
 
@@ -51,6 +52,8 @@ class SVISettings:
             raise ValueError(f"guide must be one of {sorted(GUIDES)}, got {self.guide!r}")
         if self.lr <= 0 or self.steps_per_round < 1 or self.max_rounds < 1 or self.num_samples < 1:
             raise ValueError("lr, steps_per_round, max_rounds and num_samples must be positive")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, (int, np.integer)) or self.rank < 1:
+            raise ValueError(f"rank must be a positive int, got {self.rank!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive int or None, got {self.batch_size}")
 
@@ -127,8 +130,8 @@ def _round_runner(svi, n_steps: int, batch_size):
 
 def _sigma(sample: dict):
     if "sigma" in sample and "L_corr" in sample:
-        L = sample["sigma"][..., :, None] * sample["L_corr"][..., 0, :, :]
-        return L @ jnp.swapaxes(L, -1, -2)
+        L = np.asarray(sample["sigma"])[..., :, None] * np.asarray(sample["L_corr"])[..., 0, :, :]
+        return L @ np.swapaxes(L, -1, -2)
     return None
 
 
@@ -150,6 +153,7 @@ def fit_svi(
     rtol: float = 1e-4,
     batch_size: int | None = None,
     num_samples: int = 100,
+    rank: int = 10,
     progress_bar: bool = False,
     seed: int = 0,
     dtype: str = "float32",
@@ -162,7 +166,9 @@ def fit_svi(
 
     model : `model(data: SpotData, K, n_factors, batch_size=None, **model_options)`; default
         `models.transst_model` (form=`form`) with a source, `models.no_transfer_model` without.
-    guide : "delta" (MAP; reproduces fit_em), "normal" (AutoNormal), "lowrank".
+    guide : "delta" (MAP; reproduces fit_em), "normal" (AutoNormal), "lowrank"
+        (AutoLowRankMultivariateNormal with a covariance factor of rank `rank`; NumPyro's
+        default, sqrt of the ~p q latent dimensions, costs ~40x more per step on 2,000 genes).
     n_domains : K or a list of K; with a list, K is chosen by `criterion`: "loo" / "waic"
         (ArviZ, from the per-spot log-likelihood over posterior draws) or "bic" / "mbic" /
         "hbic" / "icl" (from the EM warm start).
@@ -174,7 +180,7 @@ def fit_svi(
     t0 = time.perf_counter()
     st = SVISettings(guide=guide, n_factors=n_factors, lr=lr, steps_per_round=steps_per_round,
                      max_rounds=max_rounds, rtol=rtol, batch_size=batch_size,
-                     num_samples=num_samples, seed=seed, dtype=dtype)
+                     num_samples=num_samples, rank=rank, seed=seed, dtype=dtype)
     st.check()
     if criterion not in ("loo", "waic", "bic", "mbic", "hbic", "icl"):
         raise ValueError(f"criterion must be 'loo', 'waic', 'bic', 'mbic', 'hbic' or 'icl', got {criterion!r}")
@@ -225,15 +231,33 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     kw = {"init_loc_fn": init}
     if st.guide != "delta":
         kw["init_scale"] = st.init_scale
+    if st.guide == "lowrank":
+        kw["rank"] = st.rank
     guide = GUIDES[st.guide](m, **kw)
     svi = SVI(m, guide, numpyro.optim.Adam(st.lr), Trace_ELBO())
     key = jax.random.fold_in(jax.random.PRNGKey(st.seed), K)
     k_init, k_post = jax.random.split(key)
     with numpyro.validation_enabled(False):  # argument checks would run op by op here
-        state = svi.init(k_init, data, batch_size=st.batch_size)
+        guide.setup(k_init, data, batch_size=st.batch_size)
+    # set up, the guide holds no traced values: SVI.init, the rounds, the refresh of the Potts
+    # field and the posterior draws each run as one compiled call
+    state = jax.jit(partial(svi.init, batch_size=st.batch_size))(k_init, data)
     run = _round_runner(svi, st.steps_per_round, st.batch_size)
     full = partial(m, batch_size=None)
-    terms = jax.jit(lambda v, d: spot_terms(full, d, v))
+
+    @jax.jit
+    def refresh(state, data):
+        dlp, _ = spot_terms(full, data, _point(guide, svi.get_params(state), full, data))
+        return data._replace(field=potts.neighbour_sums(jax.nn.softmax(dlp, axis=-1), nbr, mask))
+
+    S = 1 if st.guide == "delta" else st.num_samples
+
+    @jax.jit
+    def posterior(key, state, data):
+        smp = guide.sample_posterior(key, svi.get_params(state), data, batch_size=None, sample_shape=(S,))
+        smp = {k: v for k, v in smp.items() if k != "x"}
+        return (smp,) + jax.lax.map(lambda v: spot_terms(full, data, v), smp)
+
     losses, prev = [], None
     rounds = range(st.max_rounds)
     if progress_bar:
@@ -247,10 +271,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
         if not np.isfinite(mean_loss):
             raise FloatingPointError(f"SVI loss became non-finite for K={K}; lower lr (now {st.lr})")
         losses.append(mean_loss)
-        params = svi.get_params(state)
-        dlp, _ = terms(_point(guide, params, full, data), data)
-        R = jax.nn.softmax(dlp, axis=-1)
-        data = data._replace(field=potts.neighbour_sums(R, nbr, mask))
+        data = refresh(state, data)
         if progress_bar:
             rounds.set_postfix(loss=f"{mean_loss:.4g}")
         if prev is not None and r + 1 >= st.min_rounds and abs(mean_loss - prev) <= st.rtol * abs(prev):
@@ -258,11 +279,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
             break
         prev = mean_loss
     params = svi.get_params(state)
-    S = 1 if st.guide == "delta" else st.num_samples
-    draw = jax.jit(lambda k, prm, d: guide.sample_posterior(k, prm, d, batch_size=None, sample_shape=(S,)))
-    samples = draw(k_post, params, data)
-    samples = {k: v for k, v in samples.items() if k != "x"}
-    dlp, ll = jax.lax.map(lambda v: terms(v, data), samples)
+    samples, dlp, ll = posterior(k_post, state, data)
     return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
             "converged": converged, "data": data, "n_rounds": len(losses), "params": params}
 
@@ -286,6 +303,19 @@ def _waic_loo(ll: np.ndarray, beta: np.ndarray) -> dict:
             "pareto_k_max": float(np.max(lo.pareto_k))}
 
 
+@jax.jit
+def _mean_factors(X, W, psi, mu, Sigma, proba):
+    """E[z_j | x_j] under the domain probabilities, one compiled call."""
+    comp = F.components(F.precompute(X, W, psi), mu, Sigma, W.shape[0])
+    return F.mean_factors(proba, comp)
+
+
+def _log_prior_loadings(W, W_prior, tau2) -> float:
+    """F.log_prior_loadings in NumPy (float64, no compilation)."""
+    W, W_prior, tau2 = (np.asarray(a, np.float64) for a in (W, W_prior, tau2))
+    return float(-0.5 * (np.sum((W - W_prior) ** 2) / tau2 + W.size * (F.LOG2PI + np.log(tau2))))
+
+
 def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opts, model):
     n, p = prep.X.shape
     q = st.n_factors
@@ -293,8 +323,9 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
     for K in Ks:
         f = fits[K]
         em_fit = out["fits"][K]
-        proba = np.asarray(jnp.mean(jax.nn.softmax(f["dlp"], axis=-1), axis=0), np.float64)
-        ll_em = float(em_fit.objective) - (float(F.log_prior_loadings(em_fit.W, out["source"].W, em_fit.tau2))
+        dlp = np.asarray(f["dlp"], np.float64)
+        proba = np.exp(dlp - np.logaddexp.reduce(dlp, axis=-1, keepdims=True)).mean(axis=0)
+        ll_em = float(em_fit.objective) - (_log_prior_loadings(em_fit.W, out["source"].W, em_fit.tau2)
                                            if mode == "eb" else 0.0)
         row = {"K": K, "loglik": ll_em}
         row.update(criteria(ll_em, K, q, n, float(entropy(proba).sum())))
@@ -317,16 +348,14 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
     f = fits[chosen]
     smp = {k: np.asarray(v) for k, v in f["samples"].items()}
     mean = {k: v.mean(0) for k, v in smp.items()}
-    Sig = _sigma(f["samples"])
+    Sig = _sigma(smp)
     Sigma = np.asarray(Sig.mean(0)) if Sig is not None else np.asarray(out["fits"][chosen].Sigma)
     W = mean.get("W", np.asarray(out["fits"][chosen].W))
     psi = mean["psi"][:, 0] if "psi" in mean else np.asarray(out["fits"][chosen].psi)
     mu = mean.get("mu", np.asarray(out["fits"][chosen].mu))
     proba = f["proba"]
     dt = jnp.dtype(st.dtype)
-    comp = F.components(F.precompute(jnp.asarray(prep.X, dt), jnp.asarray(W, dt), jnp.asarray(psi, dt)),
-                        jnp.asarray(mu, dt), jnp.asarray(Sigma, dt), p)
-    factors = np.asarray(F.mean_factors(jnp.asarray(proba, dt), comp))
+    factors = np.asarray(_mean_factors(*(jnp.asarray(a, dt) for a in (prep.X, W, psi, mu, Sigma, proba))))
     if "z" in smp:
         factors = smp["z"].mean(0)
     if "tau" in smp:
