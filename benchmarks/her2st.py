@@ -11,9 +11,11 @@ most 30 rounds, rtol = 1e-4, lr = 0.01, 100 posterior draws, full batch); its se
 EM warm start it runs itself and NumPyro's set-up and compilation (redone on every call). The
 first section is fitted twice by SVI: "SVI s" is the first fit of the process, "SVI again s" the
 second identical fit. ``--svi-only`` runs TransST (EM) and TransST (SVI) only (no ablations,
-no baselines).
+no baselines). ``--svi-fresh`` fits each section by SVI in its own new Python process (what one
+`python script.py` on one section costs: every JAX compilation included; the seconds of the
+fit_svi call, and the imports beside them).
 
-    python benchmarks/her2st.py [--sections A1 B1] [--svi | --svi-only] [--json out.json]
+    python benchmarks/her2st.py [--sections A1 B1] [--svi | --svi-only | --svi-fresh] [--json out.json]
 """
 
 from __future__ import annotations
@@ -80,15 +82,64 @@ def run(sections, q=15, seed=0, methods=METHODS, svi=False, baselines=True):
     return rows
 
 
+def _one_svi(sec: str, seed: int) -> dict:
+    """One SVI fit in this (new) process; the seconds exclude reading the data."""
+    target, source, K = her2st_protocol(sec)
+    t0 = time.perf_counter()
+    res = tb.fit_svi(target, source, "label", n_domains=K, n_factors=15, seed=seed, guide="normal")
+    return {"section": sec, "K": K, "n": target.n_obs, "SVI s": time.perf_counter() - t0,
+            "SVI": tb.adjusted_rand_index(res.labels, target.obs["label"].to_numpy()),
+            "rounds": int(res.info["svi_rounds"])}
+
+
+def fresh(sections, seed: int) -> list[dict]:
+    import json
+    import subprocess
+    import sys
+
+    rows = []
+    for sec in sections:
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--one-svi", sec, "--seed", str(seed)],
+                             check=True, capture_output=True, text=True).stdout
+        row = json.loads(out.strip().splitlines()[-1])
+        row["process s"] = time.perf_counter() - t0
+        rows.append(row)
+        print(f"{sec}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)),
+              flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sections", nargs="*", default=her2st_sections())
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--svi", action="store_true", help="add a TransST (SVI, AutoNormal) column")
     ap.add_argument("--svi-only", action="store_true", help="TransST (EM) and (SVI) only")
+    ap.add_argument("--svi-fresh", action="store_true",
+                    help="SVI only, each section in a new Python process")
+    ap.add_argument("--one-svi", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.one_svi:
+        import json
+
+        print(json.dumps(_one_svi(args.one_svi, args.seed)))
+        return
+    if args.svi_fresh:
+        rows = fresh(args.sections, args.seed)
+        mean = {"section": "mean", "K": "", "n": ""}
+        for c in ("SVI", "SVI s", "process s", "rounds"):
+            mean[c] = float(np.mean([r[c] for r in rows]))
+        print()
+        print(markdown_table(rows + [mean], ["section", "K", "n", "SVI", "SVI s", "process s", "rounds"],
+                            {"SVI s": "{:.1f}", "process s": "{:.1f}", "rounds": "{:.1f}"}))
+        t = np.array([r["SVI s"] for r in rows])
+        print(f"\nfit_svi seconds, each section in a new process: median {np.median(t):.1f}, "
+              f"max {t.max():.1f}, {int(np.sum(t < 30))} of {len(t)} under 30 s")
+        write_json(args.json, {"rows": rows, "mean": mean})
+        return
     methods = {"TransST (EM)": METHODS["TransST (EM)"]} if args.svi_only else METHODS
     svi = args.svi or args.svi_only
     rows = run(args.sections, seed=args.seed, methods=methods, svi=svi,

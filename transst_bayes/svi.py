@@ -267,7 +267,8 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     converged = False
     for r in rounds:
         state, loss = run(state, data)
-        mean_loss = float(jnp.mean(loss[len(loss) // 2:]))
+        loss = np.asarray(loss)
+        mean_loss = float(np.mean(loss[len(loss) // 2:]))
         if not np.isfinite(mean_loss):
             raise FloatingPointError(f"SVI loss became non-finite for K={K}; lower lr (now {st.lr})")
         losses.append(mean_loss)
