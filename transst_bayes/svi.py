@@ -253,10 +253,13 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     S = 1 if st.guide == "delta" else st.num_samples
 
     @jax.jit
-    def posterior(key, state, data):
+    def draw(key, state, data):
         smp = guide.sample_posterior(key, svi.get_params(state), data, batch_size=None, sample_shape=(S,))
-        smp = {k: v for k, v in smp.items() if k != "x"}
-        return (smp,) + jax.lax.map(lambda v: spot_terms(full, data, v), smp)
+        return {k: v for k, v in smp.items() if k != "x"}
+
+    # the per-draw spot terms as their own program (one program holding both the draws and this
+    # map was seen to stall twice in XLA's CPU runtime; see README, "Known issues")
+    terms = jax.jit(lambda v, d: spot_terms(full, d, v))
 
     losses, prev = [], None
     rounds = range(st.max_rounds)
@@ -280,7 +283,8 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
             break
         prev = mean_loss
     params = svi.get_params(state)
-    samples, dlp, ll = posterior(k_post, state, data)
+    samples = draw(k_post, state, data)
+    dlp, ll = jax.lax.map(lambda v: terms(v, data), samples)
     return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
             "converged": converged, "data": data, "n_rounds": len(losses), "params": params}
 
