@@ -245,14 +245,17 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     run = _round_runner(svi, st.steps_per_round, st.batch_size)
     full = partial(m, batch_size=None)
 
-    @jax.jit
+    # the per-spot terms are one program, shared by the Potts-field refresh (at the guide's
+    # point estimate) and the posterior draws
+    terms = jax.jit(lambda v, d: spot_terms(full, d, v))
+    point = jax.jit(lambda state, d: _point(guide, svi.get_params(state), full, d))
+    field = jax.jit(lambda dlp: potts.neighbour_sums(jax.nn.softmax(dlp, axis=-1), nbr, mask))
+
     def refresh(state, data):
-        dlp, _ = spot_terms(full, data, _point(guide, svi.get_params(state), full, data))
-        return data._replace(field=potts.neighbour_sums(jax.nn.softmax(dlp, axis=-1), nbr, mask))
+        dlp, _ = terms(point(state, data), data)
+        return data._replace(field=field(dlp))
 
     S = 1 if st.guide == "delta" else st.num_samples
-
-    terms = jax.jit(lambda v, d: spot_terms(full, d, v))
 
     losses, prev = [], None
     rounds = range(st.max_rounds)
@@ -276,12 +279,14 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
             break
         prev = mean_loss
     params = svi.get_params(state)
-    # draws as before this session's speed-ups (README, "Known issues": a stall on seqFISH
-    # embryo3_z2 is being investigated)
     with numpyro.validation_enabled(False):
         samples = guide.sample_posterior(k_post, params, data, batch_size=None, sample_shape=(S,))
     samples = {k: v for k, v in samples.items() if k != "x"}
-    dlp, ll = jax.lax.map(lambda v: terms(v, data), samples)
+    # one compiled call per draw, not lax.map: XLA CPU (jaxlib 0.10.2) deadlocks, with every
+    # thread idle, running the scan of these terms on some shapes (seqFISH embryo3_z2: 2221
+    # spots, K = 21); vmap would hold S copies of the (n, p) intermediates
+    per_draw = [terms({k: v[s] for k, v in samples.items()}, data) for s in range(S)]
+    dlp, ll = (jnp.stack(a) for a in zip(*per_draw))
     return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
             "converged": converged, "data": data, "n_rounds": len(losses), "params": params}
 
