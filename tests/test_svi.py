@@ -129,6 +129,19 @@ def test_lowrank_guide(pair, em):
     assert W.shape == (40, 200 * 5) and np.all(W.std(0) > 0)
 
 
+def test_k_table_loglik_is_the_em_warm_starts(pair):
+    """fit_svi's K table scores K by its EM warm start's log-likelihood: the same number as
+    fit_em's for the joint variant (objective less the loadings' prior) and the two-stage one
+    (whose objective holds no prior: subtracting it there was a bug)."""
+    src, tgt = pair
+    for variant in ("joint", "two_stage"):
+        e = tb.fit_em(tgt, src, n_domains=3, n_factors=5, variant=variant)
+        r = tb.fit_svi(tgt, src, n_domains=3, guide="delta", n_factors=5, steps_per_round=10,
+                       max_rounds=1, em_options={"variant": variant})
+        assert r.k_table[0]["loglik"] == pytest.approx(e.k_table[0]["loglik"], rel=1e-6), variant
+        assert r.k_table[0]["bic"] == pytest.approx(e.k_table[0]["bic"], rel=1e-6), variant
+
+
 def test_svi_bad_input(pair):
     src, tgt = pair
     with pytest.raises(ValueError, match="guide"):

@@ -268,6 +268,17 @@ def _fit_k(data, graph, W_prior, tr, src_mu, src_Sigma, X, key, beta0, s: Settin
     return fit_cluster(data, graph, W_prior, tr.lam, st, s)
 
 
+_log_prior_loadings = jax.jit(F.log_prior_loadings)
+
+
+def em_loglik(fit, source, mode: str, variant: str) -> float:
+    """Log-likelihood of the target under an EM fit: its objective, less the loadings' prior
+    that the joint empirical-Bayes objective includes."""
+    if mode == "eb" and variant == "joint":
+        return float(fit.objective) - float(_log_prior_loadings(fit.W, source.W, fit.tau2))
+    return float(fit.objective)
+
+
 def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode: str, Ks) -> TransSTResult:
     n, p = prep.X.shape
     q = em.n_factors
@@ -275,8 +286,7 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
     for K in Ks:
         f = out["fits"][K]
         R = np.asarray(f.R, np.float64)
-        ll = float(f.objective) - (float(F.log_prior_loadings(f.W, out["source"].W, f.tau2))
-                                   if (mode == "eb" and em.variant == "joint") else 0.0)
+        ll = em_loglik(f, out["source"], mode, em.variant)
         row = {"K": K, "loglik": ll}
         row.update(criteria(ll, K, q, n, float(entropy(R).sum())))
         row.update({"beta": float(f.beta), "n_iter": int(f.n_iter), "converged": bool(f.converged)})

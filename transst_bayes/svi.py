@@ -24,7 +24,7 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 
 from . import factor as F
 from . import potts
-from .fit import EMSettings, __version__, _check_k, _data_settings, _fit_arrays, _inputs, precision
+from .fit import EMSettings, __version__, _check_k, _data_settings, _fit_arrays, _inputs, em_loglik, precision
 from .data import prepare
 from .guides import GUIDES
 from .result import TransSTResult, entropy
@@ -317,12 +317,6 @@ def _mean_factors(X, W, psi, mu, Sigma, proba):
     return F.mean_factors(proba, comp)
 
 
-def _log_prior_loadings(W, W_prior, tau2) -> float:
-    """F.log_prior_loadings in NumPy (float64, no compilation)."""
-    W, W_prior, tau2 = (np.asarray(a, np.float64) for a in (W, W_prior, tau2))
-    return float(-0.5 * (np.sum((W - W_prior) ** 2) / tau2 + W.size * (F.LOG2PI + np.log(tau2))))
-
-
 def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opts, model):
     n, p = prep.X.shape
     q = st.n_factors
@@ -332,8 +326,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         em_fit = out["fits"][K]
         dlp = np.asarray(f["dlp"], np.float64)
         proba = np.exp(dlp - np.logaddexp.reduce(dlp, axis=-1, keepdims=True)).mean(axis=0)
-        ll_em = float(em_fit.objective) - (_log_prior_loadings(em_fit.W, out["source"].W, em_fit.tau2)
-                                           if mode == "eb" else 0.0)
+        ll_em = em_loglik(em_fit, out["source"], mode, em.variant)
         row = {"K": K, "loglik": ll_em}
         row.update(criteria(ll_em, K, q, n, float(entropy(proba).sum())))
         beta_draws = np.asarray(f["samples"].get("beta", np.zeros(f["spot_loglik"].shape[0])))
