@@ -9,15 +9,11 @@ Methods, scored by ARI and NMI against ``celltype``, with wall time per fit:
 
 * TransST (EM): ``fit_em`` with ``transfer="eb"``, ``variant="joint"`` (the defaults);
 * TransST (SVI): ``fit_svi`` with ``guide="normal"`` (AutoNormal), global transfer prior,
-  warm-started from the EM fit it runs itself (its seconds include that EM fit, NumPyro's
-  set-up and compilation, which fit_svi redoes on every call); full-batch, ``lr = 0.01``,
-  ``--svi-steps`` steps per round (default 100), at most ``--svi-rounds`` rounds (default 4;
-  fit_svi's own defaults are 200 and 30), ``--svi-samples`` posterior draws (default 20).
-  These reduced settings keep the whole run near 15 min on 2 CPU cores: one SVI step costs
-  0.1-0.3 s here (K = 19-21, depending on the load), and the rtol = 1e-4 stopping rule is not
-  reached within 4 rounds of 100 steps (column "SVI converged"). With fit_svi's defaults the
-  smallest section (embryo2_z5) took 282 s, stopping after 4 rounds of 200 steps, with ARI
-  0.303, the same as with these settings. ``--no-svi`` leaves it out;
+  warm-started from the EM fit it runs itself (its seconds include that EM fit, the guide's
+  set-up and compilation, which fit_svi redoes on every call); full-batch, fit_svi's own
+  defaults: ``lr = 0.01``, ``--svi-steps`` steps per round (200), at most ``--svi-rounds``
+  rounds (30), stopping when the mean loss of a round changes by less than rtol = 1e-4,
+  ``--svi-samples`` posterior draws (100);
 * no transfer (EM): ``fit_em(transfer="none")``;
 * PCA + k-means and PCA + GMM on the same preprocessed (standardised) matrix as the model.
 
@@ -53,7 +49,7 @@ def scores(row, name, labels, truth, seconds=None):
         row[f"{name} s"] = seconds
 
 
-def run(sections, q=15, seed=0, svi=True, svi_steps=100, svi_rounds=4, svi_samples=20):
+def run(sections, q=15, seed=0, svi=True, svi_steps=200, svi_rounds=30, svi_samples=100):
     rows = []
     for sec in sections:
         target, source, K = seqfish_protocol(sec)
@@ -96,9 +92,9 @@ def main():
     ap.add_argument("--q", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-svi", action="store_true")
-    ap.add_argument("--svi-steps", type=int, default=100)
-    ap.add_argument("--svi-rounds", type=int, default=4)
-    ap.add_argument("--svi-samples", type=int, default=20)
+    ap.add_argument("--svi-steps", type=int, default=200)
+    ap.add_argument("--svi-rounds", type=int, default=30)
+    ap.add_argument("--svi-samples", type=int, default=100)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
