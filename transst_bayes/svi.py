@@ -24,7 +24,8 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 
 from . import factor as F
 from . import potts
-from .fit import EMSettings, __version__, _check_k, _data_settings, _fit_arrays, _inputs, em_loglik, precision
+from .fit import (EMSettings, __version__, _check_k, _data_settings, _fit_arrays, _inputs, em_loglik,
+                  precision)
 from .data import prepare
 from .guides import GUIDES
 from .result import TransSTResult, entropy
@@ -252,8 +253,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     k_init, k_post = jax.random.split(key)
     with numpyro.validation_enabled(False):  # argument checks would run op by op here
         guide.setup(k_init, data, batch_size=st.batch_size)
-    # set up, the guide holds no traced values: SVI.init, the rounds, the refresh of the Potts
-    # field and the posterior draws each run as one compiled call
+    # set up, the guide holds no traced values: SVI.init and each round run as one compiled call
     state = jax.jit(partial(svi.init, batch_size=st.batch_size))(k_init, data)
     run = _round_runner(svi, st.steps_per_round, st.batch_size)
     full = partial(m, batch_size=None)
@@ -297,10 +297,10 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     params = avg if st.batch_size is not None else svi.get_params(state)
     with numpyro.validation_enabled(False):
         samples = guide.sample_posterior(k_post, params, data, batch_size=None, sample_shape=(S,))
-    samples = {k: v for k, v in samples.items() if k != "x"}
-    # one compiled call per draw, not lax.map: XLA CPU (jaxlib 0.10.2) deadlocks, with every
-    # thread idle, running the scan of these terms on some shapes (seqFISH embryo3_z2: 2221
-    # spots, K = 21); vmap would hold S copies of the (n, p) intermediates
+    samples = {k: np.asarray(v) for k, v in samples.items() if k != "x"}
+    # one compiled call per draw (draws sliced in NumPy), not lax.map: XLA CPU (jaxlib 0.10.2)
+    # deadlocks, with every thread idle, running the scan of these terms on some shapes (seqFISH
+    # embryo3_z2: 2221 spots, K = 21); vmap would hold the intermediates of all S draws at once
     per_draw = [terms({k: v[s] for k, v in samples.items()}, data) for s in range(S)]
     dlp, ll = (jnp.stack(a) for a in zip(*per_draw))
     return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
@@ -362,7 +362,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
     for r in table:
         r["chosen"] = r["K"] == chosen
     f = fits[chosen]
-    smp = {k: np.asarray(v) for k, v in f["samples"].items()}
+    smp = f["samples"]
     mean = {k: v.mean(0) for k, v in smp.items()}
     Sig = _sigma(smp)
     Sigma = np.asarray(Sig.mean(0)) if Sig is not None else np.asarray(out["fits"][chosen].Sigma)
