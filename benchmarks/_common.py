@@ -58,3 +58,69 @@ def markdown_table(rows: list[dict], cols: list[str], fmt: dict | None = None) -
 def write_json(path, obj) -> None:
     if path:
         Path(path).write_text(json.dumps(obj, indent=2, default=float))
+
+
+def standardised_pair(target, source, label_key, **data_options):
+    """The package's own preprocessing (the matrices every method of a table shares)."""
+    from transst_bayes.data import DataSettings, prepare
+
+    return prepare(target, source, label_key, DataSettings(**data_options))
+
+
+def label_transfer(prep, seed=0):
+    """The baseline a user with labeled sections tries first: a multinomial logistic regression
+    trained on the source's standardised expression, applied to the target. Returns (class
+    names (C,), probabilities (n, C))."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=300, C=1.0, random_state=seed)
+    clf.fit(prep.X_source, prep.source_labels)
+    proba = np.zeros((prep.X.shape[0], len(prep.source_classes)))
+    proba[:, clf.classes_] = clf.predict_proba(prep.X)
+    return np.asarray(prep.source_classes, dtype=object), proba
+
+
+def smooth_majority(labels, coords, k=6):
+    """One pass of majority voting over each spot and its k nearest spots (ties: the spot's own)."""
+    from scipy.spatial import cKDTree
+
+    labels = np.asarray(labels)
+    _, idx = cKDTree(coords).query(coords, k=k + 1)
+    codes, inv = np.unique(labels, return_inverse=True)
+    votes = np.zeros((labels.size, codes.size))
+    np.add.at(votes, (np.repeat(np.arange(labels.size), k + 1), inv[idx].ravel()), 1.0)
+    votes[np.arange(labels.size), inv] += 0.5
+    return codes[np.argmax(votes, axis=1)]
+
+
+def named_predictions(names, proba, truth):
+    """Each domain's label: its own name when that is a label of the truth, else (novel or free
+    domains) the label it overlaps most by Hungarian matching among the labels left. Returns the
+    predicted label per spot and its probability (the domain's)."""
+    from scipy.optimize import linear_sum_assignment
+
+    names = [str(n) for n in names]
+    truth = np.asarray(truth).astype(str)
+    labels = list(np.unique(truth))
+    lab = np.argmax(proba, axis=1)
+    mapped = {k: n for k, n in enumerate(names) if n in labels}
+    free = [k for k in range(len(names)) if k not in mapped]
+    left = [l for l in labels if l not in mapped.values()]
+    if free and left:
+        M = np.array([[np.sum((lab == k) & (truth == l)) for l in left] for k in free])
+        r, c = linear_sum_assignment(-M)
+        mapped.update({free[i]: left[j] for i, j in zip(r, c)})
+    pred = np.array([mapped.get(k, f"unmatched {names[k]}") for k in lab], dtype=object)
+    return pred, proba[np.arange(lab.size), lab]
+
+
+def ece(conf, correct, n_bins=10):
+    """Expected calibration error of confidences against 0/1 correctness (equal-width bins)."""
+    conf, correct = np.asarray(conf, float), np.asarray(correct, float)
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    e = 0.0
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            e += m.mean() * abs(conf[m].mean() - correct[m].mean())
+    return float(e)

@@ -18,6 +18,8 @@ import jax
 import numpyro
 import numpyro.distributions as dist
 
+from transst_bayes.priors import DomainPrior
+
 from .domains import domain_distributions, noise_variances, smoothness
 from .likelihood import DomainMixture, factor_components, integrated_components
 from .potts import mean_field_logits
@@ -28,6 +30,7 @@ class SpotData(NamedTuple):
     X: jax.Array  # (n, p) standardised expression of the target
     field: jax.Array  # (n, K) sum over neighbours of the current responsibilities
     W_s: jax.Array | None = None  # (p, q) source loadings
+    prior: DomainPrior | None = None  # centres of the domain priors (None: every domain free)
 
 
 def _spots(data: SpotData, batch_size):
@@ -35,12 +38,13 @@ def _spots(data: SpotData, batch_size):
     return numpyro.plate("spot", n, subsample_size=batch_size, dim=-1)
 
 
-def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size):
+def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size, domains="free",
+                      kappa=None):
     """Noise, domain and smoothness priors, then each spot's expression with z integrated out
     and its domain summed out under the mean-field Potts field."""
     dt = data.X.dtype
     psi = noise_variances(data.X.shape[1], dt)
-    mu, L = domain_distributions(K, n_factors, dt)
+    mu, L = domain_distributions(K, n_factors, dt, data.prior, domains, kappa)
     beta = smoothness()
     comps = integrated_components(W, psi, mu, L)
     with _spots(data, batch_size) as idx:
@@ -49,13 +53,15 @@ def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size):
 
 
 def transst_model(data: SpotData, K: int, n_factors: int, batch_size=None, form: str = "global",
-                  tau=None, tau_scale: float = 1.0):
+                  tau=None, tau_scale: float = 1.0, domains: str = "free", kappa=None):
     """TransST: loadings under the transfer prior (form "ridge" | "global" | "horseshoe"),
-    z integrated out (Woodbury, `IntegratedFactors`), labels under the mean-field Potts prior."""
+    z integrated out (Woodbury, `IntegratedFactors`), labels under the mean-field Potts prior.
+    domains "anchored": the domains that data.prior marks are tied to their source classes,
+    mu_k ~ N(m_c(k), kappa^2 I) with kappa ~ HalfCauchy(1) (or fixed `kappa=`)."""
     if data.W_s is None:
         raise ValueError("transst_model needs source loadings (data.W_s); use no_transfer_model")
     W = transfer_loadings(data.W_s, form=form, tau=tau, tau_scale=tau_scale)
-    _integrated_spots(data, W, K, n_factors, batch_size)
+    _integrated_spots(data, W, K, n_factors, batch_size, domains, kappa)
 
 
 def no_transfer_model(data: SpotData, K: int, n_factors: int, batch_size=None):
@@ -76,7 +82,7 @@ def explicit_z_model(data: SpotData, K: int, n_factors: int, batch_size=None, fo
     else:
         W = transfer_loadings(data.W_s, form=form, tau=tau)
     psi = noise_variances(p, dt)
-    mu, L = domain_distributions(K, n_factors, dt)
+    mu, L = domain_distributions(K, n_factors, dt, data.prior)
     beta = smoothness()
     with _spots(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])

@@ -39,7 +39,7 @@ def _k_list(args) -> list[int] | int:
     if args.n_domains is not None and args.k_range is not None:
         raise InputError("give either --n-domains or --k-range, not both")
     if args.k_range is None:
-        return args.n_domains if args.n_domains is not None else 7
+        return args.n_domains
     try:
         lo, hi = (int(v) for v in args.k_range.split(":"))
     except ValueError:
@@ -67,7 +67,8 @@ def _write_h5ad(adata, path: Path) -> None:
 
 
 def _print_k_table(k_table: list) -> None:
-    cols = [c for c in ("K", "loglik", "bic", "mbic", "hbic", "icl", "elpd_loo", "elpd_waic", "beta", "chosen")
+    cols = [c for c in ("K", "n_novel", "loglik", "bic", "mbic", "hbic", "icl", "elpd_loo", "elpd_waic", "beta",
+                        "kappa", "chosen")
             if c in k_table[0]]
     print(" | ".join(f"{c:>10}" for c in cols))
     for row in k_table:
@@ -133,19 +134,21 @@ def _demo(args) -> int:
     tl.transfer_breaking_genes(target)
     t2 = time.perf_counter()
     uns = target.uns["transst"]
-    labels = target.obs["transst"].astype(int).to_numpy()
-    ari = adjusted_rand_index(labels, target.obs["truth"].to_numpy())
+    labels = target.obs["transst"].astype(str).to_numpy()
+    ari = adjusted_rand_index(labels, target.obs["truth"].astype(str).to_numpy())
     k_table = json.loads(uns["k_table"])
     print(f"simulated {target.n_obs} target spots, {source.n_obs} source spots, "
           f"{target.n_vars} genes ({t1 - t0:.1f} s)")
     print(f"fit over K = {ks[0]}..{ks[-1]} in {t2 - t1:.1f} s: chosen K = {uns['n_domains']}, "
-          f"ARI vs truth = {ari:.3f}, beta = {uns['beta']:.2f}, tau = {uns['tau']:.4f}")
+          f"ARI vs truth = {ari:.3f}, beta = {uns['beta']:.2f}, tau = {uns['tau']:.4f}, "
+          f"kappa = {uns['kappa']:.4g}")
     _print_k_table(k_table)
     _write_h5ad(target, out / "demo_target.h5ad")
     _summaries(target, out)
     figs = _figures(target, out / "figures", reference="truth")
     summary = {"ari": ari, "chosen_K": int(uns["n_domains"]), "beta": float(uns["beta"]),
-               "tau": float(uns["tau"]), "seconds_fit": t2 - t1, "k_table": k_table,
+               "tau": float(uns["tau"]), "kappa": float(uns["kappa"]),
+               "domains": list(map(str, uns["domain_names"])), "seconds_fit": t2 - t1, "k_table": k_table,
                "mean_maxprob": float(np.mean(target.obs["transst_maxprob"])),
                "seconds_total": time.perf_counter() - t0}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -188,7 +191,7 @@ def _fit(args) -> int:
     _write_h5ad(target, out)
     counts = target.obs[args.key_added].value_counts().sort_index()
     print(f"fitted {target.n_obs} spots ({args.method}) in {secs:.1f} s: K = {uns['n_domains']}, "
-          f"beta = {uns['beta']:.2f}, tau = {uns['tau']:.4g}, mean max probability = "
+          f"beta = {uns['beta']:.2f}, tau = {uns['tau']:.4g}, kappa = {uns['kappa']:.4g}, mean max probability = "
           f"{target.obs[args.key_added + '_maxprob'].mean():.3f}")
     print("spots per domain: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     _print_k_table(json.loads(uns["k_table"]))

@@ -10,8 +10,10 @@ Variants:
 Each iteration: responsibilities by a chromatic mean-field sweep with the current beta; M-step for
 mu_k, Sigma_k (and W_t, psi_t, tau^2); a Newton step for beta on the mean-field
 pseudo-likelihood. The objective is the pseudo-marginal log-likelihood
-sum_j log sum_k p(y_j = k | neighbours) N(x_j | k) (+ the log prior of W_t), the quantity the
-published code uses for BIC. Hard labels come from ICM started at the MAP responsibilities.
+sum_j log sum_k p(y_j = k | neighbours) N(x_j | k) (the quantity the published code uses for
+BIC) plus the log-prior of the parameters (`priors`: noise, domains; the loadings' transfer prior
+with a learned tau). Domains are free, or anchored to source classes (`priors.DomainPrior`) with
+kappa^2 learned by empirical Bayes. Hard labels come from ICM started at the MAP responsibilities.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from jax.scipy.special import logsumexp
 
 from . import factor as F
 from . import potts
+from . import priors as P
 from .em_loop import run_em
 
 VARIANTS = ("joint", "two_stage")
@@ -37,6 +40,7 @@ class ClusterState(NamedTuple):
     tau2: jax.Array
     beta: jax.Array
     R: jax.Array
+    kappa2: jax.Array  # () prior variance of the anchored domains' means around their classes
 
 
 class ClusterFit(NamedTuple):
@@ -47,10 +51,12 @@ class ClusterFit(NamedTuple):
     tau2: jax.Array
     beta: jax.Array
     R: jax.Array  # (n, K) responsibilities
+    kappa2: jax.Array
     labels: jax.Array  # (n,) ICM labels
     Z: jax.Array  # (n, q) posterior mean factors
     loglik: jax.Array  # (n, K) expression log-likelihood per domain
-    objective: jax.Array  # () final pseudo-marginal objective
+    objective: jax.Array  # () final objective: pseudo-marginal log-likelihood + log-prior
+    log_prior: jax.Array  # () the log-prior part of the objective
     trace: jax.Array
     n_iter: jax.Array
     converged: jax.Array
@@ -67,6 +73,7 @@ class Settings(NamedTuple):
     n_colors: int = 2
     n_mean_field: int = 1
     weight: float = 1.0  # power on the expression likelihood (generalised posterior)
+    learn_kappa: bool = False  # anchored domains: kappa^2 by empirical Bayes
 
 
 def pseudo_marginal(loglik, counts, beta):
@@ -81,13 +88,18 @@ def _components(data, state: ClusterState, s: Settings):
     return F.gaussian_components(data, state.mu, state.Sigma)
 
 
-def _prior(state: ClusterState, W_s, s: Settings):
-    if s.variant == "joint" and s.mode == "eb":
-        return F.log_prior_loadings(state.W, W_s, state.tau2)
-    return jnp.asarray(0.0, state.W.dtype)
+def log_prior(state: ClusterState, W_s, dprior: P.DomainPrior, s: Settings):
+    """Log-prior of the state's parameters: domains, and for the joint variant the noise and
+    (with a learned tau) the loadings."""
+    lp = P.domain_log_prior(state.mu, state.Sigma, dprior, state.kappa2)
+    if s.variant == "joint":
+        lp = lp + P.psi_log_prior(state.psi)
+        if s.mode == "eb":
+            lp = lp + F.log_prior_loadings(state.W, W_s, state.tau2)
+    return lp
 
 
-def _step(data, graph, W_s, lam_const, s: Settings, state: ClusterState):
+def _step(data, graph, W_s, lam_const, dprior, s: Settings, state: ClusterState):
     nbr, mask, colors = graph
     comp = _components(data, state, s)
     ll = s.weight * comp.loglik
@@ -95,14 +107,16 @@ def _step(data, graph, W_s, lam_const, s: Settings, state: ClusterState):
     for _ in range(s.n_mean_field):
         R = potts.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, state.beta)
     counts = potts.neighbour_sums(R, nbr, mask)
-    obj = pseudo_marginal(ll, counts, state.beta) + s.weight * _prior(state, W_s, s)
-    mu, Sigma = F.update_mu_sigma(R, comp, state.mu, state.Sigma)
+    obj = pseudo_marginal(ll, counts, state.beta) + log_prior(state, W_s, dprior, s)
+    dst = F.domain_stats(R, comp, s.weight)
+    kappa2 = P.eb_kappa2(dst, dprior, state.Sigma) if s.learn_kappa else state.kappa2
+    mu, Sigma = P.domain_map(dst, dprior, kappa2, state.Sigma)
     W, psi, tau2 = state.W, state.psi, state.tau2
     if s.variant == "joint":
         st = F.loading_stats(data, R, comp)
         lam = {"eb": psi / tau2, "cv": lam_const, "none": jnp.zeros_like(psi)}[s.mode]
         W = F.update_loadings(st, W_s, lam)
-        psi = F.update_psi(st, W)
+        psi = P.update_psi(st, W, s.weight)
         if s.mode == "eb":
             tau2 = jnp.maximum(F.eb_tau2(st, W_s, psi), 1e-8)
         if s.mode == "none":
@@ -110,10 +124,10 @@ def _step(data, graph, W_s, lam_const, s: Settings, state: ClusterState):
     beta = state.beta
     if s.learn_beta:
         beta = potts.newton_beta(beta, R, counts, n_steps=3)
-    return ClusterState(W, psi, mu, Sigma, tau2, beta, R), obj
+    return ClusterState(W, psi, mu, Sigma, tau2, beta, R, kappa2), obj
 
 
-def init_state(Z, labels, W, psi, tau2, beta, K: int) -> ClusterState:
+def init_state(Z, labels, W, psi, tau2, beta, K: int, kappa2=1.0) -> ClusterState:
     """Domain parameters from initial labels on the factor scores Z."""
     q = Z.shape[1]
     oh = jax.nn.one_hot(labels, K, dtype=Z.dtype)
@@ -124,13 +138,15 @@ def init_state(Z, labels, W, psi, tau2, beta, K: int) -> ClusterState:
     glob = jnp.cov(Z.T).reshape(q, q)
     Sigma = jnp.where((Nk > q)[:, None, None], Sigma, glob[None]) + 1e-3 * jnp.eye(q, dtype=Z.dtype)
     R = 0.8 * oh + 0.2 / K
-    return ClusterState(W, psi, mu, Sigma, jnp.asarray(tau2, Z.dtype), jnp.asarray(beta, Z.dtype), R)
+    return ClusterState(W, psi, mu, Sigma, jnp.asarray(tau2, Z.dtype), jnp.asarray(beta, Z.dtype), R,
+                        jnp.asarray(kappa2, Z.dtype))
 
 
-def fit_cluster(data, graph, W_s, lam_const, state0: ClusterState, s: Settings) -> ClusterFit:
+def fit_cluster(data, graph, W_s, lam_const, dprior: P.DomainPrior, state0: ClusterState,
+                s: Settings) -> ClusterFit:
     """Run the Potts EM from `state0` (jit with `s` static)."""
     nbr, mask, colors = graph
-    res = run_em(lambda st: _step(data, graph, W_s, lam_const, s, st), state0, s.max_iter, s.tol,
+    res = run_em(lambda st: _step(data, graph, W_s, lam_const, dprior, s, st), state0, s.max_iter, s.tol,
                  data.shape[0], data.dtype)
     st = res.state
     comp = _components(data, st, s)
@@ -139,9 +155,10 @@ def fit_cluster(data, graph, W_s, lam_const, state0: ClusterState, s: Settings) 
     for _ in range(3):
         R = potts.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, st.beta)
     counts = potts.neighbour_sums(R, nbr, mask)
-    obj = pseudo_marginal(ll, counts, st.beta) + s.weight * _prior(st, W_s, s)
+    lp = log_prior(st, W_s, dprior, s)
+    obj = pseudo_marginal(ll, counts, st.beta) + lp
     labels = potts.icm(jnp.argmax(R, axis=1), ll, nbr, mask, colors, s.n_colors, st.beta)
     Z = F.mean_factors(R, comp)
-    return ClusterFit(st.W, st.psi, st.mu, st.Sigma, st.tau2, st.beta, R, labels, Z, comp.loglik,
-                      obj, res.trace, res.n_iter, res.converged)
+    return ClusterFit(st.W, st.psi, st.mu, st.Sigma, st.tau2, st.beta, R, st.kappa2, labels, Z,
+                      comp.loglik, obj, lp, res.trace, res.n_iter, res.converged)
 

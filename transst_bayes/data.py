@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from .graph import PaddedGraph, build_graph, pad_graph, validate_adjacency
 
-GENE_SELECTIONS = ("variance", "cv")
+GENE_SELECTIONS = ("variance", "cv", "source")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class DataSettings:
     source_layer: str | None = None  # None: same as `layer`
     counts: bool | None = None  # None: detect (non-negative integers = raw counts)
     target_sum: float = 1e4
-    genes: str | tuple = "variance"  # "variance", "cv" or an explicit tuple of names
+    genes: str | tuple = "variance"  # "variance", "cv", "source" or an explicit tuple of names
     n_genes: int = 2000
     standardize: str = "pooled"  # "pooled" | "separate" | "none"
     source_batch_key: str | None = None  # "separate": standardise each source batch on its own
@@ -158,13 +158,38 @@ def _labels(source, label_key: str):
     return codes.astype(np.int32), [str(c) for c in classes]
 
 
-def _select_genes(Xt, genes_t: np.ndarray, how, n_genes: int) -> np.ndarray:
-    """Indices (into the shared genes) chosen on the target."""
+def class_f_statistic(X, labels: np.ndarray) -> np.ndarray:
+    """Per gene, the one-way ANOVA F statistic of X's columns across the classes in `labels`
+    (between-class over within-class mean square); 0 where a gene has no within-class variance."""
+    n = X.shape[0]
+    C = int(labels.max()) + 1
+    G = sp.csr_matrix((np.ones(n), (np.arange(n), labels)), shape=(n, C))
+    Xsq = X.multiply(X) if sp.issparse(X) else np.asarray(X, np.float64) ** 2
+    dense = lambda A: np.asarray(A.toarray() if sp.issparse(A) else A, np.float64)  # noqa: E731
+    s1 = dense(G.T @ X)
+    s2 = dense(G.T @ Xsq)
+    nc = np.asarray(G.sum(axis=0)).ravel()[:, None]
+    mean = s1.sum(0) / n
+    between = np.sum(nc * (s1 / np.maximum(nc, 1) - mean) ** 2, axis=0)
+    within = np.sum(s2 - s1**2 / np.maximum(nc, 1), axis=0)
+    df_b, df_w = max(C - 1, 1), max(n - C, 1)
+    return np.where(within > 0, (between / df_b) / np.maximum(within / df_w, 1e-300), 0.0)
+
+
+def _select_genes(Xt, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=None) -> np.ndarray:
+    """Indices (into the shared genes) chosen on the target ("variance", "cv") or on the labeled
+    source ("source": how well a gene separates the source's classes, among genes that vary in
+    the target)."""
     if isinstance(how, str):
         if how not in GENE_SELECTIONS:
             raise ValueError(f"genes must be one of {GENE_SELECTIONS} or a list of names, got {how!r}")
         m, v = _mean_var(Xt)
-        if how == "variance":
+        if how == "source":
+            if Xs is None:
+                raise ValueError("genes='source' ranks genes by the source's classes and needs a "
+                                 "labeled source; pass source=... or genes='variance'")
+            score = class_f_statistic(Xs, labels)
+        elif how == "variance":
             score = v
         else:
             score = np.where(m > 0, np.sqrt(v) / np.maximum(m, 1e-12), -np.inf)
@@ -285,7 +310,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         idx_s = None
     Xt_sh = Xt[:, idx_t]
     sel = _select_genes(Xt_sh, genes_sh, s.genes if isinstance(s.genes, str) else list(s.genes),
-                        s.n_genes)
+                        s.n_genes, None if Xs is None else Xs[:, idx_s], labels)
     if sel.size < min_genes:
         raise ValueError(
             f"only {sel.size} usable genes after selection (need at least {min_genes} = "

@@ -120,29 +120,33 @@ def mean_factors(R, comp: Components):
     return Rb @ comp.M.reshape(K * q, q) + R @ comp.e
 
 
-def update_mu_sigma(R, comp: Components, mu_old, Sigma_old, min_weight=1e-3, prior_n=1.0,
-                    prior_frac=0.1):
-    """Weighted means/covariances of z per component.
+class DomainStats(NamedTuple):
+    """Responsibility-weighted statistics of the factors of each domain (likelihood power applied)."""
 
-    Each covariance gets `prior_n` pseudo-observations of an isotropic covariance with variance
-    `prior_frac` x the average variance of all components (a weak inverse-Wishart-type prior):
-    negligible for large domains, it keeps a domain that shrinks to a few spots from becoming
-    singular. An (almost) empty component keeps its old parameters instead of producing NaN.
-    """
+    N: jax.Array  # (K,) sum_j w r_jk
+    mean: jax.Array  # (K, q) weighted mean of E[z_j | k]
+    scatter: jax.Array  # (K, q, q) sum_j w r_jk (E[z_j | k] - mean_k)(...)^T + Cov[z_j | k]
+
+
+def domain_stats(R, comp: Components, weight=1.0):
+    """Per-domain weighted count, mean and scatter of E[z | x, k] (posterior variance included),
+    each spot's responsibility multiplied by the likelihood power `weight`."""
     mom = moments(R, comp)
-    Nk = mom.Nk
-    safe = jnp.maximum(Nk, 1e-12)
-    mu = mom.S1 / safe[:, None]
-    S = mom.S2 - Nk[:, None, None] * jnp.einsum("kq,kr->kqr", mu, mu) + Nk[:, None, None] * comp.Vz
-    q = mu.shape[1]
-    v = prior_frac * jnp.trace(jnp.sum(S, axis=0)) / (q * jnp.maximum(jnp.sum(Nk), 1e-12))
-    eye = jnp.eye(q, dtype=mu.dtype)
-    Sigma = (S + prior_n * v * eye) / (Nk + prior_n)[:, None, None]
-    Sigma = 0.5 * (Sigma + jnp.swapaxes(Sigma, 1, 2)) + JITTER * eye
-    ok = Nk > min_weight
-    mu = jnp.where(ok[:, None], mu, mu_old)
-    Sigma = jnp.where(ok[:, None, None], Sigma, Sigma_old)
-    return mu, Sigma
+    Nk = weight * mom.Nk
+    safe = jnp.maximum(mom.Nk, 1e-12)
+    mean = mom.S1 / safe[:, None]
+    S = weight * (mom.S2 - mom.Nk[:, None, None] * jnp.einsum("kq,kr->kqr", mean, mean)
+                  + mom.Nk[:, None, None] * comp.Vz)
+    return DomainStats(N=Nk, mean=mean, scatter=0.5 * (S + jnp.swapaxes(S, 1, 2)))
+
+
+def class_moments(R, comp: Components):
+    """Maximum-likelihood mean and covariance of z per class (the source: labels known, every
+    class populated)."""
+    st = domain_stats(R, comp)
+    q = st.mean.shape[1]
+    Sigma = st.scatter / jnp.maximum(st.N, 1e-12)[:, None, None] + JITTER * jnp.eye(q, dtype=st.mean.dtype)
+    return st.mean, Sigma
 
 
 class LoadingStats(NamedTuple):
@@ -172,9 +176,10 @@ def update_loadings(st: LoadingStats, W_prior, lam):
     return (rhs / (D[None, :] + lam[:, None] + 1e-10)) @ U.T
 
 
-def update_psi(st: LoadingStats, W):
-    psi = (st.xx - 2.0 * jnp.sum(W * st.XtEz, axis=1) + jnp.sum((W @ st.G) * W, axis=1)) / st.n
-    return jnp.maximum(psi, PSI_FLOOR)
+def residual_ss(st: LoadingStats, W):
+    """Expected residual sum of squares per gene, sum_j E[(x_jg - W_g z_j)^2] (p,): the noise
+    variances' sufficient statistic (their MAP step is priors.psi_map)."""
+    return st.xx - 2.0 * jnp.sum(W * st.XtEz, axis=1) + jnp.sum((W @ st.G) * W, axis=1)
 
 
 def eb_tau2(st: LoadingStats, W_prior, psi, n_bisect: int = 60):
@@ -191,13 +196,21 @@ def eb_tau2(st: LoadingStats, W_prior, psi, n_bisect: int = 60):
     D = jnp.maximum(D, 1e-8)
     d = (st.XtEz @ U) / D[None, :] - W_prior @ U
     v = psi[:, None] / D[None, :]
-    d2 = d * d
+    return eb_variance(d * d, v, n_bisect=n_bisect)
+
+
+def eb_variance(d2, v, weights=None, n_bisect: int = 60):
+    """argmax over t > 0 of sum w log N(d | 0, t + v) (independent entries, known v): the
+    empirical-Bayes variance of a Gaussian prior from estimates d with error variances v. The
+    slope in t is found by bisection on log t in [1e-8, 10 * max d^2]; a negative slope at the
+    lower end gives 1e-8."""
+    w = jnp.ones_like(d2) if weights is None else weights
 
     def slope(t):
-        return jnp.sum(d2 / (t + v) ** 2 - 1.0 / (t + v))
+        return jnp.sum(w * (d2 / (t + v) ** 2 - 1.0 / (t + v)))
 
-    lo = jnp.log(jnp.asarray(1e-8, d.dtype))
-    hi = jnp.log(10.0 * jnp.max(d2) + 1e-6)
+    lo = jnp.log(jnp.asarray(1e-8, d2.dtype))
+    hi = jnp.log(10.0 * jnp.max(w * d2) + 1e-6)
 
     def body(i, c):
         lo, hi = c

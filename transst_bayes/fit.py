@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import factor as F
 from .cluster import VARIANTS, ClusterState, Settings, fit_cluster, init_state
 from .data import DataSettings, Prepared, as_anndata, prepare
 from .linalg import kmeans
+from . import plan as D
 from .result import TransSTResult, entropy
 from .selection import CRITERIA, criteria
 from .source_em import fit_source_jit
@@ -23,6 +23,10 @@ from .transfer import TRANSFER_MODES, fit_transfer_jit
 
 __version__ = "0.1.0"
 SHORT_EM_ITER = 15  # iterations each restart runs before the best one is continued
+DOMAIN_MODES = ("anchored", "free")
+DEFAULT_N_NOVEL = (0, 1, 2)
+DEFAULT_K_NO_SOURCE = 7
+KAPPA2_INIT = 0.1
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,11 @@ class EMSettings:
     weight: float = 1.0
     seed: int = 0
     dtype: str = "float32"
+    domains: str = "anchored"  # "anchored" (with a labeled source) | "free"
 
     def check(self) -> None:
+        if self.domains not in DOMAIN_MODES:
+            raise ValueError(f"domains must be one of {DOMAIN_MODES}, got {self.domains!r}")
         if self.transfer not in TRANSFER_MODES:
             raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
         if self.variant not in VARIANTS:
@@ -93,6 +100,14 @@ def _check_k(Ks: Sequence[int], n: int) -> list[int]:
     return out
 
 
+def _k_request(n_domains, n_novel) -> tuple:
+    """(n_domains, n_novel) checked for type now, resolved once the source classes are known."""
+    if n_domains is not None:
+        D._ints(n_domains, "n_domains")
+    D._ints(n_novel, "n_novel")
+    return n_domains, n_novel
+
+
 def _data_settings(kw: dict) -> DataSettings:
     names = DataSettings.__dataclass_fields__.keys()
     bad = [k for k in kw if k not in names]
@@ -122,8 +137,10 @@ def fit_em(
     target,
     source=None,
     label_key: str = "label",
-    n_domains: int | Sequence[int] = 7,
+    n_domains: int | Sequence[int] | None = None,
     *,
+    domains: str = "anchored",
+    n_novel: int | Sequence[int] = DEFAULT_N_NOVEL,
     n_factors: int = 15,
     transfer: str = "eb",
     variant: str = "joint",
@@ -149,6 +166,14 @@ def fit_em(
         Its classes need not be the target's domains. None (or transfer="none") fits the target
         alone.
     n_domains : K, or a list of K to choose from by `criterion` ("hbic", "bic", "mbic", "icl").
+        None (default): with a labeled source, the source classes present in the target plus
+        each number of novel domains in `n_novel` (chosen by `criterion`); without a source 7.
+    domains : "anchored" (default; with a labeled source): domain k is tied to a source class
+        c(k), mu_k ~ N(m_c, kappa^2 I), Sigma_k ~ inverse-Wishart with mode S_c, kappa learned;
+        the classes are found from the data and name the domains; extra domains are "novel 1",
+        .... "free": the paper's free clustering of the target's factors (domains "0", "1", ...).
+        Without a source (or transfer="none") domains are free.
+    n_novel : number(s) of novel domains tried when n_domains is None (default 0, 1, 2).
     weight : power on the expression likelihood (1: the model; < 1 tempers it so that the Potts
         prior weighs more, a generalised-Bayes choice; the K table then uses the tempered
         objective).
@@ -162,11 +187,10 @@ def fit_em(
     t0 = time.perf_counter()
     em = EMSettings(n_factors=n_factors, transfer=transfer, variant=variant, beta=beta,
                     criterion=criterion, n_restarts=n_restarts, max_iter=max_iter, tol=tol,
-                    seed=seed, dtype=dtype, weight=weight)
+                    seed=seed, dtype=dtype, weight=weight, domains=domains)
     em.check()
     ds = _data_settings(dict(data_options, dtype=dtype))
-    Ks = [n_domains] if isinstance(n_domains, (int, np.integer)) and not isinstance(n_domains, bool) \
-        else list(n_domains) if not isinstance(n_domains, (str, bytes)) else [n_domains]
+    request = _k_request(n_domains, n_novel)
     target, source = _inputs(target, source, source_labels, spatial)
     if target.n_obs == 0:
         raise ValueError("target is empty (0 spots)")
@@ -174,18 +198,19 @@ def fit_em(
     n, p = prep.X.shape
     if n_factors >= p:
         raise ValueError(f"n_factors={n_factors} must be smaller than the number of genes ({p})")
-    Ks = _check_k(Ks, n)
     if n_factors >= n:
         raise ValueError(f"n_factors={n_factors} must be smaller than the number of spots ({n})")
     mode = em.transfer if prep.X_source is not None else "none"
     with precision(dtype):
-        out = _fit_arrays(prep, Ks, em, mode, progress_bar)
-        res = _assemble(prep, out, em, ds, mode, Ks)
+        out = _fit_arrays(prep, request, em, mode, progress_bar)
+        res = _assemble(prep, out, em, ds, mode)
     res.info["seconds"] = time.perf_counter() - t0
     return res
 
 
-def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str, progress_bar: bool = False) -> dict:
+def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
+                progress_bar: bool = False) -> dict:
+    """Source, transfer, then one clustering fit per K. `request` = (n_domains, n_novel)."""
     dt = jnp.dtype(em.dtype)
     key = jax.random.PRNGKey(em.seed)
     k_src, k_tr, k_cl = jax.random.split(key, 3)
@@ -201,12 +226,19 @@ def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str, progress_bar: boo
         W_prior = jnp.zeros((prep.X.shape[1], q), dt)
     tr = fit_transfer_jit(X, W_prior if mode != "none" else None, k_tr, mode=mode, q=q,
                           max_iter=em.transfer_max_iter)
+    anchored = src is not None and em.domains == "anchored"
+    src_ll = present = None
+    if src is not None:
+        src_ll = D.class_loglik(X, tr.W, tr.psi, src.mu, src.Sigma)
+        present = D.present_classes(D.class_counts(np.asarray(src_ll)))
+    n_domains, n_novel = request
+    Ks = _check_k(D.resolve_k(n_domains, n_novel, None if present is None else len(present),
+                              anchored, DEFAULT_K_NO_SOURCE), prep.X.shape[0])
     g = prep.graph
     graph = (jnp.asarray(g.nbr), jnp.asarray(g.mask, dt), jnp.asarray(g.colors))
     data = X if em.variant == "joint" else tr.Z
     beta0 = em.beta if em.beta is not None else em.beta_init
-    fits = {}
-    use_source = src is not None
+    fits, plans = {}, {}
     bar = None
     if progress_bar:
         from tqdm.auto import tqdm
@@ -215,47 +247,59 @@ def _fit_arrays(prep: Prepared, Ks, em: EMSettings, mode: str, progress_bar: boo
     for K in Ks:
         if bar is not None:
             bar.set_postfix(K=K)
+        plan = D.plan_domains(K, present, prep.source_classes, anchored)
+        dprior = D.domain_prior(plan, None if src is None else src.mu,
+                                None if src is None else src.Sigma, q, dt)
         s = Settings(K=K, variant=em.variant, mode=mode, learn_beta=em.beta is None,
                      max_iter=em.max_iter, tol=em.tol, n_colors=g.n_colors,
-                     n_mean_field=em.n_mean_field, weight=float(em.weight))
-        use_src_init = use_source and src.mu.shape[0] >= K
-        best = _fit_k(data, graph, W_prior, tr, src.mu if use_src_init else None,
-                      src.Sigma if use_src_init else None, X, jax.random.fold_in(k_cl, K),
-                      jnp.asarray(beta0, dt), s=s, n_restarts=em.n_restarts)
+                     n_mean_field=em.n_mean_field, weight=float(em.weight),
+                     learn_kappa=bool(plan.classes))
+        k_K = jax.random.fold_in(k_cl, K)
+        n_restarts = em.n_restarts
+        if plan.classes:
+            if plan.n_novel == 0:
+                n_restarts = 1  # the start is the source classification: restarts would repeat it
+            inits = D.initial_labels(k_K, tr.Z, src_ll, plan, n_restarts, kmeans)
+        else:
+            seed_from = src_ll is not None and src_ll.shape[1] >= K
+            inits = _free_inits(k_K, tr.Z, src_ll if seed_from else None, K, n_restarts)
+        best = _fit_k(data, graph, W_prior, tr, inits, dprior, jnp.asarray(beta0, dt),
+                      jnp.asarray(KAPPA2_INIT, dt), s=s)
         if not bool(jnp.isfinite(best.objective)):
             raise FloatingPointError(
                 f"every restart for K={K} ended with a non-finite objective; try dtype='float64'"
             )
-        fits[K] = best
+        fits[K], plans[K] = best, plan
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
-    return {"source": src, "transfer": tr, "fits": fits}
+    return {"source": src, "transfer": tr, "fits": fits, "plans": plans, "Ks": Ks,
+            "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
 
-@partial(jax.jit, static_argnames=("s", "n_restarts"))
-def _fit_k(data, graph, W_prior, tr, src_mu, src_Sigma, X, key, beta0, s: Settings,
-           n_restarts: int):
-    """All restarts for one K in one compiled call; keeps the best finite objective.
+@partial(jax.jit, static_argnames=("K", "n_restarts"))
+def _free_inits(key, Z, src_ll, K: int, n_restarts: int):
+    """Starting labels of a free fit: k-means++ on the transferred factor scores; restart 0 from
+    the source classes when there are at least K: each spot to its best class among the K
+    classes that take the most spots."""
+    inits = jax.vmap(lambda k: kmeans(k, Z, K))(jax.random.split(key, n_restarts))
+    if src_ll is not None:
+        taken = jnp.sum(jax.nn.one_hot(jnp.argmax(src_ll, axis=1), src_ll.shape[1]), axis=0)
+        top = jnp.argsort(-taken)[:K]
+        inits = inits.at[0].set(jnp.argmax(src_ll[:, top], axis=1).astype(inits.dtype))
+    return inits
 
-    Restart 0 starts from the source classes when there are at least K of them: each target
-    spot is classified by the source model's class distributions under the transferred loadings,
-    and the K classes that take the most spots seed the K domains. The other restarts are
-    k-means++ on the transferred factor scores."""
-    keys = jax.random.split(key, n_restarts)
-    inits = jax.vmap(lambda k: kmeans(k, tr.Z, s.K))(keys)
-    if src_mu is not None:
-        comp = F.components(F.precompute(X, tr.W, tr.psi), src_mu, src_Sigma, X.shape[1])
-        taken = jnp.sum(jax.nn.one_hot(jnp.argmax(comp.loglik, axis=1), src_mu.shape[0]), axis=0)
-        top = jnp.argsort(-taken)[: s.K]
-        inits = inits.at[0].set(jnp.argmax(comp.loglik[:, top], axis=1).astype(inits.dtype))
 
+@partial(jax.jit, static_argnames=("s",))
+def _fit_k(data, graph, W_prior, tr, inits, dprior, beta0, kappa2_0, s: Settings):
+    """All restarts for one K in one compiled call (one per row of `inits`); keeps the best
+    finite objective after SHORT_EM_ITER iterations and runs it on to convergence."""
     short = s._replace(max_iter=min(SHORT_EM_ITER, s.max_iter))
 
     def one(lab0):
-        st0 = init_state(tr.Z, lab0, tr.W, tr.psi, tr.tau2, beta0, s.K)
-        return fit_cluster(data, graph, W_prior, tr.lam, st0, short)
+        st0 = init_state(tr.Z, lab0, tr.W, tr.psi, tr.tau2, beta0, s.K, kappa2_0)
+        return fit_cluster(data, graph, W_prior, tr.lam, dprior, st0, short)
 
     fits = jax.lax.map(one, inits)
     obj = jnp.where(jnp.isfinite(fits.objective), fits.objective, -jnp.inf)
@@ -264,41 +308,39 @@ def _fit_k(data, graph, W_prior, tr, src_mu, src_Sigma, X, key, beta0, s: Settin
         return best
     # "small EM" (Biernacki et al. 2003): every restart runs a few iterations, the best one
     # runs on to convergence
-    st = ClusterState(best.W, best.psi, best.mu, best.Sigma, best.tau2, best.beta, best.R)
-    return fit_cluster(data, graph, W_prior, tr.lam, st, s)
+    st = ClusterState(best.W, best.psi, best.mu, best.Sigma, best.tau2, best.beta, best.R, best.kappa2)
+    return fit_cluster(data, graph, W_prior, tr.lam, dprior, st, s)
 
 
-_log_prior_loadings = jax.jit(F.log_prior_loadings)
+def em_loglik(fit) -> float:
+    """(Pseudo-marginal) log-likelihood of the target under an EM fit: its objective less the
+    log-prior of the parameters."""
+    return float(fit.objective) - float(fit.log_prior)
 
 
-def em_loglik(fit, source, mode: str, variant: str) -> float:
-    """Log-likelihood of the target under an EM fit: its objective, less the loadings' prior
-    that the joint empirical-Bayes objective includes."""
-    if mode == "eb" and variant == "joint":
-        return float(fit.objective) - float(_log_prior_loadings(fit.W, source.W, fit.tau2))
-    return float(fit.objective)
-
-
-def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode: str, Ks) -> TransSTResult:
+def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode: str) -> TransSTResult:
     n, p = prep.X.shape
     q = em.n_factors
+    Ks = out["Ks"]
     table = []
     for K in Ks:
-        f = out["fits"][K]
+        f, plan = out["fits"][K], out["plans"][K]
         R = np.asarray(f.R, np.float64)
-        ll = em_loglik(f, out["source"], mode, em.variant)
-        row = {"K": K, "loglik": ll}
+        ll = em_loglik(f)
+        row = {"K": K, "n_novel": plan.n_novel if plan.classes else None, "loglik": ll}
         row.update(criteria(ll, K, q, n, float(entropy(R).sum())))
-        row.update({"beta": float(f.beta), "n_iter": int(f.n_iter), "converged": bool(f.converged)})
+        row.update({"beta": float(f.beta), "kappa": float(np.sqrt(f.kappa2)) if plan.classes else None,
+                    "n_iter": int(f.n_iter), "converged": bool(f.converged)})
         table.append({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
     chosen = min(table, key=lambda r: r[em.criterion])["K"]
     for r in table:
         r["chosen"] = r["K"] == chosen
-    f = out["fits"][chosen]
+    f, plan = out["fits"][chosen], out["plans"][chosen]
     src, tr = out["source"], out["transfer"]
     tau = float(np.sqrt(f.tau2)) if mode == "eb" else float(np.sqrt(tr.tau2)) if mode == "cv" else float("inf")
     settings = dict(asdict(em), **{f"data_{k}": v for k, v in asdict(ds).items()})
-    settings.update(transfer_used=mode, n_domains_tried=list(Ks), version=__version__)
+    settings.update(transfer_used=mode, n_domains_tried=list(Ks), version=__version__,
+                    domains_used="anchored" if plan.classes else "free")
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
     trace = np.asarray(f.trace)
     return TransSTResult(
@@ -323,6 +365,11 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         source_classes=prep.source_classes,
         gene_mean=prep.gene_mean,
         gene_scale=prep.gene_scale,
+        domain_names=list(plan.names),
+        kappa=float(np.sqrt(f.kappa2)) if plan.classes else None,
         info={"cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
-              "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors)},
+              "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
+              "classes_present": out["present"],
+              "classes_absent": [c for c in prep.source_classes if c not in out["present"]]
+              if src is not None else []},
     )

@@ -58,12 +58,24 @@ class TransSTResult:
     gene_mean: np.ndarray | None = None
     gene_scale: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    domain_names: list = field(default_factory=list)  # a name per domain ("0", "1", ... if empty)
+    kappa: float | None = None  # anchored fits: sd of the domain means around their source classes
     posterior: dict | None = None  # fit_svi: draws of the global sites, name -> (S, ...)
     spot_loglik: np.ndarray | None = None  # fit_svi: (S, n) per-spot log-likelihood per draw
 
     @property
     def n_domains(self) -> int:
         return int(self.proba.shape[1])
+
+    @property
+    def names(self) -> list:
+        """The name of each domain (column of proba)."""
+        return list(self.domain_names) if self.domain_names else [str(k) for k in range(self.n_domains)]
+
+    @property
+    def named_labels(self) -> np.ndarray:
+        """labels as domain names."""
+        return np.asarray(self.names, dtype=object)[self.labels]
 
     @property
     def maxprob(self) -> np.ndarray:
@@ -92,8 +104,7 @@ class TransSTResult:
                 "of the fit (obs_names differ); pass the AnnData that was fitted"
             )
         K = self.n_domains
-        cats = [str(k) for k in range(K)]
-        adata.obs[key_added] = pd.Categorical([str(v) for v in self.labels], categories=cats)
+        adata.obs[key_added] = pd.Categorical.from_codes(self.labels, categories=self.names)
         adata.obs[f"{key_added}_maxprob"] = self.maxprob
         adata.obs[f"{key_added}_entropy"] = self.entropy
         adata.obsm[f"{key_added}_proba"] = self.proba
@@ -108,6 +119,8 @@ class TransSTResult:
             "settings": json.dumps(self.settings),
             "beta": float(self.beta),
             "tau": float(self.tau),
+            "kappa": float("nan") if self.kappa is None else float(self.kappa),
+            "domain_names": np.asarray(self.names, dtype=str),
             "n_domains": K,
             "k_table": json.dumps(self.k_table),
             "genes": np.asarray(self.genes, dtype=str),
@@ -132,7 +145,7 @@ class TransSTResult:
             "tau": float(self.tau), "beta": float(self.beta), "k_table": self.k_table,
             "settings": self.settings, "genes": list(self.genes),
             "obs_names": list(self.obs_names), "source_classes": list(self.source_classes),
-            "info": self.info,
+            "info": self.info, "domain_names": list(self.domain_names), "kappa": self.kappa,
         }
         return arrays, meta
 
@@ -166,7 +179,10 @@ class TransSTResult:
         arrays = {k: np.asarray(v) for k, v in uns["fit"].items()}
         arrays["proba"] = np.asarray(adata.obsm[f"{key}_proba"])
         arrays["factors"] = np.asarray(adata.obsm[f"X_{key}"])
-        arrays["labels"] = np.asarray(adata.obs[key].astype(int))
+        col = adata.obs[key]
+        names = meta.get("domain_names") or [str(k) for k in range(arrays["proba"].shape[1])]
+        pos = {str(c): i for i, c in enumerate(names)}
+        arrays["labels"] = np.asarray([pos[str(v)] for v in col], dtype=np.int64)
         return cls._from_payload(arrays, meta)
 
     # ---------------------------------------------------------------- files

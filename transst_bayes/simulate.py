@@ -49,6 +49,16 @@ def _draw(rng, labels, mu, Sigma, W, psi):
     return x, z
 
 
+def _counts(rng, x, library_size: float, dispersion: float) -> np.ndarray:
+    """Negative binomial counts (mean m, variance m + m^2 / dispersion) around a spot's
+    library-size share of exp(x / 2)."""
+    w = np.exp(0.5 * (x - x.max(axis=1, keepdims=True)))
+    lib = library_size * rng.lognormal(0.0, 0.3, size=(x.shape[0], 1))
+    m = lib * w / w.sum(axis=1, keepdims=True)
+    lam = rng.gamma(dispersion, m / dispersion)
+    return rng.poisson(lam).astype(np.float32)
+
+
 def simulate(
     seed: int = 0,
     *,
@@ -66,6 +76,12 @@ def simulate(
     shift_genes: int | Sequence[int] | None = None,
     source_height: int | None = None,
     source_width: int | None = None,
+    class_shift: float = 0.0,
+    absent_classes: int = 0,
+    novel_domains: int = 0,
+    counts: bool = False,
+    library_size: float = 2000.0,
+    dispersion: float = 5.0,
 ):
     """Simulate a (source, target) AnnData pair.
 
@@ -73,6 +89,14 @@ def simulate(
     shift_genes: a number of genes (the first ones after a random permutation) or a list of gene
     indices whose target loadings are redrawn independently of the source ("transfer-breaking").
     error: target noise upper bound (psi_t ~ U(0.1, error)); source_error likewise (default error).
+    class_shift: the target's domain means are the source's class means plus class_shift times a
+    standard normal vector each (0: the classes carry over exactly).
+    absent_classes: the last `absent_classes` source classes do not occur in the target.
+    novel_domains: the target has this many extra domains (labels "novel0", ...) whose means
+    (drawn like the others) the source lacks.
+    counts: return raw counts instead of Gaussian expression: per spot a library size
+    ~ library_size * LogNormal(0, 0.3), gene means proportional to exp(x / 2) and negative
+    binomial counts with the given dispersion (low depth: the real-data pathologies).
 
     Source labels in source.obs["label"], target truth in target.obs["truth"], coordinates in
     obsm["spatial"] and obs["array_row"/"array_col"]; target.var["transfer_breaking"] marks genes
@@ -90,9 +114,17 @@ def simulate(
     p, q, K = n_genes, n_factors, n_domains
     sh, sw = source_height or height, source_width or width
 
-    y_t = potts_labels(k_t, height, width, K, beta)
+    if not 0 <= absent_classes < K - 1:
+        raise ValueError(f"absent_classes must be in [0, {K - 2}], got {absent_classes}")
+    K_t = K - absent_classes + novel_domains
+    y_t = potts_labels(k_t, height, width, K_t, beta)
     y_s = potts_labels(k_s, sh, sw, K, beta)
-    mu, Sigma = domain_params(rng, K, q, separation)
+    mu, Sigma = domain_params(rng, K + novel_domains, q, separation)
+    keep = list(range(K - absent_classes)) + list(range(K, K + novel_domains))
+    mu_t = mu[keep] + class_shift * rng.normal(size=(K_t, q))
+    Sigma_t = Sigma[keep]
+    mu, Sigma = mu[:K], Sigma[:K]
+    names_t = [f"domain{k}" for k in range(K - absent_classes)] + [f"novel{i}" for i in range(novel_domains)]
     W_s = rng.normal(size=(p, q)) * loading_scale
     W_t = W_s + shift_value * loading_scale * rng.normal(size=(p, q))
     breaking = np.zeros(p, bool)
@@ -103,23 +135,25 @@ def simulate(
         W_t[idx] = rng.normal(size=(idx.size, q)) * loading_scale
     psi_t = rng.uniform(0.1, error, p)
     psi_s = rng.uniform(0.1, source_error if source_error is not None else error, p)
-    x_t, z_t = _draw(rng, y_t, mu, Sigma, W_t, psi_t)
+    x_t, z_t = _draw(rng, y_t, mu_t, Sigma_t, W_t, psi_t)
     x_s, _ = _draw(rng, y_s, mu, Sigma, W_s, psi_s)
+    if counts:
+        x_t, x_s = _counts(rng, x_t, library_size, dispersion), _counts(rng, x_s, library_size, dispersion)
 
     genes = [f"gene{g:04d}" for g in range(p)]
 
-    def make(x, y, h, w, col, prefix):
+    def make(x, y, h, w, col, prefix, names):
         rr, cc = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         obs = pd.DataFrame({
-            col: pd.Categorical([f"domain{v}" for v in y], categories=[f"domain{k}" for k in range(K)]),
+            col: pd.Categorical([names[v] for v in y], categories=names),
             "array_row": rr.ravel(), "array_col": cc.ravel(),
         }, index=[f"{prefix}{i}" for i in range(h * w)])
         a = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=genes))
         a.obsm["spatial"] = np.stack([cc.ravel(), rr.ravel()], axis=1).astype(np.float64)
         return a
 
-    source = make(x_s, y_s, sh, sw, "label", "s")
-    target = make(x_t, y_t, height, width, "truth", "t")
+    source = make(x_s, y_s, sh, sw, "label", "s", [f"domain{k}" for k in range(K)])
+    target = make(x_t, y_t, height, width, "truth", "t", names_t)
     target.obs["truth_code"] = y_t
     target.var["transfer_breaking"] = breaking
     target.obsm["z_true"] = z_t.astype(np.float32)
@@ -128,6 +162,8 @@ def simulate(
     target.var["psi_true"] = psi_t
     target.uns["simulation"] = {
         "seed": seed, "beta": beta, "n_domains": K, "n_factors": q, "separation": separation,
-        "error": error, "shift": shift_value, "mu": mu, "Sigma": Sigma,
+        "error": error, "shift": shift_value, "mu": mu_t, "Sigma": Sigma_t, "source_mu": mu,
+        "class_shift": class_shift, "absent_classes": absent_classes, "novel_domains": novel_domains,
+        "counts": counts,
     }
     return source, target

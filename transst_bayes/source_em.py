@@ -2,8 +2,8 @@
 
     x_i = W_s z_i + e_i,  e_i ~ N(0, diag(psi_s)),  z_i | c_i = k ~ N(m_k, S_k)
 
-EM with the one-hot labels as fixed responsibilities. The objective (marginal log-likelihood
-given the labels) never decreases; after each M-step the factors are re-expressed so that their
+EM with the one-hot labels as fixed responsibilities and the noise prior of `priors`. The
+objective (marginal log-likelihood given the labels plus the log-prior of psi) never decreases; after each M-step the factors are re-expressed so that their
 pooled covariance is I, which leaves the likelihood unchanged and fixes the scale that the
 target's transfer prior then inherits.
 """
@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from . import factor as F
+from . import priors as P
 from .em_loop import run_em
 from .linalg import pca
 
@@ -52,12 +53,12 @@ def init_source(X, labels, C: int, q: int, key) -> _State:
 def source_step(X, R, state: _State):
     p = X.shape[1]
     comp = F.components(F.precompute(X, state.W, state.psi), state.mu, state.Sigma, p)
-    obj = jnp.sum(comp.loglik * R)
-    mu, Sigma = F.update_mu_sigma(R, comp, state.mu, state.Sigma, prior_n=0.0)
+    obj = jnp.sum(comp.loglik * R) + P.psi_log_prior(state.psi)
+    mu, Sigma = F.class_moments(R, comp)
     st = F.loading_stats(X, R, comp)
     zeros = jnp.zeros_like(state.psi)
     W = F.update_loadings(st, jnp.zeros_like(state.W), zeros)
-    psi = F.update_psi(st, W)
+    psi = P.update_psi(st, W)
     W, mu, Sigma = F.whiten(W, mu, Sigma, R.sum(0))
     return _State(W, psi, mu, Sigma), obj
 

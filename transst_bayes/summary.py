@@ -115,9 +115,10 @@ def align_result(res: TransSTResult, reference, K: int | None = None) -> TransST
     inv = np.argsort(perm)  # inv[new] = old
     post = None
     if res.posterior is not None:
-        post = {k: (v[:, inv] if k in ("mu", "sigma", "L_corr") else v) for k, v in res.posterior.items()}
+        post = {k: (v[:, inv] if k in ("mu", "Sigma") else v) for k, v in res.posterior.items()}
+    names = [res.domain_names[i] for i in inv] if res.domain_names else []
     return replace(res, labels=perm[res.labels], proba=res.proba[:, inv], mu=res.mu[inv],
-                   Sigma=res.Sigma[inv], posterior=post)
+                   Sigma=res.Sigma[inv], posterior=post, domain_names=names)
 
 
 def _compact(perm: np.ndarray, K: int) -> np.ndarray:
@@ -141,11 +142,10 @@ def to_inference_data(res: TransSTResult):
     K = res.n_domains
     q = res.W_t.shape[1]
     coords = {"spot": list(map(str, res.obs_names)), "gene": list(map(str, res.genes)),
-              "factor": np.arange(q), "domain": np.arange(K), "factor_": np.arange(q)}
+              "factor": np.arange(q), "domain": list(map(str, res.names)), "factor_": np.arange(q)}
     dims = {"W": ["gene", "factor"], "psi": ["gene"], "phi": ["gene"], "mu": ["domain", "factor"],
-            "sigma": ["domain", "factor"], "L_corr": ["domain", "factor", "factor_"],
-            }
-    squeeze = {"psi": -1, "phi": -1, "L_corr": 2}
+            "Sigma": ["domain", "factor", "factor_"]}
+    squeeze = {"psi": -1, "phi": -1, "Sigma": 2}
     data = {}
     for k, v in post.items():
         v = np.asarray(v)

@@ -24,8 +24,9 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 
 from . import factor as F
 from . import potts
-from .fit import (EMSettings, __version__, _check_k, _data_settings, _fit_arrays, _inputs, em_loglik,
-                  precision)
+from . import plan as D
+from .fit import (DEFAULT_N_NOVEL, EMSettings, __version__, _data_settings, _fit_arrays, _inputs,
+                  _k_request, em_loglik, precision)
 from .data import prepare
 from .guides import GUIDES
 from .result import TransSTResult, entropy
@@ -85,20 +86,16 @@ def spot_terms(model, data, values: dict):
     return dlp, ll
 
 
-def _init_values(fit, W_s, form: str, has_source: bool) -> dict:
-    Sigma = np.asarray(fit.Sigma, np.float64)
-    sd = np.sqrt(np.einsum("kqq->kq", Sigma))
-    corr = Sigma / (sd[:, :, None] * sd[:, None, :])
-    L = np.linalg.cholesky(corr + 1e-6 * np.eye(corr.shape[-1]))
-    L = L / np.linalg.norm(L, axis=-1, keepdims=True)  # rows of a correlation Cholesky are unit
+def _init_values(fit, W_s, form: str, has_source: bool, anchored: bool) -> dict:
     dt = fit.W.dtype
-    vals = {"W": fit.W, "psi": fit.psi[:, None], "mu": fit.mu, "sigma": jnp.asarray(sd, dt),
-            "L_corr": jnp.asarray(L, dt)[:, None],
+    vals = {"W": fit.W, "psi": fit.psi[:, None], "mu": fit.mu, "Sigma": fit.Sigma[:, None],
             "beta": jnp.clip(fit.beta, 1e-3, potts.BETA_MAX - 1e-3)}
     if has_source:
         vals["tau"] = jnp.sqrt(jnp.maximum(fit.tau2, 1e-8))
         if form == "horseshoe":
             vals["phi"] = jnp.ones((fit.W.shape[0], 1), dt)
+    if anchored:
+        vals["kappa"] = jnp.sqrt(fit.kappa2)
     return vals
 
 
@@ -140,18 +137,17 @@ def _round_runner(svi, n_steps: int, batch_size):
 
 
 def _sigma(sample: dict):
-    if "sigma" in sample and "L_corr" in sample:
-        L = np.asarray(sample["sigma"])[..., :, None] * np.asarray(sample["L_corr"])[..., 0, :, :]
-        return L @ np.swapaxes(L, -1, -2)
-    return None
+    return np.asarray(sample["Sigma"])[..., 0, :, :] if "Sigma" in sample else None
 
 
 def fit_svi(
     target,
     source=None,
     label_key: str = "label",
-    n_domains: int | Sequence[int] = 7,
+    n_domains: int | Sequence[int] | None = None,
     *,
+    domains: str = "anchored",
+    n_novel: int | Sequence[int] = DEFAULT_N_NOVEL,
     model: Callable | None = None,
     guide: str = "normal",
     form: str = "global",
@@ -183,7 +179,10 @@ def fit_svi(
     batch_size : spots per SVI step (minibatches, for large data; models with only global
         latent sites); the posterior is then read from the guide's parameters averaged over
         the last round's steps, which removes the minibatch jitter of the last iterate.
-    n_domains : K or a list of K; with a list, K is chosen by `criterion`: "loo" / "waic"
+    domains, n_novel : as in `fit_em` (anchored domains named after source classes by default
+        with a labeled source; the model option `kappa=` fixes kappa instead of its half-Cauchy
+        hyperprior).
+    n_domains : K or a list of K (None: as in `fit_em`); with several, K is chosen by `criterion`: "loo" / "waic"
         (ArviZ, from the per-spot log-likelihood over posterior draws) or "bic" / "mbic" /
         "hbic" / "icl" (from the EM warm start).
     Returns a TransSTResult with posterior draws of the globals in `.posterior`, the per-spot
@@ -200,11 +199,10 @@ def fit_svi(
         raise ValueError(f"criterion must be 'loo', 'waic', 'bic', 'mbic', 'hbic' or 'icl', got {criterion!r}")
     if form not in M.FORMS:
         raise ValueError(f"form must be one of {M.FORMS}, got {form!r}")
-    em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, **(em_options or {}))
+    em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
     em.check()
     ds = _data_settings(dict(data_options, dtype=dtype))
-    Ks = [n_domains] if isinstance(n_domains, (int, np.integer)) and not isinstance(n_domains, bool) \
-        else list(n_domains)
+    request = _k_request(n_domains, n_novel)
     target, source = _inputs(target, source, source_labels, spatial)
     if target.n_obs == 0:
         raise ValueError("target is empty (0 spots)")
@@ -212,7 +210,6 @@ def fit_svi(
     n, p = prep.X.shape
     if n_factors >= min(n, p):
         raise ValueError(f"n_factors={n_factors} must be smaller than the numbers of genes ({p}) and spots ({n})")
-    Ks = _check_k(Ks, n)
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} target spots; lower it or pass None")
     mode = em.transfer if prep.X_source is not None else "none"
@@ -222,7 +219,8 @@ def fit_svi(
         if mode != "none":
             opts.setdefault("form", form)
     with precision(dtype):
-        out = _fit_arrays(prep, Ks, em, mode)
+        out = _fit_arrays(prep, request, em, mode)
+        Ks = out["Ks"]
         fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar) for K in Ks}
         res = _assemble_svi(prep, out, fits, Ks, st, em, mode, criterion, opts, model)
     res.info["seconds"] = time.perf_counter() - t0
@@ -239,9 +237,19 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     nbr, mask = jnp.asarray(g.nbr), jnp.asarray(g.mask, dt)
     X = jnp.asarray(prep.X, dt)
     R = fit.R.astype(dt)
-    data = SpotData(X=X, field=potts.neighbour_sums(R, nbr, mask), W_s=W_s)
+    plan = out["plans"][K]
+    src = out["source"]
+    prior = D.domain_prior(plan, None if src is None else src.mu, None if src is None else src.Sigma,
+                           st.n_factors, dt)
+    data = SpotData(X=X, field=potts.neighbour_sums(R, nbr, mask), W_s=W_s, prior=prior)
+    opts = dict(opts)
+    anchored = bool(plan.classes)
+    if anchored:
+        opts.setdefault("domains", "anchored")
     m = partial(model, K=K, n_factors=st.n_factors, **opts)
-    init = init_to_value(values=_init_values(fit, W_s, opts.get("form", "global"), W_s is not None))
+    learn_kappa = anchored and opts.get("kappa") is None
+    init = init_to_value(values=_init_values(fit, W_s, opts.get("form", "global"), W_s is not None,
+                                             learn_kappa))
     kw = {"init_loc_fn": init}
     if st.guide != "delta":
         kw["init_scale"] = st.init_scale
@@ -342,7 +350,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         em_fit = out["fits"][K]
         dlp = np.asarray(f["dlp"], np.float64)
         proba = np.exp(dlp - np.logaddexp.reduce(dlp, axis=-1, keepdims=True)).mean(axis=0)
-        ll_em = em_loglik(em_fit, out["source"], mode, em.variant)
+        ll_em = em_loglik(em_fit)
         row = {"K": K, "loglik": ll_em}
         row.update(criteria(ll_em, K, q, n, float(entropy(proba).sum())))
         beta_draws = np.asarray(f["samples"].get("beta", np.zeros(f["spot_loglik"].shape[0])))
@@ -374,6 +382,13 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
     factors = np.asarray(_mean_factors(*(jnp.asarray(a, dt) for a in (prep.X, W, psi, mu, Sigma, proba))))
     if "z" in smp:
         factors = smp["z"].mean(0)
+    plan = out["plans"][chosen]
+    if "kappa" in smp:
+        kappa = float(np.mean(smp["kappa"]))
+    elif plan.classes:
+        kappa = float(opts["kappa"]) if opts.get("kappa") is not None else float(np.sqrt(out["fits"][chosen].kappa2))
+    else:
+        kappa = None
     if "tau" in smp:
         tau = float(np.mean(smp["tau"]))
     elif "tau" in opts:
@@ -398,7 +413,9 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         mu_s=None if src is None else np.asarray(src.mu),
         Sigma_s=None if src is None else np.asarray(src.Sigma),
         source_classes=prep.source_classes, gene_mean=prep.gene_mean, gene_scale=prep.gene_scale,
-        info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"])},
+        domain_names=list(plan.names), kappa=kappa,
+        info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
+              "classes_present": out["present"]},
         posterior={k: v for k, v in smp.items() if k != "z"},
         spot_loglik=np.asarray(f["spot_loglik"]),
     )

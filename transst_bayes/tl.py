@@ -41,7 +41,7 @@ def transst(
     source=None,
     *,
     label_key: str = "label",
-    n_domains: int | Sequence[int] = 7,
+    n_domains: int | Sequence[int] | None = None,
     method: str = "em",
     spatial_key: str = "spatial",
     library_key: str | None = None,
@@ -57,7 +57,10 @@ def transst(
         `layer`, coordinates in `obsm[spatial_key]` (or a Visium/ST lattice, or a graph in
         `obsp["spatial_connectivities"]`); several sections with `library_key`.
     source : labeled AnnData (`obs[label_key]`) whose gene programs are transferred, or None.
-    n_domains : K, or a list / range of K chosen by the criterion (HBIC for EM, PSIS-LOO for SVI).
+    n_domains : K, or a list / range of K chosen by the criterion (HBIC for EM, PSIS-LOO for SVI);
+        None: with a labeled source the source classes present in the target plus novel domains
+        (`n_novel`), without one 7. Domains are anchored to (and named after) the source classes
+        by default (`domains="anchored"`; "free" for the paper's free clustering).
     method : "em" (compiled EM/ICM, `fit_em`) or "svi" (NumPyro SVI with posterior, `fit_svi`).
     rng : int seed, numpy Generator or JAX PRNG key.
     kwargs : passed to `fit_em` / `fit_svi` (n_factors, transfer, guide, criterion, ...).

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import factor as F
+from . import priors as P
 from .em_loop import run_em
 from .linalg import pca
 
@@ -51,7 +52,7 @@ def _fa_step(X, W_prior, mode: str, state: _State):
     S0 = jnp.eye(q, dtype=X.dtype)[None]
     comp = F.components(F.precompute(X, state.W, state.psi), mu0, S0, p)
     R = jnp.ones((n, 1), X.dtype)
-    obj = jnp.sum(comp.loglik)
+    obj = jnp.sum(comp.loglik) + P.psi_log_prior(state.psi)
     st = F.loading_stats(X, R, comp)
     if mode == "eb":
         obj = obj + F.log_prior_loadings(state.W, W_prior, state.tau2)
@@ -59,7 +60,7 @@ def _fa_step(X, W_prior, mode: str, state: _State):
     else:
         lam = jnp.zeros_like(state.psi)
     W = F.update_loadings(st, W_prior, lam)
-    psi = F.update_psi(st, W)
+    psi = P.update_psi(st, W)
     tau2 = F.eb_tau2(st, W_prior, psi) if mode == "eb" else state.tau2
     return _State(W, psi, jnp.maximum(tau2, 1e-8)), obj
 

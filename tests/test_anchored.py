@@ -1,0 +1,154 @@
+"""Source-anchored domains and the priors that keep the factor model proper (issue 11)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro import handlers
+
+import transst_bayes as tb
+from transst_bayes import factor as F
+from transst_bayes import models as M
+from transst_bayes import priors as P
+
+from conftest import ari
+
+FAST = dict(n_factors=5, n_restarts=2, max_iter=40)
+
+
+def _sim(seed=0, **kw):
+    return tb.simulate(seed, height=20, width=20, n_genes=200, n_factors=5, n_domains=3, **kw)
+
+
+# ------------------------------------------------------------------------------- priors
+def test_psi_map_maximises_the_log_posterior():
+    rng = np.random.default_rng(0)
+    ss, n = rng.uniform(0.0, 50.0, 20), 40.0
+    psi = np.asarray(P.psi_map(jnp.asarray(ss), n))
+
+    def logpost(v):  # Gaussian likelihood of the residuals (ss over n values) + the prior
+        return -0.5 * n * np.log(v) - 0.5 * ss / v + np.asarray(
+            [float(P.psi_log_prior(jnp.asarray([x]))) for x in v])
+
+    for f in (0.9, 1.1):
+        assert np.all(logpost(psi) > logpost(psi * f))
+    # a noiseless gene (ss = 0) keeps a variance bounded away from 0: no Heywood collapse
+    assert float(P.psi_map(jnp.zeros(1), 1e4)[0]) == pytest.approx(2 * P.PSI_B / (1e4 + 2 * P.PSI_A + 2))
+
+
+def test_domain_map_maximises_the_log_posterior_and_numpyro_prior_is_the_same():
+    rng = np.random.default_rng(1)
+    K, q = 3, 4
+    A = rng.normal(size=(K, q, q))
+    cov = A @ np.swapaxes(A, 1, 2) / q + np.eye(q)
+    prior = P.DomainPrior(jnp.asarray(rng.normal(size=(K, q))), jnp.asarray(cov),
+                          jnp.asarray([True, True, False]))
+    kappa2 = 0.3
+    N = jnp.asarray([30.0, 2.0, 50.0])
+    B = rng.normal(size=(K, q, q))
+    st = F.DomainStats(N=N, mean=jnp.asarray(rng.normal(size=(K, q))),
+                       scatter=jnp.asarray(B @ np.swapaxes(B, 1, 2)) * N[:, None, None] / q)
+
+    def logpost(mu, Sigma):  # complete-data Gaussian log-likelihood of the stats + log-prior
+        Si = jnp.linalg.inv(Sigma)
+        d = st.mean - mu
+        S = st.scatter + N[:, None, None] * jnp.einsum("kq,kr->kqr", d, d)
+        ll = -0.5 * jnp.sum(N * jnp.linalg.slogdet(Sigma)[1] + jnp.einsum("kab,kba->k", Si, S))
+        return ll + P.domain_log_prior(mu, Sigma, prior, kappa2)
+
+    # coordinate ascent: mu given Sigma is exact, then Sigma given mu is exact
+    Sig0 = jnp.asarray(cov)
+    mu, _ = P.domain_map(st, prior, kappa2, Sig0)
+    g_mu = jax.grad(lambda m: logpost(m, Sig0))(mu)
+    np.testing.assert_allclose(g_mu, 0.0, atol=1e-4)  # float32
+    _, Sigma = P.domain_map(st, prior, kappa2, Sig0)
+    mu_fixed = mu
+    g_S = jax.grad(lambda S: logpost(mu_fixed, 0.5 * (S + jnp.swapaxes(S, 1, 2))))(Sigma)
+    np.testing.assert_allclose(g_S, 0.0, atol=1e-5)
+    # the NumPyro model's domain sites have the same log-density
+    mu_v, Sig_v = jnp.asarray(rng.normal(size=(K, q)), jnp.float32), jnp.asarray(cov, jnp.float32)
+    pr32 = P.DomainPrior(*(jnp.asarray(a) if a.dtype == bool else jnp.asarray(a, jnp.float32) for a in prior))
+    tr = handlers.trace(handlers.substitute(handlers.seed(
+        lambda: M.domain_distributions(K, q, prior=pr32, form="anchored", kappa=np.sqrt(kappa2)), 0),
+        data={"mu": mu_v, "Sigma": Sig_v[:, None]})).get_trace()
+    lp = sum(float(jnp.sum(s["fn"].log_prob(s["value"]))) for s in tr.values() if s["type"] == "sample")
+    assert lp == pytest.approx(float(P.domain_log_prior(mu_v, Sig_v, pr32, kappa2)), rel=1e-5)
+
+
+def test_empty_anchored_domain_sits_on_its_class_without_nan():
+    q = 3
+    prior = P.DomainPrior(jnp.ones((2, q)), jnp.broadcast_to(2.0 * jnp.eye(q), (2, q, q)),
+                          jnp.asarray([True, True]))
+    st = F.DomainStats(N=jnp.asarray([0.0, 10.0]), mean=jnp.zeros((2, q)), scatter=jnp.zeros((2, q, q)))
+    mu, Sigma = P.domain_map(st, prior, 0.5, jnp.broadcast_to(jnp.eye(q), (2, q, q)))
+    assert np.all(np.isfinite(mu)) and np.all(np.isfinite(Sigma))
+    np.testing.assert_allclose(mu[0], 1.0)
+    np.testing.assert_allclose(Sigma[0], 2.0 * np.eye(q), atol=1e-5)
+    assert np.isfinite(float(P.eb_kappa2(st, prior, Sigma)))
+
+
+# ------------------------------------------------------------------------ anchored fits
+def test_anchored_beats_free_on_a_noisy_target_whose_classes_match():
+    src, tgt = _sim(3, error=8.0, source_error=1.0)
+    truth = tgt.obs["truth"].astype(str).to_numpy()
+    a = tb.fit_em(tgt, src, n_domains=3, **FAST)
+    f = tb.fit_em(tgt, src, n_domains=3, domains="free", **FAST)
+    assert a.settings["domains_used"] == "anchored" and f.kappa is None
+    assert set(a.names) == {"domain0", "domain1", "domain2"}
+    # named domains: accuracy is read off directly, no matching
+    acc = np.mean(a.named_labels == truth)
+    assert ari(a.labels, truth) >= ari(f.labels, truth) + 0.05, (ari(a.labels, truth), ari(f.labels, truth))
+    assert acc > 0.8
+    assert a.kappa < 0.3  # the classes carry over: kappa small
+
+
+def test_large_class_shift_grows_kappa_and_falls_back_to_free():
+    src, tgt = _sim(4, class_shift=3.0)
+    small_src, small_tgt = _sim(4)
+    truth = tgt.obs["truth"].astype(str).to_numpy()
+    a = tb.fit_em(tgt, src, n_domains=3, **FAST)
+    f = tb.fit_em(tgt, src, n_domains=3, domains="free", **FAST)
+    a0 = tb.fit_em(small_tgt, small_src, n_domains=3, **FAST)
+    assert a.kappa > 5 * a0.kappa, (a.kappa, a0.kappa)
+    assert ari(a.labels, truth) >= ari(f.labels, truth) - 0.02
+
+
+def test_novel_domain_reported_absent_class_no_nan_and_names_round_trip(tmp_path):
+    import anndata as ad
+
+    src, tgt = tb.simulate(5, height=24, width=24, n_genes=200, n_factors=5, n_domains=4,
+                           absent_classes=1, novel_domains=1)
+    truth = tgt.obs["truth"].astype(str).to_numpy()
+    res = tb.fit_em(tgt, src, n_novel=[0, 1, 2], **FAST)
+    assert np.all(np.isfinite(res.proba)) and np.all(np.isfinite(res.mu))
+    assert "domain3" in res.info["classes_absent"] and "domain3" not in res.names
+    assert sum(n.startswith("novel") for n in res.names) >= 1
+    # the novel tissue is found as a novel domain
+    novel = np.array([n.startswith("novel") for n in res.named_labels])
+    assert np.mean(novel[truth == "novel0"]) > 0.8 and np.mean(novel[truth != "novel0"]) < 0.1
+    tab = res.k_table_frame()
+    assert list(tab["n_novel"]) == [0, 1, 2] and tab["chosen"].sum() == 1
+    # named labels survive to_anndata -> h5ad -> from_anndata
+    res.to_anndata(tgt)
+    path = tmp_path / "t.h5ad"
+    tgt.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    assert list(back.obs["transst"].astype(str)) == list(res.named_labels)
+    again = tb.TransSTResult.from_anndata(back)
+    np.testing.assert_array_equal(again.labels, res.labels)
+    assert again.names == res.names and again.kappa == pytest.approx(res.kappa)
+
+
+def test_svi_delta_reproduces_anchored_em():
+    src, tgt = _sim(6, error=3.0)
+    em = tb.fit_em(tgt, src, n_domains=3, n_factors=5, max_iter=200, tol=1e-6)
+    r = tb.fit_svi(tgt, src, n_domains=3, n_factors=5, guide="delta", form="ridge",
+                   model_options={"tau": em.tau, "kappa": em.kappa}, steps_per_round=300,
+                   max_rounds=10, lr=0.005, em_options={"max_iter": 200, "tol": 1e-6})
+    assert r.names == em.names
+    np.testing.assert_array_equal(r.labels, em.labels)
+    rel = np.linalg.norm(r.W_t - em.W_t) / np.linalg.norm(em.W_t)
+    assert rel < 1e-2, rel
+    np.testing.assert_allclose(r.mu, em.mu, atol=0.05)

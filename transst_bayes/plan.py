@@ -1,0 +1,115 @@
+"""Which target domains a fit has: the source classes the target supports (anchored domains, named
+after their class) and novel domains for tissue the source lacks, with the priors that tie them.
+
+The classes are found from the data, never asked of the user: each target spot is classified by
+the source's class distributions of the factors, z | c ~ N(m_c, S_c), under the transferred
+target loadings; a class is present when it takes at least MIN_CLASS_SHARE of the spots (and
+MIN_CLASS_SPOTS). With K domains requested, the K present classes that take the most spots are
+anchored; K beyond the present classes adds novel domains.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import factor as F
+from . import priors as P
+
+MIN_CLASS_SHARE = 0.005
+MIN_CLASS_SPOTS = 3
+NOVEL = "novel"
+
+
+class DomainPlan(NamedTuple):
+    K: int
+    classes: tuple  # source class index of each anchored domain (domains 0 .. len - 1)
+    names: tuple  # a name per domain: the class name, or "novel 1", ...; free domains "0", "1", ...
+
+    @property
+    def n_novel(self) -> int:
+        return self.K - len(self.classes)
+
+
+@jax.jit
+def class_loglik(X, W, psi, mu, Sigma):
+    """(n, C) log N(x_j | W m_c, W S_c W^T + Psi): the target under the source's classes."""
+    return F.components(F.precompute(X, W, psi), mu, Sigma, X.shape[1]).loglik
+
+
+def class_counts(loglik: np.ndarray) -> np.ndarray:
+    """Spots per source class in the classification of the target, (C,)."""
+    return np.bincount(np.argmax(loglik, axis=1), minlength=loglik.shape[1])
+
+
+def present_classes(counts: np.ndarray) -> np.ndarray:
+    """Indices of the classes present in the target, most spots first."""
+    n = int(counts.sum())
+    keep = np.flatnonzero(counts >= max(MIN_CLASS_SPOTS, MIN_CLASS_SHARE * n))
+    return keep[np.argsort(-counts[keep], kind="stable")]
+
+
+def _ints(v, what: str) -> list[int]:
+    items = [v] if isinstance(v, (int, np.integer)) or isinstance(v, bool) else v
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) and not hasattr(items, "__iter__"):
+        raise TypeError(f"{what} must be an int or a list of ints, got {v!r}")
+    out = []
+    for x in items:
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            raise TypeError(f"{what} must be an int or a list of ints, got {v!r}")
+        out.append(int(x))
+    if not out:
+        raise ValueError(f"{what} is empty; give an int or a list of ints")
+    return out
+
+
+def resolve_k(n_domains, n_novel, n_present: int | None, anchored: bool, default_k: int) -> list[int]:
+    """The numbers of domains to fit. n_domains None: with anchoring the present classes plus each
+    number of novel domains in `n_novel`; free with a source the present classes; without a
+    source `default_k`."""
+    if n_domains is not None:
+        return _ints(n_domains, "n_domains")
+    if anchored:
+        novel = _ints(n_novel, "n_novel")
+        if min(novel) < 0:
+            raise ValueError(f"n_novel must be >= 0, got {n_novel!r}")
+        return sorted({n_present + m for m in novel})
+    return [n_present if n_present is not None else default_k]
+
+
+def plan_domains(K: int, present: np.ndarray, class_names: Sequence[str], anchored: bool) -> DomainPlan:
+    if not anchored:
+        return DomainPlan(K, (), tuple(str(k) for k in range(K)))
+    cls = tuple(int(c) for c in present[:K])
+    novel = tuple(f"{NOVEL} {i + 1}" for i in range(K - len(cls)))
+    return DomainPlan(K, cls, tuple(class_names[c] for c in cls) + novel)
+
+
+def domain_prior(plan: DomainPlan, src_mu, src_Sigma, q: int, dtype) -> P.DomainPrior:
+    """Prior centres: source class (m_c, S_c) for anchored domains, the free prior for the rest."""
+    free = P.free_prior(plan.K, q, dtype)
+    if not plan.classes:
+        return free
+    idx = jnp.asarray(plan.classes)
+    A = len(plan.classes)
+    mean = free.mean.at[:A].set(jnp.asarray(src_mu, dtype)[idx])
+    cov = free.cov.at[:A].set(jnp.asarray(src_Sigma, dtype)[idx])
+    return P.DomainPrior(mean, cov, jnp.arange(plan.K) < A)
+
+
+def initial_labels(key, Z, loglik, plan: DomainPlan, n_restarts: int, kmeans_fn):
+    """(n_restarts, n) starting labels of an anchored fit: each spot to its best anchored class;
+    the spots the classes explain worst (a share n_novel / K) to the novel domains, split by
+    k-means on the factor scores (a different seed per restart)."""
+    A = len(plan.classes)
+    ll = jnp.asarray(loglik)[:, jnp.asarray(plan.classes)]
+    lab = jnp.argmax(ll, axis=1)
+    keys = jax.random.split(key, n_restarts)
+    if plan.n_novel == 0:
+        return jnp.broadcast_to(lab, (n_restarts,) + lab.shape)
+    best = jnp.max(ll, axis=1)
+    worst = best <= jnp.quantile(best, plan.n_novel / plan.K)
+    return jax.vmap(lambda k: jnp.where(worst, A + kmeans_fn(k, Z, plan.n_novel), lab))(keys)

@@ -1,0 +1,125 @@
+"""The priors of the noise and domain parameters, each written once beside its closed-form MAP
+M-step. The EM path calls the M-steps and adds the log-priors to its objective; the NumPyro
+models (`models/domains.py`) sample the same distributions with the same constants, so both paths
+fit one posterior (dynamax keeps `log_prior` and `m_step` of a piece together in the same way).
+
+    psi_g   ~ InverseGamma(PSI_A, PSI_B)                                   (noise, per gene)
+    mu_k    ~ N(m_k, s_k^2 I_q)         s_k = kappa (anchored domain) or MU_SCALE (free domain)
+    Sigma_k ~ InverseWishart(nu, (nu + q + 1) C_k)       nu = q + SIGMA_EXTRA_DOF, mode C_k
+
+An anchored domain k is tied to a source class c(k): m_k = m_c(k), C_k = S_c(k) (the source's
+class distribution of the factors); kappa is learned (empirical Bayes here, a half-Cauchy
+hyperprior in the NumPyro model). A free domain has m_k = 0 and C_k = FREE_COV I. Without these
+priors maximum likelihood has degenerate optima (Heywood cases: psi_g -> 0 for a gene that one
+factor takes over; Sigma_k singular for a domain that shrinks onto a few spots).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import gammaln, multigammaln
+
+from .factor import JITTER, LOG2PI, PSI_FLOOR, DomainStats, LoadingStats, eb_variance, residual_ss
+
+PSI_A = 2.0  # psi_g ~ InverseGamma(2, 1): mean 1, mode 1/3 on standardised genes
+PSI_B = 1.0
+MU_SCALE = 10.0  # prior sd of a free domain's mean (factors have unit pooled scale)
+FREE_COV = 0.5  # prior mode of a free domain's covariance, FREE_COV * I
+SIGMA_EXTRA_DOF = 1  # nu = q + 1 (> q - 1: the weakest integer dof of a proper prior with a mean)
+KAPPA_MIN2 = 1e-6  # floor of kappa^2
+
+
+class DomainPrior(NamedTuple):
+    """Centres of the domain priors (arrays, so they can be data of a compiled fit)."""
+
+    mean: jax.Array  # (K, q) m_k
+    cov: jax.Array  # (K, q, q) C_k, the prior mode of Sigma_k
+    anchored: jax.Array  # (K,) bool: tied to a source class (mean scale kappa) or free
+
+
+def free_prior(K: int, q: int, dtype=jnp.float32) -> DomainPrior:
+    return DomainPrior(jnp.zeros((K, q), dtype), jnp.broadcast_to(FREE_COV * jnp.eye(q, dtype=dtype), (K, q, q)),
+                       jnp.zeros((K,), bool))
+
+
+def sigma_dof(q: int) -> float:
+    return float(q + SIGMA_EXTRA_DOF)
+
+
+# ------------------------------------------------------------------ noise: psi_g
+def psi_log_prior(psi):
+    a, b = PSI_A, PSI_B
+    return jnp.sum(a * jnp.log(b) - gammaln(a) - (a + 1.0) * jnp.log(psi) - b / psi)
+
+
+def psi_map(ss, n):
+    """MAP of psi_g from the (weighted) residual sum of squares ss_g over n spots."""
+    return jnp.maximum((ss + 2.0 * PSI_B) / (n + 2.0 * PSI_A + 2.0), PSI_FLOOR)
+
+
+def update_psi(st: LoadingStats, W, weight=1.0):
+    """The noise M-step: MAP of every psi_g, likelihood to the power `weight`."""
+    return psi_map(weight * residual_ss(st, W), weight * st.n)
+
+
+# ------------------------------------------------------------------ domains: mu_k, Sigma_k
+def mean_scale2(prior: DomainPrior, kappa2):
+    """Prior variance of each domain mean: kappa^2 (anchored) or MU_SCALE^2 (free)."""
+    return jnp.where(prior.anchored, kappa2, MU_SCALE**2)
+
+
+def domain_log_prior(mu, Sigma, prior: DomainPrior, kappa2):
+    """log N(mu_k | m_k, s_k^2 I) + log InverseWishart(Sigma_k | nu, (nu + q + 1) C_k), summed."""
+    K, q = mu.shape
+    s2 = mean_scale2(prior, kappa2)
+    lp_mu = -0.5 * jnp.sum(jnp.sum((mu - prior.mean) ** 2, axis=1) / s2 + q * (LOG2PI + jnp.log(s2)))
+    nu = sigma_dof(q)
+    Psi = (nu + q + 1.0) * prior.cov
+    eye = jnp.eye(q, dtype=mu.dtype)
+    L = jnp.linalg.cholesky(Sigma + JITTER * eye)
+    LP = jnp.linalg.cholesky(Psi + JITTER * eye)
+    logdet_S = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=1, axis2=2)), axis=1)
+    logdet_P = 2.0 * jnp.sum(jnp.log(jnp.diagonal(LP, axis1=1, axis2=2)), axis=1)
+    Linv = jax.scipy.linalg.solve_triangular(L, jnp.broadcast_to(eye, Sigma.shape), lower=True)
+    tr = jnp.einsum("kab,kca,kcb->k", Psi, Linv, Linv)  # tr(Psi Sigma^-1)
+    lp_S = (0.5 * nu * logdet_P - 0.5 * nu * q * jnp.log(2.0) - multigammaln(0.5 * nu, q)
+            - 0.5 * (nu + q + 1.0) * logdet_S - 0.5 * tr)
+    return lp_mu + jnp.sum(lp_S)
+
+
+def domain_map(st: DomainStats, prior: DomainPrior, kappa2, Sigma_old):
+    """MAP of (mu_k, Sigma_k): mu_k given the current Sigma_k, then Sigma_k given mu_k.
+
+    mu_k = m_k + s_k^2 N_k (s_k^2 N_k I + Sigma_k)^-1 (mean_k - m_k): N_k -> 0 gives m_k (an
+    empty anchored domain sits on its source class; no NaN), s_k -> 0 pins it there (label
+    transfer), s_k -> inf gives the weighted mean (free clustering).
+    Sigma_k = (scatter about mu_k + (nu + q + 1) C_k) / (N_k + nu + q + 1).
+    """
+    K, q = st.mean.shape
+    eye = jnp.eye(q, dtype=st.mean.dtype)
+    s2N = (mean_scale2(prior, kappa2) * st.N)[:, None, None]
+    d = st.mean - prior.mean
+    mu = prior.mean + s2N[:, 0] * jnp.linalg.solve(s2N * eye + Sigma_old, d[..., None])[..., 0]
+    off = st.mean - mu
+    S = st.scatter + st.N[:, None, None] * jnp.einsum("kq,kr->kqr", off, off)
+    nu = sigma_dof(q)
+    c = nu + q + 1.0
+    Sigma = (S + c * prior.cov) / (st.N + c)[:, None, None]
+    Sigma = 0.5 * (Sigma + jnp.swapaxes(Sigma, 1, 2)) + JITTER * eye
+    return mu, Sigma
+
+
+def eb_kappa2(st: DomainStats, prior: DomainPrior, Sigma):
+    """Empirical-Bayes kappa^2: maximises the marginal likelihood of the anchored domains' means
+    around their source classes, mean_k - m_k ~ N(0, kappa^2 I + Sigma_k / N_k) (mu_k integrated
+    out; rotated to the eigenbasis of Sigma_k, the same one-dimensional search as tau^2)."""
+    D, U = jnp.linalg.eigh(Sigma)
+    d = jnp.einsum("kqr,kq->kr", U, st.mean - prior.mean)
+    used = prior.anchored & (st.N > 1.0)
+    v = jnp.maximum(D, 1e-8) / jnp.maximum(st.N, 1e-8)[:, None]
+    w = jnp.broadcast_to(used[:, None], d.shape).astype(d.dtype)
+    k2 = eb_variance(d * d, v, w)
+    return jnp.maximum(k2, KAPPA_MIN2)
