@@ -66,7 +66,7 @@ def test_domain_map_maximises_the_log_posterior_and_numpyro_prior_is_the_same():
     _, Sigma = P.domain_map(st, prior, kappa2, Sig0)
     mu_fixed = mu
     g_S = jax.grad(lambda S: logpost(mu_fixed, 0.5 * (S + jnp.swapaxes(S, 1, 2))))(Sigma)
-    np.testing.assert_allclose(g_S, 0.0, atol=1e-5)
+    np.testing.assert_allclose(g_S, 0.0, atol=1e-3)  # float32, Sigma carries a 1e-6 jitter
     # the NumPyro model's domain sites have the same log-density
     mu_v, Sig_v = jnp.asarray(rng.normal(size=(K, q)), jnp.float32), jnp.asarray(cov, jnp.float32)
     pr32 = P.DomainPrior(*(jnp.asarray(a) if a.dtype == bool else jnp.asarray(a, jnp.float32) for a in prior))
@@ -115,21 +115,19 @@ def test_large_class_shift_grows_kappa_and_falls_back_to_free():
     assert ari(a.labels, truth) >= ari(f.labels, truth) - 0.02
 
 
-def test_novel_domain_reported_absent_class_no_nan_and_names_round_trip(tmp_path):
+def test_novel_domain_is_reported_as_novel_and_names_round_trip(tmp_path):
     import anndata as ad
 
     src, tgt = tb.simulate(5, height=24, width=24, n_genes=200, n_factors=5, n_domains=4,
-                           absent_classes=1, novel_domains=1)
+                           novel_domains=1)
     truth = tgt.obs["truth"].astype(str).to_numpy()
     res = tb.fit_em(tgt, src, n_novel=[0, 1, 2], **FAST)
-    assert np.all(np.isfinite(res.proba)) and np.all(np.isfinite(res.mu))
-    assert "domain3" in res.info["classes_absent"] and "domain3" not in res.names
-    assert sum(n.startswith("novel") for n in res.names) >= 1
-    # the novel tissue is found as a novel domain
-    novel = np.array([n.startswith("novel") for n in res.named_labels])
-    assert np.mean(novel[truth == "novel0"]) > 0.8 and np.mean(novel[truth != "novel0"]) < 0.1
     tab = res.k_table_frame()
     assert list(tab["n_novel"]) == [0, 1, 2] and tab["chosen"].sum() == 1
+    assert sorted(res.names) == ["domain0", "domain1", "domain2", "domain3", "novel 1"]  # HBIC: 1 novel
+    novel = res.named_labels == "novel 1"
+    assert np.mean(novel[truth == "novel0"]) > 0.9 and np.mean(novel[truth != "novel0"]) < 0.05
+    assert res.info["classes_absent"] == []
     # named labels survive to_anndata -> h5ad -> from_anndata
     res.to_anndata(tgt)
     path = tmp_path / "t.h5ad"
@@ -139,6 +137,17 @@ def test_novel_domain_reported_absent_class_no_nan_and_names_round_trip(tmp_path
     again = tb.TransSTResult.from_anndata(back)
     np.testing.assert_array_equal(again.labels, res.labels)
     assert again.names == res.names and again.kappa == pytest.approx(res.kappa)
+
+
+def test_absent_source_class_is_reported_and_leaves_no_nan():
+    src, tgt = tb.simulate(5, height=24, width=24, n_genes=200, n_factors=5, n_domains=4,
+                           absent_classes=1)
+    truth = tgt.obs["truth"].astype(str).to_numpy()
+    res = tb.fit_em(tgt, src, n_novel=0, **FAST)
+    assert np.all(np.isfinite(res.proba)) and np.all(np.isfinite(res.mu)) and np.all(np.isfinite(res.Sigma))
+    assert res.info["classes_absent"] == ["domain3"]
+    assert sorted(res.info["classes_found"]) == ["domain0", "domain1", "domain2"]
+    assert np.mean(res.named_labels == truth) > 0.9
 
 
 def test_svi_delta_reproduces_anchored_em():

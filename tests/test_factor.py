@@ -56,13 +56,13 @@ def test_moments_match_explicit_sums():
         np.testing.assert_allclose(np.asarray(st.XtEz), X.T @ np.einsum("nk,nkq->nq", R, Ez), rtol=1e-9)
 
 
-def test_update_mu_sigma_is_weighted_moments():
+def test_class_moments_are_weighted_moments():
     with jax.enable_x64(True):
         X, W, psi, mu, Sigma, R = _problem(2)
         comp = F.components(F.precompute(jnp.asarray(X), jnp.asarray(W), jnp.asarray(psi)),
                             jnp.asarray(mu), jnp.asarray(Sigma), X.shape[1])
         Ez = np.asarray(comp.Ez)
-        m, S = F.update_mu_sigma(jnp.asarray(R), comp, jnp.asarray(mu), jnp.asarray(Sigma), prior_n=0.0)
+        m, S = F.class_moments(jnp.asarray(R), comp)
         Nk = R.sum(0)
         m_ref = np.einsum("nk,nkq->kq", R, Ez) / Nk[:, None]
         d = Ez - m_ref[None]
@@ -71,7 +71,9 @@ def test_update_mu_sigma_is_weighted_moments():
         np.testing.assert_allclose(np.asarray(S), S_ref, rtol=1e-6, atol=1e-6)
 
 
-def test_empty_component_keeps_parameters():
+def test_empty_component_takes_its_prior():
+    from transst_bayes import priors as P
+
     X, W, psi, mu, Sigma, R = _problem(3)
     R = R.copy()
     R[:, 0] = 0.0
@@ -79,7 +81,9 @@ def test_empty_component_keeps_parameters():
     comp = F.components(F.precompute(jnp.asarray(X, jnp.float32), jnp.asarray(W, jnp.float32),
                                      jnp.asarray(psi, jnp.float32)),
                         jnp.asarray(mu, jnp.float32), jnp.asarray(Sigma, jnp.float32), X.shape[1])
-    m, S = F.update_mu_sigma(jnp.asarray(R, jnp.float32), comp, jnp.asarray(mu, jnp.float32),
-                             jnp.asarray(Sigma, jnp.float32))
+    prior = P.free_prior(mu.shape[0], mu.shape[1])
+    m, S = P.domain_map(F.domain_stats(jnp.asarray(R, jnp.float32), comp), prior, 1.0,
+                        jnp.asarray(Sigma, jnp.float32))
     assert np.all(np.isfinite(np.asarray(m))) and np.all(np.isfinite(np.asarray(S)))
-    np.testing.assert_allclose(np.asarray(m[0]), mu[0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(m[0]), 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(S[0]), P.FREE_COV * np.eye(mu.shape[1]), atol=1e-5)

@@ -34,7 +34,7 @@ def _values(data, horseshoe=False):
     rng = np.random.default_rng(1)
     L = np.linalg.cholesky(np.array([[1.0, 0.3, 0.1], [0.3, 1.0, 0.2], [0.1, 0.2, 1.0]]))
     v = {"W": data.W_s + 0.1, "psi": jnp.full((P, 1), 0.7), "mu": jnp.asarray(rng.normal(size=(K, Q))),
-         "sigma": jnp.full((K, Q), 1.3), "L_corr": jnp.broadcast_to(jnp.asarray(L), (K, 1, Q, Q)),
+         "Sigma": jnp.broadcast_to(jnp.asarray(1.69 * L @ L.T), (K, 1, Q, Q)),
          "beta": jnp.asarray(0.8), "tau": jnp.asarray(0.4)}
     if horseshoe:
         v["phi"] = jnp.full((P, 1), 1.5)

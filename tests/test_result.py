@@ -21,7 +21,7 @@ def test_to_anndata_writes_documented_keys(fitted):
     a = res.to_anndata(tgt, key_added="dom", copy=True)
     assert "dom" not in tgt.obs  # copy=True leaves the input alone
     K = res.n_domains
-    assert list(a.obs["dom"].cat.categories) == [str(k) for k in range(K)]
+    assert list(a.obs["dom"].cat.categories) == res.names and len(res.names) == K
     np.testing.assert_array_equal(a.obs["dom"].cat.codes.to_numpy(), res.labels)
     np.testing.assert_allclose(a.obs["dom_maxprob"], res.maxprob)
     np.testing.assert_allclose(a.obs["dom_entropy"], res.entropy)

@@ -318,6 +318,17 @@ def em_loglik(fit) -> float:
     return float(fit.objective) - float(fit.log_prior)
 
 
+def _classes_found(prep: Prepared, plan: D.DomainPlan, labels: np.ndarray, has_source: bool) -> dict:
+    """Source classes found in the target: anchored domains that hold at least the presence
+    threshold of spots in the final labels; the others are reported absent."""
+    if not has_source:
+        return {"classes_found": [], "classes_absent": []}
+    counts = np.bincount(labels, minlength=plan.K)[: len(plan.classes)]
+    found = np.flatnonzero(counts >= max(D.MIN_CLASS_SPOTS, D.MIN_FOUND_SHARE * labels.size))
+    names = [plan.names[k] for k in sorted(found)]
+    return {"classes_found": names, "classes_absent": [c for c in prep.source_classes if c not in names]}
+
+
 def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode: str) -> TransSTResult:
     n, p = prep.X.shape
     q = em.n_factors
@@ -369,7 +380,5 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         kappa=float(np.sqrt(f.kappa2)) if plan.classes else None,
         info={"cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
               "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
-              "classes_present": out["present"],
-              "classes_absent": [c for c in prep.source_classes if c not in out["present"]]
-              if src is not None else []},
+              **_classes_found(prep, plan, np.asarray(f.labels), src is not None)},
     )

@@ -21,6 +21,7 @@ from . import priors as P
 
 MIN_CLASS_SHARE = 0.005
 MIN_CLASS_SPOTS = 3
+MIN_FOUND_SHARE = 0.01  # after the fit, an anchored domain with fewer spots reports its class absent
 NOVEL = "novel"
 
 

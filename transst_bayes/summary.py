@@ -45,7 +45,7 @@ def domain_expression(res: TransSTResult) -> np.ndarray:
     return m[None, :, None] + s[None, :, None] * e
 
 
-def marker_genes(res: TransSTResult, domain: int | None = None, n_top: int | None = None,
+def marker_genes(res: TransSTResult, domain: int | str | None = None, n_top: int | None = None,
                  credible: float = 0.9):
     """Marker genes per domain: contrast = the domain's expected expression minus the mean of
     the other domains, with posterior mean, `credible` interval, P(contrast > 0) and local false
@@ -57,8 +57,13 @@ def marker_genes(res: TransSTResult, domain: int | None = None, n_top: int | Non
         raise ValueError(f"credible must be in (0, 1), got {credible}")
     e = domain_expression(res)  # (S, p, K)
     S, p, K = e.shape
+    names = res.names
+    if isinstance(domain, str):
+        if domain not in names:
+            raise ValueError(f"domain {domain!r} is not a domain of the fit; domains are {names}")
+        domain = names.index(domain)
     if domain is not None and not 0 <= int(domain) < K:
-        raise ValueError(f"domain must be in 0..{K - 1}, got {domain}")
+        raise ValueError(f"domain must be in 0..{K - 1} or a domain name, got {domain}")
     lo_q, hi_q = (1 - credible) / 2, 1 - (1 - credible) / 2
     frames = []
     for k in range(K) if domain is None else [int(domain)]:
@@ -67,7 +72,7 @@ def marker_genes(res: TransSTResult, domain: int | None = None, n_top: int | Non
         p_pos = (c > 0).mean(0)
         p_neg = (c < 0).mean(0)
         df = pd.DataFrame({
-            "domain": k, "gene": list(res.genes), "expression": e[:, :, k].mean(0),
+            "domain": names[k], "gene": list(res.genes), "expression": e[:, :, k].mean(0),
             "contrast": c.mean(0), "ci_low": np.quantile(c, lo_q, axis=0),
             "ci_high": np.quantile(c, hi_q, axis=0), "p_positive": p_pos,
             "lfsr": np.minimum(p_pos, p_neg) if S > 1 else np.full(p, np.nan),

@@ -9,6 +9,7 @@ stopping on the relative change of the ELBO between rounds.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -241,11 +242,14 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     src = out["source"]
     prior = D.domain_prior(plan, None if src is None else src.mu, None if src is None else src.Sigma,
                            st.n_factors, dt)
-    data = SpotData(X=X, field=potts.neighbour_sums(R, nbr, mask), W_s=W_s, prior=prior)
     opts = dict(opts)
-    anchored = bool(plan.classes)
+    # anchored domains need a model that takes `domains` (the package's); another model fits
+    # free domains
+    anchored = bool(plan.classes) and "domains" in inspect.signature(model).parameters
     if anchored:
         opts.setdefault("domains", "anchored")
+    data = SpotData(X=X, field=potts.neighbour_sums(R, nbr, mask), W_s=W_s,
+                    prior=prior if anchored else None)
     m = partial(model, K=K, n_factors=st.n_factors, **opts)
     learn_kappa = anchored and opts.get("kappa") is None
     init = init_to_value(values=_init_values(fit, W_s, opts.get("form", "global"), W_s is not None,
