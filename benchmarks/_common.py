@@ -112,15 +112,3 @@ def named_predictions(names, proba, truth):
         mapped.update({free[i]: left[j] for i, j in zip(r, c)})
     pred = np.array([mapped.get(k, f"unmatched {names[k]}") for k in lab], dtype=object)
     return pred, proba[np.arange(lab.size), lab]
-
-
-def ece(conf, correct, n_bins=10):
-    """Expected calibration error of confidences against 0/1 correctness (equal-width bins)."""
-    conf, correct = np.asarray(conf, float), np.asarray(correct, float)
-    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    e = 0.0
-    for b in range(n_bins):
-        m = bins == b
-        if m.any():
-            e += m.mean() * abs(conf[m].mean() - correct[m].mean())
-    return float(e)

@@ -33,6 +33,8 @@ import transst_bayes as tb
 
 
 def ece(maxprob, correct, bins=10):
+    """Expected calibration error of confidences against 0/1 correctness (equal-width bins)."""
+    maxprob, correct = np.asarray(maxprob, float), np.asarray(correct, float)
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(maxprob, edges) - 1, 0, bins - 1)
     out = 0.0

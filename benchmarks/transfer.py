@@ -25,11 +25,12 @@ import warnings
 
 import numpy as np
 
-from _common import (ece, label_transfer, markdown_table, named_predictions, pca_gmm,
+from _common import (label_transfer, markdown_table, named_predictions, pca_gmm,
                      smooth_majority, standardised_pair, write_json)
 from datasets import her2st_protocol, her2st_sections, seqfish_protocol, seqfish_sections
 
 import transst_bayes as tb
+from svi import ece
 
 FITS = {"anchored": dict(), "free": dict(domains="free"), "no transfer": dict(transfer="none")}
 
