@@ -257,9 +257,7 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         k_K = jax.random.fold_in(k_cl, K)
         n_restarts = em.n_restarts
         if plan.classes:
-            if plan.n_novel == 0:
-                n_restarts = 1  # the start is the source classification: restarts would repeat it
-            inits = D.initial_labels(k_K, tr.Z, src_ll, plan, n_restarts, kmeans)
+            inits = D.initial_labels(k_K, tr.Z, src_ll, plan, n_restarts, _kmeans)
         else:
             seed_from = src_ll is not None and src_ll.shape[1] >= K
             inits = _free_inits(k_K, tr.Z, src_ll if seed_from else None, K, n_restarts)
@@ -276,6 +274,9 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         bar.close()
     return {"source": src, "transfer": tr, "fits": fits, "plans": plans, "Ks": Ks,
             "present": [] if present is None else [prep.source_classes[c] for c in present]}
+
+
+_kmeans = jax.jit(kmeans, static_argnames=("K", "n_iter"))
 
 
 @partial(jax.jit, static_argnames=("K", "n_restarts"))
