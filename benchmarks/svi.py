@@ -45,14 +45,15 @@ def ece(maxprob, correct, bins=10):
     return float(out)
 
 
-def one(seed, size, genes, q, K, guide, svi_options=None):
+def one(seed, size, genes, q, K, guide, svi_options=None, domains="anchored"):
     src, tgt = tb.simulate(seed, height=size, width=size, n_genes=genes, n_factors=q, n_domains=K)
     truth = tgt.obs["truth_code"].to_numpy()
     t0 = time.perf_counter()
-    em = tb.fit_em(tgt, src, n_domains=K, n_factors=q, seed=seed)
+    em = tb.fit_em(tgt, src, n_domains=K, n_factors=q, seed=seed, domains=domains)
     t_em = time.perf_counter() - t0
     t0 = time.perf_counter()
-    r = tb.fit_svi(tgt, src, n_domains=K, n_factors=q, guide=guide, seed=seed, **(svi_options or {}))
+    r = tb.fit_svi(tgt, src, n_domains=K, n_factors=q, guide=guide, seed=seed, domains=domains,
+                   **(svi_options or {}))
     t_svi = time.perf_counter() - t0
     r = tb.align_result(r, truth)
     correct = (r.labels == truth).astype(float)
@@ -78,6 +79,7 @@ def main():
     ap.add_argument("--q", type=int, default=10)
     ap.add_argument("--K", type=int, default=4)
     ap.add_argument("--guide", default="normal")
+    ap.add_argument("--domains", default="anchored", choices=("anchored", "free"))
     ap.add_argument("--spots", type=int, default=None, help="target spots (sets --size to sqrt)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--steps", type=int, default=200)
@@ -92,10 +94,10 @@ def main():
     opts = dict(batch_size=args.batch_size, steps_per_round=args.steps, max_rounds=args.rounds,
                 num_samples=args.samples, lr=args.lr)
     print(f"lattice {args.size} x {args.size}, p = {args.genes}, q = {args.q}, K = {args.K}, "
-          f"guide {args.guide}, fit_svi options {opts}", flush=True)
+          f"guide {args.guide}, domains {args.domains}, fit_svi options {opts}", flush=True)
     rows = []
     for s in range(args.seeds):
-        rows.append(one(s, args.size, args.genes, args.q, args.K, args.guide, opts))
+        rows.append(one(s, args.size, args.genes, args.q, args.K, args.guide, opts, args.domains))
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
     mean = {"seed": "mean"}
     for k in rows[0]:
