@@ -75,8 +75,8 @@ def test_float32_and_float64_agree(small_pair):
 
 
 def test_compiled_and_uncompiled_agree():
-    src, tgt = tb.simulate(4, height=8, width=8, n_genes=40, n_factors=3, n_domains=2)
-    kw = dict(n_factors=3, graph="st", n_restarts=1, max_iter=5, dtype="float64")
+    src, tgt = tb.simulate(4, height=6, width=6, n_genes=20, n_factors=2, n_domains=2)
+    kw = dict(n_factors=2, graph="st", n_restarts=1, max_iter=3, dtype="float64")
     a = tb.fit_em(tgt, src, n_domains=2, **kw)
     with jax.disable_jit():
         b = tb.fit_em(tgt, src, n_domains=2, **kw)
