@@ -7,6 +7,13 @@ PCA + k-means and PCA + GMM with the true K (and PCA + GMM's own BIC for K). Rep
 (at the chosen K and at the true K) and mean |K_hat - K|.
 
     python benchmarks/simulation.py [--seeds 10] [--error 1.0] [--json out.json]
+
+K selection (issue 11): 40 x 40 lattice, q = 10, true K = 4, p = 1,000 and 2,000, target noise
+error 1 and 3; free domains choose K in 3..5 by HBIC, anchored domains (the default with a
+labeled source, n_domains=None) choose the number of novel domains in 0..2 by HBIC. Reports mean
+|K_hat - K| and ARI per setting:
+
+    python benchmarks/simulation.py --ksel [--seeds 10] [--json out.json]
 """
 
 from __future__ import annotations
@@ -73,13 +80,48 @@ def run(seeds, error=1.0, q=10, K=4):
     return rows
 
 
+def k_selection(seeds, genes=(1000, 2000), errors=(1.0, 3.0), q=10, K=4, size=40):
+    rows = []
+    for p in genes:
+        for error in errors:
+            dk = {"free": [], "anchored": []}
+            ari = {"free": [], "anchored": []}
+            secs = {"free": [], "anchored": []}
+            for seed in seeds:
+                src, tgt = tb.simulate(seed, height=size, width=size, n_genes=p, n_factors=q, n_domains=K,
+                                       error=error)
+                truth = tgt.obs["truth"].to_numpy()
+                for name, kw in (("free", dict(domains="free", n_domains=[K - 1, K, K + 1])),
+                                 ("anchored", dict())):
+                    t0 = time.perf_counter()
+                    res = tb.fit_em(tgt, src, n_factors=q, seed=seed, **kw)
+                    secs[name].append(time.perf_counter() - t0)
+                    dk[name].append(abs(res.n_domains - K))
+                    ari[name].append(tb.adjusted_rand_index(res.labels, truth))
+                print(f"p {p} error {error} seed {seed}: |K_hat - K| free {dk['free'][-1]}, anchored "
+                      f"{dk['anchored'][-1]}; ARI free {ari['free'][-1]:.3f}, anchored {ari['anchored'][-1]:.3f}",
+                      flush=True)
+            for name in dk:
+                rows.append({"p": p, "error": error, "domains": name, "mean |K_hat - K|": float(np.mean(dk[name])),
+                             "ARI": float(np.mean(ari[name])), "s per fit": float(np.mean(secs[name]))})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--error", type=float, default=1.0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--ksel", action="store_true", help="the K-selection benchmark instead")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.ksel:
+        rows = k_selection(range(args.seeds))
+        print(f"\n{args.seeds} seeds, 40 x 40 lattice, q = 10, true K = 4")
+        print(markdown_table(rows, ["p", "error", "domains", "mean |K_hat - K|", "ARI", "s per fit"],
+                             {"mean |K_hat - K|": "{:.2f}", "s per fit": "{:.1f}", "error": "{:.0f}"}))
+        write_json(args.json, rows)
+        return
     rows = run(range(args.seeds), error=args.error)
     cols = ["method", "ARI (true K)", "ARI (true K) sd", "ARI (K by HBIC)", "mean |K_hat - K|",
             "s per fit (K = 2..6)"]

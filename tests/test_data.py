@@ -99,3 +99,24 @@ def test_existing_graph_used_as_given():
     t.obsp["spatial_connectivities"] = A
     prep = prepare(t, s, "label", DataSettings())
     assert (prep.adjacency != A).nnz == 0
+
+
+def test_rarely_detected_genes_are_not_selected_and_values_are_clipped():
+    """A gene non-zero in a handful of spots is an outlier column after standardisation (the
+    Heywood trigger of test_fit.py::test_rare_genes_do_not_collapse_the_fit): not selected
+    unless listed; standardised values are clipped to +-MAX_Z."""
+    from transst_bayes.data import MAX_Z
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 20)).astype(np.float32) + 5.0
+    X[:, 0] = 0.0
+    X[:4, 0] = 50.0  # detected in 4 of 500 spots
+    X[:, 1] = 0.0
+    X[:30, 1] = 1.0  # detected in 30 spots (6%): kept
+    a = ad.AnnData(X, var=pd.DataFrame(index=[f"g{i}" for i in range(20)]))
+    a.obsm["spatial"] = rng.uniform(size=(500, 2))
+    prep = prepare(a, settings=DataSettings(counts=False))
+    assert "g0" not in prep.genes and "g1" in prep.genes and len(prep.genes) == 19
+    listed = prepare(a, settings=DataSettings(counts=False, genes=("g0", "g2")))
+    assert listed.genes == ["g0", "g2"]
+    assert np.abs(listed.X).max() == pytest.approx(MAX_Z)  # 4 spots at 11 sd, clipped

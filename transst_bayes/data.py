@@ -17,6 +17,9 @@ import scipy.sparse as sp
 from .graph import PaddedGraph, build_graph, pad_graph, validate_adjacency
 
 GENE_SELECTIONS = ("variance", "cv", "source")
+MIN_DETECTED_SHARE = 0.01  # a selected gene is non-zero in at least this share of the spots...
+MIN_DETECTED_SPOTS = 10  # ... and in at least this many, in the target and in the source
+MAX_Z = 10.0  # standardised values are clipped to +-MAX_Z (scanpy's pp.scale max_value, Seurat's ScaleData)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,16 @@ def _mean_var(X):
     return m, sd * sd
 
 
+def _detected(X) -> np.ndarray:
+    """Whether each gene is non-zero in enough spots (MIN_DETECTED_SHARE and MIN_DETECTED_SPOTS).
+    A gene seen in a handful of spots is an outlier column after standardisation (a few values
+    10-20 sd out): a mixture gives those spots a domain of their own and the factor model a
+    Heywood case (psi_g -> 0)."""
+    n = X.shape[0]
+    nz = np.asarray(X.getnnz(axis=0) if sp.issparse(X) else np.count_nonzero(X, axis=0)).ravel()
+    return nz >= max(MIN_DETECTED_SPOTS, MIN_DETECTED_SHARE * n)
+
+
 def _dense(X, cols, dtype) -> np.ndarray:
     sub = X[:, cols]
     return (sub.toarray() if sp.issparse(sub) else np.asarray(sub)).astype(dtype)
@@ -178,8 +191,9 @@ def class_f_statistic(X, labels: np.ndarray) -> np.ndarray:
 
 def _select_genes(Xt, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=None) -> np.ndarray:
     """Indices (into the shared genes) chosen on the target ("variance", "cv") or on the labeled
-    source ("source": how well a gene separates the source's classes, among genes that vary in
-    the target)."""
+    source ("source": how well a gene separates the source's classes), among genes that vary in
+    the target and are detected in enough spots of the target and the source (`_detected`).
+    An explicit list is taken as given."""
     if isinstance(how, str):
         if how not in GENE_SELECTIONS:
             raise ValueError(f"genes must be one of {GENE_SELECTIONS} or a list of names, got {how!r}")
@@ -193,7 +207,10 @@ def _select_genes(Xt, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=No
             score = v
         else:
             score = np.where(m > 0, np.sqrt(v) / np.maximum(m, 1e-12), -np.inf)
-        keep = np.flatnonzero(v > 0)
+        ok = (v > 0) & _detected(Xt)
+        if Xs is not None:
+            ok &= _detected(Xs)
+        keep = np.flatnonzero(ok)
         order = keep[np.argsort(-score[keep], kind="stable")]
         return np.sort(order[: min(n_genes, order.size)])
     wanted = [str(g) for g in how]
@@ -335,6 +352,9 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         gene_mean, gene_scale = np.zeros(sel.size), np.ones(sel.size)
     else:
         raise ValueError(f"standardize must be 'pooled', 'separate' or 'none', got {s.standardize!r}")
+    for A in (Xt_d, Xs_d):
+        if A is not None and s.standardize != "none":
+            np.clip(A, -MAX_Z, MAX_Z, out=A)
     adj = target_graph(target, s)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
