@@ -257,7 +257,7 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         k_K = jax.random.fold_in(k_cl, K)
         n_restarts = em.n_restarts
         if plan.classes:
-            inits = D.initial_labels(k_K, tr.Z, src_ll, plan, n_restarts, _kmeans)
+            inits = D.initial_labels(k_K, tr.Z, src_ll, plan, n_restarts, _kmeans, dprior)
         else:
             seed_from = src_ll is not None and src_ll.shape[1] >= K
             inits = _free_inits(k_K, tr.Z, src_ll if seed_from else None, K, n_restarts)

@@ -101,36 +101,60 @@ def domain_prior(plan: DomainPlan, src_mu, src_Sigma, q: int, dtype) -> P.Domain
     return P.DomainPrior(mean, cov, jnp.arange(plan.K) < A)
 
 
-def initial_labels(key, Z, loglik, plan: DomainPlan, n_restarts: int, kmeans_fn):
-    """(n_restarts, n) starting labels of an anchored fit.
+def _best_split(Z: np.ndarray) -> tuple[float, np.ndarray]:
+    """Split spots in two along their first principal axis at the cut that leaves the least
+    squared error (exact 1-D 2-means by a scan of the sorted projections). Returns the share of
+    that axis's variance the split explains (2/pi ~ 0.64 for a Gaussian, -> 1 for two separated
+    groups) and the side of each spot."""
+    Y = Z - Z.mean(0)
+    _, _, vt = np.linalg.svd(Y, full_matrices=False)
+    t = Y @ vt[0]
+    o = np.argsort(t)
+    ts = t[o]
+    n = ts.size
+    c1, c2 = np.cumsum(ts), np.cumsum(ts * ts)
+    k = np.arange(1, n)
+    left = c2[:-1] - c1[:-1] ** 2 / k
+    right = (c2[-1] - c2[:-1]) - (c1[-1] - c1[:-1]) ** 2 / (n - k)
+    j = int(np.argmin(left + right))
+    side = np.zeros(n, bool)
+    side[o[j + 1:]] = True
+    total = float(c2[-1] - c1[-1] ** 2 / n)
+    return (1.0 - float(left[j] + right[j]) / total if total > 0 else 0.0), side
 
-    No novel domain: one start, each spot to its best anchored class (k-means starts matched to
-    the classes won on the objective on seqFISH and lost 0.2 in mean ARI there). With novel
-    domains, restart 0 classifies and sends the spots the classes explain worst (a share
-    n_novel / K) to the novel domains, split by k-means on the factor scores; restarts 1, ...
-    run k-means with K clusters on the factor scores, give each anchored class the cluster its
-    class model explains best (Hungarian assignment on the clusters' mean class
-    log-likelihood) and the clusters left over to the novel domains: this finds splits that the
-    source's classes hide (one source class that is two target domains)."""
-    from scipy.optimize import linear_sum_assignment
 
+def initial_labels(key, Z, loglik, plan: DomainPlan, n_restarts: int, kmeans_fn, prior: P.DomainPrior):
+    """(n_restarts, n) starting labels of an anchored fit, each from the classification of the
+    spots by the anchored classes (starts far from it, e.g. k-means clusters matched to the
+    classes, won on the objective on real data and lost up to 0.4 ARI there).
+
+    No novel domain: one start, each spot to its best class. With novel domains, restart 0 sends
+    the spots the classes explain worst (a share n_novel / K) to the novel domains, split by
+    k-means on the factor scores; restart r >= 1 splits n_novel classes in two along their first
+    principal axis (`_best_split`; the side farther from the class mean becomes novel), taking
+    the classes in order of how bimodal their spots are, from the r-th: this finds one source
+    class that is two target domains (the source's own class is then bimodal too, so only the
+    target's spots can show it)."""
     A = len(plan.classes)
     ll = np.asarray(loglik, np.float64)[:, list(plan.classes)]
     lab = np.argmax(ll, axis=1)
-    if plan.n_novel == 0:  # every domain anchored: one start, the classification
+    if plan.n_novel == 0:
         return jnp.asarray(lab[None].astype(np.int32))
     keys = jax.random.split(key, n_restarts)
     best = np.max(ll, axis=1)
     worst = best <= np.quantile(best, plan.n_novel / plan.K)
     starts = [np.where(worst, A + np.asarray(kmeans_fn(keys[0], Z, plan.n_novel)), lab)]
+    Zn = np.asarray(Z, np.float64)
+    mean = np.asarray(prior.mean, np.float64)
+    splits = {a: _best_split(Zn[lab == a]) for a in range(A) if np.sum(lab == a) >= 2 * MIN_CLASS_SPOTS}
+    order = sorted(splits, key=lambda a: -splits[a][0])
     for r in range(1, n_restarts):
-        km = np.asarray(kmeans_fn(keys[r], Z, plan.K))
-        oh = np.eye(plan.K)[km]
-        score = (oh.T @ ll) / np.maximum(oh.sum(0), 1.0)[:, None]  # (clusters, classes)
-        rows, cols = linear_sum_assignment(-score)
-        to = np.empty(plan.K, np.int64)
-        to[rows] = cols
-        rest = np.setdiff1d(np.arange(plan.K), rows)
-        to[rest] = A + np.arange(rest.size)
-        starts.append(to[km])
+        start = lab.copy()
+        for i in range(min(plan.n_novel, len(order))):
+            a = order[(r - 1 + i) % len(order)]
+            idx = np.flatnonzero(lab == a)
+            side = splits[a][1]
+            far = [np.sum((Zn[idx[side == h]].mean(0) - mean[a]) ** 2) for h in (False, True)]
+            start[idx[side == bool(np.argmax(far))]] = A + i
+        starts.append(start)
     return jnp.asarray(np.stack(starts).astype(np.int32))
