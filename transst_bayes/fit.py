@@ -293,24 +293,32 @@ def _free_inits(key, Z, src_ll, K: int, n_restarts: int):
 
 
 @partial(jax.jit, static_argnames=("s",))
-def _fit_k(data, graph, W_prior, tr, inits, dprior, beta0, kappa2_0, s: Settings):
-    """All restarts for one K in one compiled call (one per row of `inits`); keeps the best
-    finite objective after SHORT_EM_ITER iterations and runs it on to convergence."""
-    short = s._replace(max_iter=min(SHORT_EM_ITER, s.max_iter))
+def _restart(data, graph, W_prior, tr, lab0, dprior, beta0, kappa2_0, s: Settings):
+    """One restart from starting labels `lab0`."""
+    st0 = init_state(tr.Z, lab0, tr.W, tr.psi, tr.tau2, beta0, s.K, kappa2_0)
+    return fit_cluster(data, graph, W_prior, tr.lam, dprior, st0, s)
 
-    def one(lab0):
-        st0 = init_state(tr.Z, lab0, tr.W, tr.psi, tr.tau2, beta0, s.K, kappa2_0)
-        return fit_cluster(data, graph, W_prior, tr.lam, dprior, st0, short)
 
-    fits = jax.lax.map(one, inits)
-    obj = jnp.where(jnp.isfinite(fits.objective), fits.objective, -jnp.inf)
-    best = jax.tree_util.tree_map(lambda a: a[jnp.argmax(obj)], fits)
-    if s.max_iter <= SHORT_EM_ITER:
-        return best
-    # "small EM" (Biernacki et al. 2003): every restart runs a few iterations, the best one
-    # runs on to convergence
+@partial(jax.jit, static_argnames=("s",))
+def _run_on(data, graph, W_prior, tr, best, dprior, s: Settings):
+    """Continue a restart's fit to convergence."""
     st = ClusterState(best.W, best.psi, best.mu, best.Sigma, best.tau2, best.beta, best.R, best.kappa2)
     return fit_cluster(data, graph, W_prior, tr.lam, dprior, st, s)
+
+
+def _fit_k(data, graph, W_prior, tr, inits, dprior, beta0, kappa2_0, s: Settings):
+    """All restarts for one K ("small EM", Biernacki et al. 2003): every restart (a row of
+    `inits`) runs SHORT_EM_ITER iterations, the best finite objective runs on to convergence.
+    The restarts are one compiled program called once each: a `lax.map` over them stalled
+    XLA's CPU runtime once (README, Known issues), like the one `fit_svi` used to run."""
+    short = s._replace(max_iter=min(SHORT_EM_ITER, s.max_iter))
+    fits = [_restart(data, graph, W_prior, tr, inits[r], dprior, beta0, kappa2_0, short)
+            for r in range(inits.shape[0])]
+    obj = np.array([float(f.objective) for f in fits])
+    best = fits[int(np.argmax(np.where(np.isfinite(obj), obj, -np.inf)))]
+    if s.max_iter <= SHORT_EM_ITER:
+        return best
+    return _run_on(data, graph, W_prior, tr, best, dprior, s)
 
 
 def em_loglik(fit) -> float:
