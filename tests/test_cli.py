@@ -16,9 +16,24 @@ import pytest
 from transst_bayes.cli import EXIT_BAD_INPUT, main
 
 
+_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                  "jax_persistent_cache_min_entry_size_bytes")
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
+    """The CLI switches on JAX's persistent compilation cache (process-wide): point it at a
+    temporary folder, and switch it back off after each test so that the rest of the suite does
+    not write every program it compiles there (a cache write segfaulted once in a later test)."""
+    import jax
+    from jax._src import compilation_cache
+
     monkeypatch.setenv("TRANSST_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "jax_cache"))
+    before = {k: getattr(jax.config, k) for k in _CACHE_OPTIONS}
+    yield
+    for k, v in before.items():
+        jax.config.update(k, v)
+    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")
