@@ -7,7 +7,7 @@ against the annotation, seconds.
 Pairs: HER2ST A1 (the other seven sections as the source), seqFISH embryo1_z2 (the other
 embryos), HER2ST H1 with the Wu et al. 2021 breast scRNA-seq (celltype_major) as the source.
 
-    python benchmarks/robustness.py [--json out.json]
+    python benchmarks/robustness.py [--pairs her2st seqfish scrna] [--json out.json]
 """
 
 from __future__ import annotations
@@ -27,19 +27,25 @@ from transst_bayes.factor import PSI_FLOOR
 QS = (5, 10, 15, 20, 30)
 
 
-def pairs():
-    t, s, _ = her2st_protocol("A1")
-    yield "HER2ST A1", t, s, "label", "label", {}
-    t, s, _ = seqfish_protocol("embryo1_z2")
-    yield "seqFISH embryo1_z2", t, s, "celltype", "celltype", dict(n_genes=t.n_vars)
-    t = load_her2st_section("H1")
-    t = t[t.obs["label"].astype(str) != "undetermined"].copy()
-    yield "HER2ST H1 <- scRNA", t, load_wu2021(), "celltype_major", "label", {}
+PAIRS = ("her2st", "seqfish", "scrna")
 
 
-def run():
+def pairs(which=PAIRS):
+    if "her2st" in which:
+        t, s, _ = her2st_protocol("A1")
+        yield "HER2ST A1", t, s, "label", "label", {}
+    if "seqfish" in which:
+        t, s, _ = seqfish_protocol("embryo1_z2")
+        yield "seqFISH embryo1_z2", t, s, "celltype", "celltype", dict(n_genes=t.n_vars)
+    if "scrna" in which:
+        t = load_her2st_section("H1")
+        t = t[t.obs["label"].astype(str) != "undetermined"].copy()
+        yield "HER2ST H1 <- scRNA", t, load_wu2021(), "celltype_major", "label", {}
+
+
+def run(which=PAIRS):
     rows = []
-    for name, target, source, label, truth_key, opts in pairs():
+    for name, target, source, label, truth_key, opts in pairs(which):
         truth = target.obs[truth_key].astype(str).to_numpy()
         C = int(source.obs[label].nunique())
         for K in sorted({2, max(2, C // 2), C}):
@@ -61,11 +67,12 @@ def run():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--pairs", nargs="*", default=list(PAIRS), choices=PAIRS)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
-    rows = run()
+    rows = run(args.pairs)
     print(markdown_table(rows, ["data", "C", "K", "q", "finite", "min psi / floor", "ARI", "s"],
                          {"min psi / floor": "{:.0f}", "ARI": "{:.3f}", "s": "{:.1f}"}))
     bad = [r for r in rows if not r["finite"]]
