@@ -16,24 +16,9 @@ import pytest
 from transst_bayes.cli import EXIT_BAD_INPUT, main
 
 
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                  "jax_persistent_cache_min_entry_size_bytes")
-
-
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
-    """The CLI switches on JAX's persistent compilation cache (process-wide): point it at a
-    temporary folder, and switch it back off after each test so that the rest of the suite does
-    not write every program it compiles there (a cache write segfaulted once in a later test)."""
-    import jax
-    from jax._src import compilation_cache
-
     monkeypatch.setenv("TRANSST_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "jax_cache"))
-    before = {k: getattr(jax.config, k) for k in _CACHE_OPTIONS}
-    yield
-    for k, v in before.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +30,16 @@ def sim_files(tmp_path_factory):
     return out
 
 
-def test_demo_writes_outputs(tmp_path, capsys):
-    rc = main(["--quiet", "demo", "--out", str(tmp_path), "--size", "30", "--k-min", "3", "--k-max", "5"])
-    assert rc == 0
-    out = capsys.readouterr().out
+def test_demo_writes_outputs(tmp_path):
+    """README's main command, in its own process: the CLI switches on JAX's persistent
+    compilation cache, process-wide, which must not leak into the rest of the suite (XLA's
+    compiler segfaulted in later tests when it did)."""
+    r = subprocess.run([sys.executable, "-c", "import sys; from transst_bayes.cli import main; "
+                        "sys.exit(main(sys.argv[1:]))", "--quiet", "demo", "--out", str(tmp_path),
+                        "--size", "30", "--k-min", "3", "--k-max", "5"],
+                       capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
     assert "ARI vs truth" in out and "hbic" in out
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["ari"] >= 0.8 and summary["chosen_K"] in (3, 4, 5)
