@@ -161,3 +161,19 @@ def test_svi_delta_reproduces_anchored_em():
     rel = np.linalg.norm(r.W_t - em.W_t) / np.linalg.norm(em.W_t)
     assert rel < 1e-2, rel
     np.testing.assert_allclose(r.mu, em.mu, atol=0.05)
+
+
+def test_best_split_is_the_exact_one_dimensional_two_means():
+    """plan._best_split: the cut equals brute force over every cut of the sorted projections
+    (to 1e-9), two separated groups give a share near 1, a Gaussian about 2/pi (+-0.05)."""
+    from transst_bayes.plan import _best_split
+
+    rng = np.random.default_rng(0)
+    Z = np.concatenate([rng.normal(size=(40, 3)), rng.normal(size=(25, 3)) + [8.0, 0, 0]])
+    share, side = _best_split(Z)
+    assert share > 0.9 and (side[:40].all() != side[40:].all()) and side[:40].std() == 0 == side[40:].std()
+    t = np.sort((Z - Z.mean(0)) @ np.linalg.svd(Z - Z.mean(0))[2][0])
+    sse = [((t[:j] - t[:j].mean()) ** 2).sum() + ((t[j:] - t[j:].mean()) ** 2).sum() for j in range(1, t.size)]
+    assert 1.0 - min(sse) / ((t - t.mean()) ** 2).sum() == pytest.approx(share, abs=1e-9)
+    g, _ = _best_split(rng.normal(size=(20000, 2)) * [3.0, 1.0])
+    assert abs(g - 2 / np.pi) < 0.05

@@ -331,7 +331,9 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     if sel.size < min_genes:
         raise ValueError(
             f"only {sel.size} usable genes after selection (need at least {min_genes} = "
-            "n_factors + 1); lower n_factors or keep more genes"
+            "n_factors + 1; genes must vary in the target and be non-zero in at least "
+            f"{MIN_DETECTED_SHARE:.0%} and {MIN_DETECTED_SPOTS} of the spots of target and source); "
+            "lower n_factors, keep more genes, or pass genes=[...] to take a list as given"
         )
     dtype = np.dtype(s.dtype)
     Xt_d = _dense(Xt_sh, sel, dtype)
