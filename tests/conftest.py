@@ -32,6 +32,17 @@ def paper_pair():
 
 
 @pytest.fixture(autouse=True)
+def _no_persistent_cache():
+    """No test may leave JAX's persistent compilation cache on: the CLI switches it on
+    process-wide, and XLA's compiler segfaulted writing to it later in the suite (CI, twice).
+    In-process CLI calls pass --no-cache; the demo test runs in a subprocess."""
+    yield
+    import jax
+
+    assert jax.config.jax_compilation_cache_dir is None, "a test left the persistent compilation cache on"
+
+
+@pytest.fixture(autouse=True)
 def _quiet_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("default")

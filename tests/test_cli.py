@@ -60,7 +60,7 @@ def test_simulate_then_fit(sim_files, tmp_path, capsys):
     src = ad.read_h5ad(sim_files / "source.h5ad")
     assert "label" in src.obs and src.n_vars == 80
     out = tmp_path / "fit.h5ad"
-    rc = main(["--quiet", "fit", "--target", str(sim_files / "target.h5ad"), "--source",
+    rc = main(["--quiet", "--no-cache", "fit", "--target", str(sim_files / "target.h5ad"), "--source",
                str(sim_files / "source.h5ad"), "--label-key", "label", "--k-range", "2:4",
                "--n-factors", "4", "--out", str(out)])
     assert rc == 0
