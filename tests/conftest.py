@@ -31,6 +31,17 @@ def paper_pair():
     return tb.simulate(0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module. Each compiled CPU program holds
+    memory mappings; the full suite grew past the kernel's vm.max_map_count (65,530: about
+    5,000 mappings per module) and XLA's compiler segfaulted late in the run (CI exit 139)."""
+    yield
+    import jax
+
+    jax.clear_caches()
+
+
 @pytest.fixture(autouse=True)
 def _no_persistent_cache():
     """No test may leave JAX's persistent compilation cache on: the CLI switches it on
