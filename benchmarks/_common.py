@@ -112,3 +112,12 @@ def named_predictions(names, proba, truth):
         mapped.update({free[i]: left[j] for i, j in zip(r, c)})
     pred = np.array([mapped.get(k, f"unmatched {names[k]}") for k in lab], dtype=object)
     return pred, proba[np.arange(lab.size), lab]
+
+
+def release_compiled_programs() -> None:
+    """Drop JAX's compiled programs between sections: every compiled CPU program holds memory
+    mappings, and a long run of fits grows past the kernel's vm.max_map_count (65,530), after
+    which XLA's compiler crashes (seen in the test suite, about 5,000 mappings per test module)."""
+    import jax
+
+    jax.clear_caches()

@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from _common import markdown_table, pca_gmm, pca_kmeans, write_json
+from _common import release_compiled_programs, markdown_table, pca_gmm, pca_kmeans, write_json
 from datasets import her2st_protocol, her2st_sections
 
 import transst_bayes as tb
@@ -47,6 +47,7 @@ def run(sections, q=15, seed=0, methods=METHODS, svi=False, baselines=True):
     rows = []
     first_svi = True
     for sec in sections:
+        release_compiled_programs()
         target, source, K = her2st_protocol(sec)
         truth = target.obs["label"].to_numpy()
         row = {"section": sec, "K": K, "n": target.n_obs}

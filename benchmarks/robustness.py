@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from _common import markdown_table, write_json
+from _common import release_compiled_programs, markdown_table, write_json
 from datasets import her2st_protocol, load_her2st_section, load_wu2021, seqfish_protocol
 
 import transst_bayes as tb
@@ -46,6 +46,7 @@ def pairs(which=PAIRS):
 def run(which=PAIRS):
     rows = []
     for name, target, source, label, truth_key, opts in pairs(which):
+        release_compiled_programs()
         truth = target.obs[truth_key].astype(str).to_numpy()
         C = int(source.obs[label].nunique())
         for K in sorted({2, max(2, C // 2), C}):

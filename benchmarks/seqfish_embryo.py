@@ -32,7 +32,8 @@ import warnings
 
 import numpy as np
 
-from _common import markdown_table, pca_gmm, pca_kmeans, peak_rss_gb, write_json
+from _common import (markdown_table, pca_gmm, pca_kmeans, peak_rss_gb, release_compiled_programs,
+                     write_json)
 from datasets import seqfish_protocol, seqfish_sections
 
 import transst_bayes as tb
@@ -52,6 +53,7 @@ def scores(row, name, labels, truth, seconds=None):
 def run(sections, q=15, seed=0, svi=True, svi_steps=200, svi_rounds=30, svi_samples=100):
     rows = []
     for sec in sections:
+        release_compiled_programs()
         target, source, K = seqfish_protocol(sec)
         truth = target.obs[LABEL].to_numpy()
         p = target.n_vars

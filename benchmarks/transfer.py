@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 
 from _common import (label_transfer, markdown_table, named_predictions, pca_gmm,
+                     release_compiled_programs,
                      smooth_majority, standardised_pair, write_json)
 from datasets import her2st_protocol, her2st_sections, seqfish_protocol, seqfish_sections
 
@@ -47,6 +48,7 @@ def _score(row, name, pred, truth, conf=None, seconds=None):
 def run(data: str, sections, q=15, seed=0):
     rows = []
     for sec in sections:
+        release_compiled_programs()
         if data == "her2st":
             target, source, K = her2st_protocol(sec)
             label, opts = "label", {}
