@@ -8,6 +8,8 @@ domains are matched to the remaining labels by Hungarian matching); kappa (ancho
 Methods:
 * anchored (default): `fit_em(target, source, label_key, n_domains=K)` with every other setting
   at its default (domains="anchored", q = 15, genes by variance, pooled standardisation);
+* anchored two-stage: the same with variant="two_stage" (target loadings fixed after the
+  transfer step instead of re-fitted with the domains);
 * free: the same with domains="free" (the paper's model with this package's priors);
 * no transfer: transfer="none";
 * LR: multinomial logistic regression trained on the source's standardised expression;
@@ -33,7 +35,8 @@ from datasets import her2st_protocol, her2st_sections, seqfish_protocol, seqfish
 import transst_bayes as tb
 from svi import ece
 
-FITS = {"anchored": dict(), "free": dict(domains="free"), "no transfer": dict(transfer="none")}
+FITS = {"anchored": dict(), "anchored two-stage": dict(variant="two_stage"), "free": dict(domains="free"),
+        "no transfer": dict(transfer="none")}
 
 
 def _score(row, name, pred, truth, conf=None, seconds=None):
