@@ -28,8 +28,7 @@ import warnings
 import numpy as np
 
 from _common import (label_transfer, markdown_table, named_predictions, pca_gmm,
-                     release_compiled_programs,
-                     smooth_majority, standardised_pair, write_json)
+                     release_compiled_programs, smooth_majority, standardised_pair, write_json)
 from datasets import her2st_protocol, her2st_sections, seqfish_protocol, seqfish_sections
 
 import transst_bayes as tb
