@@ -2,7 +2,9 @@
 
 For each of the 8 sections: target = that section, source = the other seven with pathologist
 labels; K = number of labels left in the target; 2,000 genes by variance on the target; q = 15.
-Prints ARI per section and the mean for TransST (EM, default settings), its ablations and the
+Prints ARI per section and the mean for TransST (EM, default settings: anchored domains, the
+two-stage variant), its ablations (joint: loadings re-fitted with the domains; no transfer; the
+paper's settings) and the
 baselines (PCA + k-means, PCA + GMM) computed on the same preprocessed matrix, plus wall time.
 
 With ``--svi`` a column "TransST (SVI)" is added: ``fit_svi`` with ``guide="normal"``
@@ -34,7 +36,7 @@ from transst_bayes.data import DataSettings, prepare
 
 METHODS = {
     "TransST (EM)": dict(),
-    "two-stage": dict(variant="two_stage"),
+    "joint": dict(variant="joint"),
     "no transfer": dict(transfer="none"),
     "paper-style (cv, two-stage, k=5)": dict(transfer="cv", variant="two_stage", n_neighbors=5),
 }

@@ -7,9 +7,10 @@ against whether the spot's label is right (named domains are their source class;
 domains are matched to the remaining labels by Hungarian matching); kappa (anchored); seconds.
 Methods:
 * anchored (default): `fit_em(target, source, label_key, n_domains=K)` with every other setting
-  at its default (domains="anchored", q = 15, genes by variance, pooled standardisation);
-* anchored two-stage: the same with variant="two_stage" (target loadings fixed after the
-  transfer step instead of re-fitted with the domains);
+  at its default (domains="anchored", the two-stage variant: the factor scores under the
+  transfer step's loadings clustered; q = 15, genes by variance, pooled standardisation);
+* anchored joint: the same with variant="joint" (target loadings re-fitted with the domains,
+  z integrated out; the default before 2026-11-26);
 * free: the same with domains="free" (the paper's model with this package's priors);
 * no transfer: transfer="none";
 * LR: multinomial logistic regression trained on the source's standardised expression;
@@ -34,7 +35,7 @@ from datasets import her2st_protocol, her2st_sections, seqfish_protocol, seqfish
 import transst_bayes as tb
 from svi import ece
 
-FITS = {"anchored": dict(), "anchored two-stage": dict(variant="two_stage"), "free": dict(domains="free"),
+FITS = {"anchored": dict(), "anchored joint": dict(variant="joint"), "free": dict(domains="free"),
         "no transfer": dict(transfer="none")}
 
 

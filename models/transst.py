@@ -1,6 +1,8 @@
 """The TransST models as NumPyro programs (plates "spot", "gene", "factor", "domain").
 
-Every model has the signature `model(data, K, n_factors, batch_size=None, **options)`:
+`transst_model` (z integrated out, loadings under the transfer prior), `scores_model` (the
+two-stage form: the transferred factor scores clustered, loadings fixed), `no_transfer_model`,
+`explicit_z_model`. Every model has the signature `model(data, K, n_factors, batch_size=None, **options)`:
 - `data`: SpotData (X the standardised expression, field the Potts mean-field neighbour sums
   of the current responsibilities, W_s the source loadings or None);
 - `K` domains, `n_factors` q; `batch_size`: spots per minibatch (None: all spots).
@@ -62,6 +64,21 @@ def transst_model(data: SpotData, K: int, n_factors: int, batch_size=None, form:
         raise ValueError("transst_model needs source loadings (data.W_s); use no_transfer_model")
     W = transfer_loadings(data.W_s, form=form, tau=tau, tau_scale=tau_scale)
     _integrated_spots(data, W, K, n_factors, batch_size, domains, kappa)
+
+
+def scores_model(data: SpotData, K: int, n_factors: int, batch_size=None, domains: str = "free",
+                 kappa=None):
+    """The two-stage model (the default with a labeled source): data.X holds the target's
+    factor scores under the loadings of the transfer step (n, q), clustered as
+    v_j | y_j = k ~ N(mu_k, Sigma_k) under the mean-field Potts prior; the domains free or
+    anchored to source classes as in `transst_model`. The loadings are not sites here: they
+    stay at the transfer step's estimate."""
+    dt = data.X.dtype
+    mu, L = domain_distributions(K, n_factors, dt, data.prior, domains, kappa)
+    beta = smoothness()
+    with _spots(data, batch_size) as idx:
+        logits = mean_field_logits(beta, data.field[idx])
+        numpyro.sample("x", DomainMixture(logits, factor_components(mu, L)), obs=data.X[idx])
 
 
 def no_transfer_model(data: SpotData, K: int, n_factors: int, batch_size=None):

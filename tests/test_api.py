@@ -119,7 +119,7 @@ def test_transst_svi_method():
     src, tgt = tb.simulate(3, height=20, width=20, n_genes=200, n_factors=5, n_domains=3, shift_genes=20)
     out = tb.tl.transst(tgt, src, n_domains=3, method="svi", copy=True, n_factors=5,
                         steps_per_round=50, max_rounds=2, num_samples=20)
-    assert out.uns["transst"]["fit"]["posterior__W"].shape[0] == 20
+    assert out.uns["transst"]["fit"]["posterior__mu"].shape == (20, 3, 5)  # S draws, K, q
     tb.tl.markers(out)
     assert out.uns["transst_markers"]["n_draws"].iloc[0] == 20
     assert out.uns["transst_markers"]["lfsr"].between(0, 0.5).all()

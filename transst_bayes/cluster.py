@@ -1,11 +1,12 @@
 """Step 3: spatial clustering of the target with the Potts prior (EM with mean-field E-step).
 
 Variants:
-- "joint" (default): x_j | y_j = k ~ N(W_t mu_k, W_t Sigma_k W_t^T + Psi_t), z integrated out;
+- "joint" (the default for free domains): x_j | y_j = k ~ N(W_t mu_k, W_t Sigma_k W_t^T + Psi_t), z integrated out;
   W_t, psi_t (and tau^2 in "eb" mode) are updated with the domain parameters, W_t under the
   transfer prior toward W_s.
-- "two_stage": the published code's route: cluster fixed factor scores V with a Gaussian
-  mixture under the Potts prior.
+- "two_stage" (the default for anchored domains): the published code's route: cluster fixed
+  factor scores V (posterior means under the transfer step's loadings) with a Gaussian mixture
+  under the Potts prior.
 
 Each iteration: responsibilities by a chromatic mean-field sweep with the current beta; M-step for
 mu_k, Sigma_k (and W_t, psi_t, tau^2); a Newton step for beta on the mean-field
@@ -82,7 +83,7 @@ def pseudo_marginal(loglik, counts, beta):
 
 
 def _components(data, state: ClusterState, s: Settings):
-    if s.variant == "joint":
+    if s.variant != "two_stage":
         return F.components(F.precompute(data, state.W, state.psi), state.mu, state.Sigma,
                             data.shape[1])
     return F.gaussian_components(data, state.mu, state.Sigma)

@@ -35,7 +35,7 @@ class EMSettings:
 
     n_factors: int = 15
     transfer: str = "eb"  # "eb" | "cv" | "none"
-    variant: str = "joint"  # "joint" | "two_stage"
+    variant: str | None = None  # None: "two_stage" for anchored domains, else "joint"
     beta: float | None = None  # None: learned (pseudo-likelihood); a number: fixed
     beta_init: float = 1.0
     criterion: str = "hbic"
@@ -43,7 +43,7 @@ class EMSettings:
     max_iter: int = 100
     tol: float = 1e-4  # convergence: objective change below tol nats per spot
     source_max_iter: int = 100
-    transfer_max_iter: int = 30  # step 2 only initialises the joint step, which refines W_t
+    transfer_max_iter: int = 30  # step 2's loadings: final for two_stage, a start for joint
     n_mean_field: int = 1
     weight: float = 1.0
     seed: int = 0
@@ -55,7 +55,7 @@ class EMSettings:
             raise ValueError(f"domains must be one of {DOMAIN_MODES}, got {self.domains!r}")
         if self.transfer not in TRANSFER_MODES:
             raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
-        if self.variant not in VARIANTS:
+        if self.variant is not None and self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
@@ -79,6 +79,16 @@ def precision(dtype: str):
             from jax.experimental import enable_x64 as enable
         return enable(True)
     return contextlib.nullcontext()
+
+
+def resolve_variant(em: EMSettings, mode: str) -> str:
+    """The clustering variant a fit uses: `em.variant`, or by default "two_stage" for domains
+    anchored to a labeled source (the loadings stay where the transfer step put them; the joint
+    re-fit let the domains drift away from the source classes on seqFISH: README) and "joint"
+    (the paper's model) for free domains."""
+    if em.variant is not None:
+        return em.variant
+    return "two_stage" if mode != "none" and em.domains == "anchored" else "joint"
 
 
 def _check_k(Ks: Sequence[int], n: int) -> list[int]:
@@ -143,7 +153,7 @@ def fit_em(
     n_novel: int | Sequence[int] = DEFAULT_N_NOVEL,
     n_factors: int = 15,
     transfer: str = "eb",
-    variant: str = "joint",
+    variant: str | None = None,
     beta: float | None = None,
     criterion: str = "hbic",
     n_restarts: int = 3,
@@ -178,7 +188,9 @@ def fit_em(
         prior weighs more, a generalised-Bayes choice; the K table then uses the tempered
         objective).
     n_factors : q. transfer : "eb" (tau learned by empirical Bayes), "cv" (published lambda grid),
-        "none". variant : "joint" (default) or "two_stage". beta : None to learn the Potts
+        "none". variant : None (default: "two_stage" for anchored domains, "joint" for free ones),
+        "two_stage" (cluster the factor scores under the transfer step's loadings) or "joint"
+        (W_t re-fitted with the domains, z integrated out). beta : None to learn the Potts
         smoothness, or a fixed value. dtype : "float32" or "float64". progress_bar : a tqdm
         bar over the K tried.
     data_options : layer, source_layer, counts, target_sum, genes, n_genes, standardize,
@@ -236,7 +248,8 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
                               anchored, DEFAULT_K_NO_SOURCE), prep.X.shape[0])
     g = prep.graph
     graph = (jnp.asarray(g.nbr), jnp.asarray(g.mask, dt), jnp.asarray(g.colors))
-    data = X if em.variant == "joint" else tr.Z
+    variant = resolve_variant(em, mode)
+    data = tr.Z if variant == "two_stage" else X
     beta0 = em.beta if em.beta is not None else em.beta_init
     fits, plans = {}, {}
     bar = None
@@ -250,7 +263,7 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         plan = D.plan_domains(K, present, prep.source_classes, anchored)
         dprior = D.domain_prior(plan, None if src is None else src.mu,
                                 None if src is None else src.Sigma, q, dt)
-        s = Settings(K=K, variant=em.variant, mode=mode, learn_beta=em.beta is None,
+        s = Settings(K=K, variant=variant, mode=mode, learn_beta=em.beta is None,
                      max_iter=em.max_iter, tol=em.tol, n_colors=g.n_colors,
                      n_mean_field=em.n_mean_field, weight=float(em.weight),
                      learn_kappa=bool(plan.classes))
@@ -272,7 +285,7 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
             bar.update()
     if bar is not None:
         bar.close()
-    return {"source": src, "transfer": tr, "fits": fits, "plans": plans, "Ks": Ks,
+    return {"source": src, "transfer": tr, "fits": fits, "plans": plans, "Ks": Ks, "variant": variant,
             "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
 
@@ -359,7 +372,7 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
     src, tr = out["source"], out["transfer"]
     tau = float(np.sqrt(f.tau2)) if mode == "eb" else float(np.sqrt(tr.tau2)) if mode == "cv" else float("inf")
     settings = dict(asdict(em), **{f"data_{k}": v for k, v in asdict(ds).items()})
-    settings.update(transfer_used=mode, n_domains_tried=list(Ks), version=__version__,
+    settings.update(transfer_used=mode, variant_used=out["variant"], n_domains_tried=list(Ks), version=__version__,
                     domains_used="anchored" if plan.classes else "free")
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
     trace = np.asarray(f.trace)
@@ -367,8 +380,8 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         labels=np.asarray(f.labels, np.int64),
         proba=np.asarray(f.R, np.float64),
         factors=np.asarray(f.Z),
-        W_t=np.asarray(f.W) if em.variant == "joint" else np.asarray(tr.W),
-        psi=np.asarray(f.psi) if em.variant == "joint" else np.asarray(tr.psi),
+        W_t=np.asarray(tr.W) if out["variant"] == "two_stage" else np.asarray(f.W),
+        psi=np.asarray(tr.psi) if out["variant"] == "two_stage" else np.asarray(f.psi),
         mu=np.asarray(f.mu),
         Sigma=np.asarray(f.Sigma),
         tau=tau,

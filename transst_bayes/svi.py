@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Callable, Sequence
 
@@ -27,7 +27,7 @@ from . import factor as F
 from . import potts
 from . import plan as D
 from .fit import (DEFAULT_N_NOVEL, EMSettings, __version__, _data_settings, _fit_arrays, _inputs,
-                  _k_request, em_loglik, precision)
+                  _k_request, em_loglik, precision, resolve_variant)
 from .data import prepare
 from .guides import GUIDES
 from .result import TransSTResult, entropy
@@ -173,7 +173,11 @@ def fit_svi(
     """Fit a TransST model from `transst_bayes.models` (or your own in the same style) by SVI.
 
     model : `model(data: SpotData, K, n_factors, batch_size=None, **model_options)`; default
-        `models.transst_model` (form=`form`) with a source, `models.no_transfer_model` without.
+        `models.scores_model` for anchored domains (the two-stage variant, as `fit_em`: data.X
+        holds the transferred factor scores), `models.transst_model` (form=`form`) for free
+        domains with a source, `models.no_transfer_model` without. With `variant="two_stage"`
+        in `em_options`, a model's data.X is the factor scores; a model passed here otherwise
+        sees the expression (the EM warm start then uses the joint variant).
     guide : "delta" (MAP; reproduces fit_em), "normal" (AutoNormal), "lowrank"
         (AutoLowRankMultivariateNormal with a covariance factor of rank `rank`; NumPyro's
         default, sqrt of the ~p q latent dimensions, costs ~40x more per step on 2,000 genes).
@@ -215,10 +219,16 @@ def fit_svi(
         raise ValueError(f"batch_size={batch_size} is larger than the {n} target spots; lower it or pass None")
     mode = em.transfer if prep.X_source is not None else "none"
     opts = dict(model_options or {})
+    if model is not None and em.variant is None:
+        em = replace(em, variant="joint")  # a user's model sees the expression matrix
     if model is None:
-        model = M.transst_model if mode != "none" else M.no_transfer_model
-        if mode != "none":
+        if resolve_variant(em, mode) == "two_stage":
+            model = M.scores_model
+        elif mode != "none":
+            model = M.transst_model
             opts.setdefault("form", form)
+        else:
+            model = M.no_transfer_model
     with precision(dtype):
         out = _fit_arrays(prep, request, em, mode)
         Ks = out["Ks"]
@@ -236,7 +246,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     W_s = None if mode == "none" else out["source"].W
     g = prep.graph
     nbr, mask = jnp.asarray(g.nbr), jnp.asarray(g.mask, dt)
-    X = jnp.asarray(prep.X, dt)
+    X = out["transfer"].Z.astype(dt) if out["variant"] == "two_stage" else jnp.asarray(prep.X, dt)
     R = fit.R.astype(dt)
     plan = out["plans"][K]
     src = out["source"]
@@ -383,9 +393,12 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
     mu = mean.get("mu", np.asarray(out["fits"][chosen].mu))
     proba = f["proba"]
     dt = jnp.dtype(st.dtype)
-    factors = np.asarray(_mean_factors(*(jnp.asarray(a, dt) for a in (prep.X, W, psi, mu, Sigma, proba))))
-    if "z" in smp:
+    if out["variant"] == "two_stage":  # the scores the model clustered
+        factors = np.asarray(out["transfer"].Z)
+    elif "z" in smp:
         factors = smp["z"].mean(0)
+    else:
+        factors = np.asarray(_mean_factors(*(jnp.asarray(a, dt) for a in (prep.X, W, psi, mu, Sigma, proba))))
     plan = out["plans"][chosen]
     if "kappa" in smp:
         kappa = float(np.mean(smp["kappa"]))
@@ -402,7 +415,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
     src = out["source"]
     settings = dict(asdict(st), method="svi", model=getattr(model, "__name__", str(model)),
                     model_options={k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in opts.items()},
-                    transfer_used=mode, criterion=criterion, n_domains_tried=list(Ks), version=__version__,
+                    transfer_used=mode, variant_used=out["variant"], criterion=criterion, n_domains_tried=list(Ks), version=__version__,
                     em=asdict(em))
     return TransSTResult(
         labels=np.argmax(proba, axis=1).astype(np.int64),
