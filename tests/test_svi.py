@@ -22,7 +22,7 @@ def pair():
 @pytest.fixture(scope="module")
 def em(pair):
     src, tgt = pair
-    return tb.fit_em(tgt, src, n_domains=3, n_factors=5)
+    return tb.fit_em(tgt, src, n_domains=3, n_factors=5, variant="joint")  # the model of form=...
 
 
 def _truth(tgt):
@@ -139,7 +139,7 @@ def test_minibatch_intervals_cover():
 def test_lowrank_guide(pair, em):
     """AutoLowRankMultivariateNormal with a rank-3 factor: the EM labels, correlated draws."""
     src, tgt = pair
-    r = tb.fit_svi(tgt, src, n_domains=3, guide="lowrank", rank=3, **FAST)
+    r = tb.fit_svi(tgt, src, n_domains=3, guide="lowrank", rank=3, form="global", **FAST)
     assert r.settings["rank"] == 3 and r.settings["guide"] == "lowrank"
     assert tb.adjusted_rand_index(r.labels, em.labels) >= 0.95
     W = r.posterior["W"].reshape(FAST["num_samples"], -1)

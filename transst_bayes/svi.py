@@ -151,7 +151,7 @@ def fit_svi(
     n_novel: int | Sequence[int] = DEFAULT_N_NOVEL,
     model: Callable | None = None,
     guide: str = "normal",
-    form: str = "global",
+    form: str | None = None,
     model_options: dict | None = None,
     n_factors: int = 15,
     criterion: str = "loo",
@@ -174,10 +174,14 @@ def fit_svi(
 
     model : `model(data: SpotData, K, n_factors, batch_size=None, **model_options)`; default
         `models.scores_model` for anchored domains (the two-stage variant, as `fit_em`: data.X
-        holds the transferred factor scores), `models.transst_model` (form=`form`) for free
-        domains with a source, `models.no_transfer_model` without. With `variant="two_stage"`
-        in `em_options`, a model's data.X is the factor scores; a model passed here otherwise
-        sees the expression (the EM warm start then uses the joint variant).
+        holds the transferred factor scores, the loadings stay at the transfer step's),
+        `models.transst_model` for free domains with a source, `models.no_transfer_model`
+        without. With `variant="two_stage"` in `em_options`, a model's data.X is the factor
+        scores; a model passed here otherwise sees the expression (the EM warm start then uses
+        the joint variant).
+    form : None, or the transfer prior on the loadings ("ridge" | "global" | "horseshoe"): given,
+        the loadings are fitted with the domains (`models.transst_model`, the joint variant),
+        whatever the domain mode; None: "global" where that model is the default.
     guide : "delta" (MAP; reproduces fit_em), "normal" (AutoNormal), "lowrank"
         (AutoLowRankMultivariateNormal with a covariance factor of rank `rank`; NumPyro's
         default, sqrt of the ~p q latent dimensions, costs ~40x more per step on 2,000 genes).
@@ -202,7 +206,7 @@ def fit_svi(
     st.check()
     if criterion not in ("loo", "waic", "bic", "mbic", "hbic", "icl"):
         raise ValueError(f"criterion must be 'loo', 'waic', 'bic', 'mbic', 'hbic' or 'icl', got {criterion!r}")
-    if form not in M.FORMS:
+    if form is not None and form not in M.FORMS:
         raise ValueError(f"form must be one of {M.FORMS}, got {form!r}")
     em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
     em.check()
@@ -219,14 +223,14 @@ def fit_svi(
         raise ValueError(f"batch_size={batch_size} is larger than the {n} target spots; lower it or pass None")
     mode = em.transfer if prep.X_source is not None else "none"
     opts = dict(model_options or {})
-    if model is not None and em.variant is None:
-        em = replace(em, variant="joint")  # a user's model sees the expression matrix
+    if (model is not None or form is not None) and em.variant is None:
+        em = replace(em, variant="joint")  # a user's model, or a loadings prior: the expression
     if model is None:
         if resolve_variant(em, mode) == "two_stage":
             model = M.scores_model
         elif mode != "none":
             model = M.transst_model
-            opts.setdefault("form", form)
+            opts.setdefault("form", form or "global")
         else:
             model = M.no_transfer_model
     with precision(dtype):
