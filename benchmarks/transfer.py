@@ -17,7 +17,11 @@ Methods:
   LR + smooth: its labels after one majority vote over each spot and its 6 nearest spots;
 * PCA + GMM: a Gaussian mixture on 15 principal components of the target.
 
-    python benchmarks/transfer.py --data her2st|seqfish [--sections ...] [--json out.json]
+With ``--preprocessing`` the fitted columns are instead the default anchored fit under each
+gene selection / standardisation (variance + pooled: the default; genes="source";
+standardize="separate"; both), to choose those defaults by evidence.
+
+    python benchmarks/transfer.py --data her2st|seqfish [--sections ...] [--preprocessing] [--json out.json]
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from svi import ece
 
 FITS = {"anchored": dict(), "anchored joint": dict(variant="joint"), "free": dict(domains="free"),
         "no transfer": dict(transfer="none")}
+PREPROCESSING = {"anchored": dict(), "genes=source": dict(genes="source"),
+                 "separate": dict(standardize="separate"),
+                 "source + separate": dict(genes="source", standardize="separate")}
 
 
 def _score(row, name, pred, truth, conf=None, seconds=None):
@@ -48,7 +55,7 @@ def _score(row, name, pred, truth, conf=None, seconds=None):
         row[f"{name} s"] = seconds
 
 
-def run(data: str, sections, q=15, seed=0):
+def run(data: str, sections, q=15, seed=0, fits=FITS):
     rows = []
     for sec in sections:
         release_compiled_programs()
@@ -60,7 +67,7 @@ def run(data: str, sections, q=15, seed=0):
             label, opts = "celltype", dict(n_genes=target.n_vars)
         truth = target.obs[label].astype(str).to_numpy()
         row = {"section": sec, "K": K, "n": target.n_obs}
-        for name, kw in FITS.items():
+        for name, kw in fits.items():
             t0 = time.perf_counter()
             res = tb.fit_em(target, source, label, n_domains=K, n_factors=q, seed=seed, **opts, **kw)
             dt = time.perf_counter() - t0
@@ -89,22 +96,24 @@ def main():
     ap.add_argument("--q", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--preprocessing", action="store_true")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     sections = args.sections or (her2st_sections() if args.data == "her2st" else seqfish_sections())
     t0 = time.perf_counter()
-    rows = run(args.data, sections, args.q, args.seed)
+    fits = PREPROCESSING if args.preprocessing else FITS
+    rows = run(args.data, sections, args.q, args.seed, fits)
     mean = {"section": "mean", "K": "", "n": ""}
     for c in rows[0]:
         if isinstance(rows[0][c], float):
             mean[c] = float(np.nanmean([np.nan if r[c] is None else r[c] for r in rows]))
-    methods = list(FITS) + ["LR", "LR + smooth", "PCA + GMM"]
+    methods = list(fits) + ["LR", "LR + smooth", "PCA + GMM"]
     for metric in ("ARI", "NMI"):
         print(f"\n{metric}")
         print(markdown_table(rows + [mean], ["section", "K", "n"] + [f"{m} {metric}" for m in methods]))
     print("\nECE of the per-spot maximum probability, kappa, seconds per fit")
-    cols = ["section"] + [f"{m} ECE" for m in list(FITS) + ["LR"]] + ["kappa"] + [f"{m} s" for m in FITS]
-    print(markdown_table(rows + [mean], cols, {f"{m} s": "{:.1f}" for m in FITS}))
+    cols = ["section"] + [f"{m} ECE" for m in list(fits) + ["LR"]] + ["kappa"] + [f"{m} s" for m in fits]
+    print(markdown_table(rows + [mean], cols, {f"{m} s": "{:.1f}" for m in fits}))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     write_json(args.json, {"rows": rows, "mean": mean})
 
