@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import time
 from functools import partial
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import calibration as C
 from .cluster import VARIANTS, ClusterState, Settings, fit_cluster, init_state
 from .data import DataSettings, Prepared, as_anndata, prepare
 from .linalg import kmeans
@@ -162,6 +163,7 @@ def fit_em(
     seed: int = 0,
     dtype: str = "float32",
     weight: float = 1.0,
+    calibrate: str | float = "auto",
     progress_bar: bool = False,
     source_labels=None,
     spatial=None,
@@ -187,6 +189,13 @@ def fit_em(
     weight : power on the expression likelihood (1: the model; < 1 tempers it so that the Potts
         prior weighs more, a generalised-Bayes choice; the K table then uses the tempered
         objective).
+    calibrate : "auto" (default): when the labeled source has several sections (obs column
+        `source_batch_key`, else the first of "library_id", "section", "sample", "batch" with two
+        or more values) and spatial coordinates, each is held out and fitted from the others,
+        and the temperature that calibrates those fits' per-spot probabilities against their
+        labels is applied to `proba` (labels unchanged); otherwise probabilities are the
+        model's (`info["calibration"]` says why). "none": the model's probabilities. A number
+        T > 0: that temperature. `info["temperature"]` holds the one used.
     n_factors : q. transfer : "eb" (tau learned by empirical Bayes), "cv" (published lambda grid),
         "none". variant : None (default: "two_stage" for anchored domains, "joint" for free ones),
         "two_stage" (cluster the factor scores under the transfer step's loadings) or "joint"
@@ -201,6 +210,7 @@ def fit_em(
                     criterion=criterion, n_restarts=n_restarts, max_iter=max_iter, tol=tol,
                     seed=seed, dtype=dtype, weight=weight, domains=domains)
     em.check()
+    check_calibrate(calibrate)
     ds = _data_settings(dict(data_options, dtype=dtype))
     request = _k_request(n_domains, n_novel)
     target, source = _inputs(target, source, source_labels, spatial)
@@ -216,8 +226,54 @@ def fit_em(
     with precision(dtype):
         out = _fit_arrays(prep, request, em, mode, progress_bar)
         res = _assemble(prep, out, em, ds, mode)
+    T, res.info["calibration"], res.info["calibration_ece"] = temperature(
+        calibrate, source if mode != "none" else None, label_key, em, ds)
+    res.proba = C.temper(res.proba, T)
+    res.info["temperature"] = T
     res.info["seconds"] = time.perf_counter() - t0
     return res
+
+
+def check_calibrate(calibrate) -> None:
+    if isinstance(calibrate, str):
+        if calibrate not in ("auto", "none"):
+            raise ValueError(f"calibrate must be 'auto', 'none' or a temperature > 0, got {calibrate!r}")
+    elif isinstance(calibrate, bool) or not isinstance(calibrate, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(calibrate) or calibrate <= 0:
+        raise ValueError(f"calibrate must be 'auto', 'none' or a finite temperature > 0, got {calibrate!r}")
+
+
+def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:
+    """The temperature of the per-spot probabilities, how it was found, and the held-out fits'
+    pooled ECE at T = 1 and at the chosen T (None when no held-out fits were made)."""
+    if not isinstance(calibrate, str):
+        return float(calibrate), "fixed temperature", None
+    if calibrate == "none":
+        return 1.0, "none (calibrate='none')", None
+    if source is None:
+        return 1.0, "none: no labeled source to calibrate on", None
+    key = C.section_key(source, ds.source_batch_key)
+    if key is None or source.obs[key].nunique() < 2:
+        return 1.0, ("none: the source has one section; name its sections' obs column with "
+                     "source_batch_key=... to calibrate on held-out sections"), None
+    if ds.spatial_key not in source.obsm:
+        return 1.0, f"none: the source has no coordinates in obsm[{ds.spatial_key!r}]", None
+    inner = replace(ds, layer=ds.source_layer or ds.layer, library_key=None,
+                    graph_key=DataSettings.graph_key)
+    opts = {k: v for k, v in asdict(inner).items() if k != "dtype"}
+
+    def fit(tgt, src, lk, K):
+        return fit_em(tgt, src, lk, n_domains=K, domains=em.domains, n_factors=em.n_factors,
+                      transfer=em.transfer, variant=em.variant, beta=em.beta, n_restarts=em.n_restarts,
+                      max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
+                      calibrate="none", **opts)
+
+    held = C.held_out_fits(source, label_key, key, ds.spatial_key, fit)
+    if not held:
+        return 1.0, f"none: no section of source.obs[{key!r}] could be fitted on its own", None
+    T, e = C.choose_temperature(held)
+    return T, (f"held-out source sections ({key}: {len(held)} fits; their ECE {e[0]:.3f} at T = 1, "
+               f"{float(e.min()):.3f} at T = {T:.2f})"), [float(e[0]), float(e.min())]
 
 
 def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,

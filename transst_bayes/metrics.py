@@ -1,4 +1,5 @@
-"""Clustering scores without extra dependencies: ARI, NMI, Hungarian alignment."""
+"""Scores without extra dependencies: ARI, NMI, Hungarian alignment, calibration error, and
+named domains read as labels."""
 
 from __future__ import annotations
 
@@ -50,3 +51,35 @@ def align_labels(labels, reference, K: int | None = None) -> np.ndarray:
     perm = np.arange(K)
     perm[r] = c
     return perm
+
+
+def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
+    """ECE: sum over equal-width confidence bins of (share of spots) x |mean confidence - accuracy|."""
+    confidence, correct = np.asarray(confidence, float), np.asarray(correct, float)
+    idx = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)) - 1, 0, bins - 1)
+    out = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            out += m.mean() * abs(confidence[m].mean() - correct[m].mean())
+    return float(out)
+
+
+def named_predictions(names, proba, truth):
+    """Each domain's label: its own name when that is a label of the truth, else (novel or free
+    domains) the label it overlaps most by Hungarian matching among the labels left. Returns the
+    predicted label per spot (its most probable domain's) and that domain's probability."""
+    names = [str(n) for n in names]
+    truth = np.asarray(truth).astype(str)
+    proba = np.asarray(proba)
+    labels = list(np.unique(truth))
+    lab = np.argmax(proba, axis=1)
+    mapped = {k: n for k, n in enumerate(names) if n in labels}
+    free = [k for k in range(len(names)) if k not in mapped]
+    left = [lb for lb in labels if lb not in mapped.values()]
+    if free and left:
+        M = np.array([[np.sum((lab == k) & (truth == lb)) for lb in left] for k in free])
+        r, c = linear_sum_assignment(-M)
+        mapped.update({free[i]: left[j] for i, j in zip(r, c)})
+    pred = np.array([mapped.get(k, f"unmatched {names[k]}") for k in lab], dtype=object)
+    return pred, proba[np.arange(lab.size), lab]

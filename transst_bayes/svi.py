@@ -26,8 +26,9 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from . import factor as F
 from . import potts
 from . import plan as D
+from . import calibration as C
 from .fit import (DEFAULT_N_NOVEL, EMSettings, __version__, _data_settings, _fit_arrays, _inputs,
-                  _k_request, em_loglik, precision, resolve_variant)
+                  _k_request, check_calibrate, em_loglik, precision, resolve_variant, temperature)
 from .data import prepare
 from .guides import GUIDES
 from .result import TransSTResult, entropy
@@ -165,6 +166,7 @@ def fit_svi(
     progress_bar: bool = False,
     seed: int = 0,
     dtype: str = "float32",
+    calibrate: str | float = "auto",
     em_options: dict | None = None,
     source_labels=None,
     spatial=None,
@@ -194,6 +196,8 @@ def fit_svi(
     n_domains : K or a list of K (None: as in `fit_em`); with several, K is chosen by `criterion`: "loo" / "waic"
         (ArviZ, from the per-spot log-likelihood over posterior draws) or "bic" / "mbic" /
         "hbic" / "icl" (from the EM warm start).
+    calibrate : as in `fit_em` ("auto": a temperature from EM fits of held-out source sections,
+        applied to every posterior draw's domain probabilities before they are averaged).
     Returns a TransSTResult with posterior draws of the globals in `.posterior`, the per-spot
     log-likelihood per draw in `.spot_loglik`, and domain probabilities averaged over draws.
     """
@@ -210,6 +214,7 @@ def fit_svi(
         raise ValueError(f"form must be one of {M.FORMS}, got {form!r}")
     em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
     em.check()
+    check_calibrate(calibrate)
     ds = _data_settings(dict(data_options, dtype=dtype))
     request = _k_request(n_domains, n_novel)
     target, source = _inputs(target, source, source_labels, spatial)
@@ -238,6 +243,14 @@ def fit_svi(
         Ks = out["Ks"]
         fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar) for K in Ks}
         res = _assemble_svi(prep, out, fits, Ks, st, em, mode, criterion, opts, model)
+    # the temperature is found by EM fits of held-out source sections (calibration.py) and
+    # tempers each posterior draw's probabilities before they are averaged; labels stay the
+    # argmax of the model's average
+    T, res.info["calibration"], res.info["calibration_ece"] = temperature(
+        calibrate, source if mode != "none" else None, label_key, em, ds)
+    dlp = np.asarray(fits[res.n_domains]["dlp"], np.float64)
+    res.proba = C.temper(np.exp(dlp - np.logaddexp.reduce(dlp, axis=-1, keepdims=True)), T).mean(axis=0)
+    res.info["temperature"] = T
     res.info["seconds"] = time.perf_counter() - t0
     return res
 

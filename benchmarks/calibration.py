@@ -1,0 +1,88 @@
+"""Calibration on real tissue (issue 12): the default fit's per-spot domain probabilities, which
+are tempered by a temperature chosen on held-out *source* sections (transst_bayes.calibration:
+each source section fitted as a target from the others; the T of p_T(k) ~ p(k)^(1/T) with the
+least pooled ECE against their labels), against the model's own probabilities
+(`calibrate="none"`), on the protocols of benchmarks/transfer.py. Tempering keeps every spot's
+most probable domain, so ARI is the same in both.
+
+Printed per target: T, the held-out sections' ECE at T = 1 and at T (from
+`res.info["calibration"]`), the target's accuracy, mean maximum probability and ECE with and
+without calibration (named domains read as their class, others by Hungarian matching, as in
+transfer.py), ARI, and the seconds of the calibrated fit (held-out fits included).
+
+    python benchmarks/calibration.py --data her2st|seqfish [--sections ...] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from _common import markdown_table, release_compiled_programs, write_json
+from datasets import her2st_protocol, her2st_sections, seqfish_protocol, seqfish_sections
+
+import transst_bayes as tb
+from transst_bayes.metrics import expected_calibration_error, named_predictions
+
+
+def _scored(res, truth):
+    pred, conf = named_predictions(res.names, res.proba, truth)
+    return pred == truth, conf
+
+
+def run(data: str, sections, seed=0):
+    rows = []
+    for sec in sections:
+        release_compiled_programs()
+        if data == "her2st":
+            target, source, K = her2st_protocol(sec)
+            label, opts = "label", {}
+        else:
+            target, source, K = seqfish_protocol(sec)
+            label, opts = "celltype", dict(n_genes=target.n_vars)
+        truth = target.obs[label].astype(str).to_numpy()
+        raw = tb.fit_em(target, source, label, n_domains=K, seed=seed, calibrate="none", **opts)
+        t0 = time.perf_counter()
+        cal = tb.fit_em(target, source, label, n_domains=K, seed=seed, **opts)
+        secs = time.perf_counter() - t0
+        ok, conf = _scored(raw, truth)
+        okT, confT = _scored(cal, truth)
+        held = cal.info["calibration_ece"] or [np.nan, np.nan]
+        rows.append({"section": sec, "T": cal.info["temperature"], "held-out ECE (T=1)": held[0],
+                     "held-out ECE (T)": held[1], "accuracy": float(ok.mean()),
+                     "mean max p": float(conf.mean()), "ECE": expected_calibration_error(conf, ok),
+                     "mean max p (calibrated)": float(confT.mean()),
+                     "ECE (calibrated)": expected_calibration_error(confT, okT),
+                     "ARI": tb.adjusted_rand_index(cal.labels, truth),
+                     "ARI uncalibrated": tb.adjusted_rand_index(raw.labels, truth), "s": secs})
+        print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
+              flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", choices=("her2st", "seqfish"), required=True)
+    ap.add_argument("--sections", nargs="*", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    sections = args.sections or (her2st_sections() if args.data == "her2st" else seqfish_sections())
+    t0 = time.perf_counter()
+    rows = run(args.data, sections, args.seed)
+    mean = {"section": "mean"}
+    for c, v in rows[0].items():
+        if isinstance(v, float):
+            mean[c] = float(np.mean([r[c] for r in rows]))
+    cols = list(rows[0])
+    print(markdown_table(rows + [mean], cols, {"s": "{:.0f}", "T": "{:.2f}"}))
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    write_json(args.json, {"rows": rows, "mean": mean})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Calibration of the per-spot domain probabilities by a temperature chosen on held-out source
+sections (transst_bayes.calibration)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import transst_bayes as tb
+from transst_bayes import calibration as C
+from transst_bayes.metrics import expected_calibration_error
+
+
+def test_temper_keeps_the_argmax_and_spans_identity_to_uniform():
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.full(5, 0.3), size=200)
+    np.testing.assert_allclose(C.temper(P, 1.0), P, atol=1e-12)
+    for T in (0.5, 3.0, 40.0):
+        Q = C.temper(P, T)
+        np.testing.assert_allclose(Q.sum(1), 1.0, atol=1e-12)
+        np.testing.assert_array_equal(Q.argmax(1), P.argmax(1))
+    assert C.temper(P, 3.0).max(1).mean() < P.max(1).mean()
+    np.testing.assert_allclose(C.temper(P, 1e9), 0.2, atol=1e-6)
+
+
+def test_ece_against_a_hand_computed_value():
+    conf = np.array([0.95, 0.95, 0.95, 0.95, 0.55, 0.55])
+    ok = np.array([1, 1, 1, 0, 1, 0])
+    # bin [0.9, 1.0]: 4/6 x |0.95 - 0.75|; bin [0.5, 0.6): 2/6 x |0.55 - 0.5|
+    assert expected_calibration_error(conf, ok) == pytest.approx(4 / 6 * 0.2 + 2 / 6 * 0.05)
+
+
+def test_choose_temperature_recovers_a_planted_overconfidence():
+    """Labels drawn from softmax(logits); the reported probabilities softmax(4 x logits) are
+    overconfident by T0 = 4: the chosen temperature is within 25% of 4 and calibrates."""
+    rng = np.random.default_rng(1)
+    n, K, T0 = 6000, 4, 4.0
+    logits = rng.normal(0.0, 1.5, size=(n, K))
+    p_true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    truth = np.array([str(rng.choice(K, p=p)) for p in p_true])
+    reported = C.temper(p_true, 1.0 / T0)
+    names = [str(k) for k in range(K)]
+    held = [(names, reported[: n // 2], truth[: n // 2]), (names, reported[n // 2:], truth[n // 2:])]
+    T, e = C.choose_temperature(held)
+    assert abs(np.log(T / T0)) < np.log(1.25), T
+    assert e[0] > 0.15 and e.min() < 0.03
+
+
+def _two_section_pair():
+    src, tgt = tb.simulate(0, height=20, width=20, n_genes=200, n_factors=5, n_domains=3, error=3.0)
+    src.obs["section"] = np.where(src.obsm["spatial"][:, 0] < 10, "left", "right")
+    return src, tgt
+
+
+def test_fit_em_calibrates_on_held_out_source_sections_and_keeps_labels():
+    src, tgt = _two_section_pair()
+    kw = dict(n_domains=3, n_factors=5)
+    raw = tb.fit_em(tgt, src, calibrate="none", **kw)
+    cal = tb.fit_em(tgt, src, **kw)
+    assert raw.info["temperature"] == 1.0 and raw.info["calibration"].startswith("none")
+    assert cal.info["calibration"].startswith("held-out source sections (section: 2 fits"), cal.info
+    T = cal.info["temperature"]
+    np.testing.assert_array_equal(cal.labels, raw.labels)
+    np.testing.assert_allclose(cal.proba, C.temper(raw.proba, T), atol=1e-6)
+    fixed = tb.fit_em(tgt, src, calibrate=3.0, **kw)
+    assert fixed.info["temperature"] == 3.0 and fixed.maxprob.mean() < raw.maxprob.mean()
+
+
+def test_without_sections_the_probabilities_are_the_models_and_the_reason_is_given():
+    src, tgt = tb.simulate(0, height=20, width=20, n_genes=200, n_factors=5, n_domains=3)
+    res = tb.fit_em(tgt, src, n_domains=3, n_factors=5)
+    assert res.info["temperature"] == 1.0
+    assert "source_batch_key" in res.info["calibration"]
+    alone = tb.fit_em(tgt, n_domains=3, n_factors=5)
+    assert alone.info["calibration"] == "none: no labeled source to calibrate on"
+
+
+@pytest.mark.parametrize("bad", ["x", 0, -1.0, float("nan"), True])
+def test_bad_calibrate_is_named(bad):
+    src, tgt = tb.simulate(0, height=10, width=10, n_genes=50, n_factors=3, n_domains=2)
+    with pytest.raises(ValueError, match="calibrate"):
+        tb.fit_em(tgt, src, n_domains=2, n_factors=3, calibrate=bad)
+
+
+def test_unknown_source_batch_key_is_named():
+    src, tgt = _two_section_pair()
+    with pytest.raises(ValueError, match="source_batch_key='nope'"):
+        tb.fit_em(tgt, src, n_domains=3, n_factors=5, source_batch_key="nope")
