@@ -93,27 +93,6 @@ def smooth_majority(labels, coords, k=6):
     return codes[np.argmax(votes, axis=1)]
 
 
-def named_predictions(names, proba, truth):
-    """Each domain's label: its own name when that is a label of the truth, else (novel or free
-    domains) the label it overlaps most by Hungarian matching among the labels left. Returns the
-    predicted label per spot and its probability (the domain's)."""
-    from scipy.optimize import linear_sum_assignment
-
-    names = [str(n) for n in names]
-    truth = np.asarray(truth).astype(str)
-    labels = list(np.unique(truth))
-    lab = np.argmax(proba, axis=1)
-    mapped = {k: n for k, n in enumerate(names) if n in labels}
-    free = [k for k in range(len(names)) if k not in mapped]
-    left = [l for l in labels if l not in mapped.values()]
-    if free and left:
-        M = np.array([[np.sum((lab == k) & (truth == l)) for l in left] for k in free])
-        r, c = linear_sum_assignment(-M)
-        mapped.update({free[i]: left[j] for i, j in zip(r, c)})
-    pred = np.array([mapped.get(k, f"unmatched {names[k]}") for k in lab], dtype=object)
-    return pred, proba[np.arange(lab.size), lab]
-
-
 def release_compiled_programs() -> None:
     """Drop JAX's compiled programs between sections: every compiled CPU program holds memory
     mappings, and a long run of fits grows past the kernel's vm.max_map_count (65,530), after

@@ -32,11 +32,12 @@ import warnings
 
 import numpy as np
 
-from _common import (label_transfer, markdown_table, named_predictions, pca_gmm,
+from _common import (label_transfer, markdown_table, pca_gmm,
                      release_compiled_programs, smooth_majority, standardised_pair, write_json)
 from datasets import her2st_protocol, her2st_sections, seqfish_protocol, seqfish_sections
 
 import transst_bayes as tb
+from transst_bayes.metrics import named_predictions
 from svi import ece
 
 FITS = {"anchored": dict(), "anchored joint": dict(variant="joint"), "free": dict(domains="free"),
