@@ -62,6 +62,8 @@ def test_fit_em_calibrates_on_held_out_source_sections_and_keeps_labels():
     T = cal.info["temperature"]
     np.testing.assert_array_equal(cal.labels, raw.labels)
     np.testing.assert_allclose(cal.proba, C.temper(raw.proba, T), atol=1e-6)
+    ad = cal.to_anndata(tgt.copy())
+    assert ad.uns["transst"]["temperature"] == T and "held-out" in ad.uns["transst"]["calibration"]
     fixed = tb.fit_em(tgt, src, calibrate=3.0, **kw)
     assert fixed.info["temperature"] == 3.0 and fixed.maxprob.mean() < raw.maxprob.mean()
 

@@ -192,7 +192,8 @@ def _fit(args) -> int:
     counts = target.obs[args.key_added].value_counts().sort_index()
     print(f"fitted {target.n_obs} spots ({args.method}) in {secs:.1f} s: K = {uns['n_domains']}, "
           f"beta = {uns['beta']:.2f}, tau = {uns['tau']:.4g}, kappa = {uns['kappa']:.4g}, mean max probability = "
-          f"{target.obs[args.key_added + '_maxprob'].mean():.3f}")
+          f"{target.obs[args.key_added + '_maxprob'].mean():.3f} (temperature {uns['temperature']:.3g}; "
+          f"calibration: {uns['calibration']})")
     print("spots per domain: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     _print_k_table(json.loads(uns["k_table"]))
     print(f"wrote {out} (obs['{args.key_added}'], uns['{args.key_added}_markers'], ...)")

@@ -120,6 +120,8 @@ class TransSTResult:
             "beta": float(self.beta),
             "tau": float(self.tau),
             "kappa": float("nan") if self.kappa is None else float(self.kappa),
+            "temperature": float(self.info.get("temperature", 1.0)),  # of proba (calibration)
+            "calibration": str(self.info.get("calibration", "")),
             "domain_names": np.asarray(self.names, dtype=str),
             "n_domains": K,
             "k_table": json.dumps(self.k_table),
