@@ -52,20 +52,39 @@ def _two_section_pair():
     return src, tgt
 
 
-def test_fit_em_calibrates_on_held_out_source_sections_and_keeps_labels():
+@pytest.fixture(scope="module")
+def calibrated():
     src, tgt = _two_section_pair()
+    return src, tgt, tb.fit_em(tgt, src, n_domains=3, n_factors=5)
+
+
+def test_fit_em_calibrates_on_held_out_source_sections_and_keeps_labels(calibrated):
+    src, tgt, cal = calibrated
     kw = dict(n_domains=3, n_factors=5)
     raw = tb.fit_em(tgt, src, calibrate="none", **kw)
-    cal = tb.fit_em(tgt, src, **kw)
     assert raw.info["temperature"] == 1.0 and raw.info["calibration"].startswith("none")
     assert cal.info["calibration"].startswith("held-out source sections (section: 2 fits"), cal.info
     T = cal.info["temperature"]
     np.testing.assert_array_equal(cal.labels, raw.labels)
     np.testing.assert_allclose(cal.proba, C.temper(raw.proba, T), atol=1e-6)
-    ad = cal.to_anndata(tgt.copy())
+    ad = tgt.copy()
+    cal.to_anndata(ad)
     assert ad.uns["transst"]["temperature"] == T and "held-out" in ad.uns["transst"]["calibration"]
     fixed = tb.fit_em(tgt, src, calibrate=3.0, **kw)
     assert fixed.info["temperature"] == 3.0 and fixed.maxprob.mean() < raw.maxprob.mean()
+
+
+def test_fit_svi_tempers_every_draw_by_the_same_temperature(calibrated):
+    src, tgt, em = calibrated
+    r = tb.fit_svi(tgt, src, n_domains=3, n_factors=5, steps_per_round=10, max_rounds=1, num_samples=5)
+    assert r.info["temperature"] == em.info["temperature"]
+    assert r.info["calibration"] == em.info["calibration"]
+    raw = tb.fit_svi(tgt, src, n_domains=3, n_factors=5, steps_per_round=10, max_rounds=1, num_samples=5,
+                     calibrate="none")
+    np.testing.assert_array_equal(r.labels, raw.labels)
+    np.testing.assert_allclose(r.proba.sum(1), 1.0, atol=1e-6)
+    if em.info["temperature"] > 1.0:
+        assert r.maxprob.mean() < raw.maxprob.mean()
 
 
 def test_without_sections_the_probabilities_are_the_models_and_the_reason_is_given():
