@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 
 from _common import markdown_table, release_compiled_programs, write_json
-from datasets import her2st_protocol, her2st_sections, seqfish_protocol, seqfish_sections
+from datasets import her2st_sections, seqfish_sections, transfer_protocol
 
 import transst_bayes as tb
 from transst_bayes.metrics import expected_calibration_error, named_predictions
@@ -37,12 +37,7 @@ def run(data: str, sections, seed=0):
     rows = []
     for sec in sections:
         release_compiled_programs()
-        if data == "her2st":
-            target, source, K = her2st_protocol(sec)
-            label, opts = "label", {}
-        else:
-            target, source, K = seqfish_protocol(sec)
-            label, opts = "celltype", dict(n_genes=target.n_vars)
+        target, source, K, label, opts = transfer_protocol(data, sec)
         truth = target.obs[label].astype(str).to_numpy()
         raw = tb.fit_em(target, source, label, n_domains=K, seed=seed, calibrate="none", **opts)
         t0 = time.perf_counter()

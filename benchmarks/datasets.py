@@ -208,3 +208,13 @@ def seqfish_protocol(target_section: str) -> tuple[ad.AnnData, ad.AnnData, int]:
 def load_wu2021() -> ad.AnnData:
     """Load the Wu et al. 2021 scRNA-seq tumour CID4465 (raw counts; obs celltype_major etc.)."""
     return ad.read_h5ad(data_dir() / _WU2021_FILE)
+
+
+def transfer_protocol(data: str, section: str) -> tuple:
+    """(target, source, K, label_key, data options) of the real-data transfer protocols:
+    HER2ST leave one section out, or seqFISH one section against the other embryos (all genes)."""
+    if data == "her2st":
+        target, source, K = her2st_protocol(section)
+        return target, source, K, "label", {}
+    target, source, K = seqfish_protocol(section)
+    return target, source, K, "celltype", dict(n_genes=target.n_vars)

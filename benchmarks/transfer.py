@@ -34,7 +34,7 @@ import numpy as np
 
 from _common import (label_transfer, markdown_table, pca_gmm,
                      release_compiled_programs, smooth_majority, standardised_pair, write_json)
-from datasets import her2st_protocol, her2st_sections, seqfish_protocol, seqfish_sections
+from datasets import her2st_sections, seqfish_sections, transfer_protocol
 
 import transst_bayes as tb
 from transst_bayes.metrics import named_predictions
@@ -60,12 +60,7 @@ def run(data: str, sections, q=15, seed=0, fits=FITS):
     rows = []
     for sec in sections:
         release_compiled_programs()
-        if data == "her2st":
-            target, source, K = her2st_protocol(sec)
-            label, opts = "label", {}
-        else:
-            target, source, K = seqfish_protocol(sec)
-            label, opts = "celltype", dict(n_genes=target.n_vars)
+        target, source, K, label, opts = transfer_protocol(data, sec)
         truth = target.obs[label].astype(str).to_numpy()
         row = {"section": sec, "K": K, "n": target.n_obs}
         for name, kw in fits.items():
