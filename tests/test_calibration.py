@@ -103,7 +103,12 @@ def test_bad_calibrate_is_named(bad):
         tb.fit_em(tgt, src, n_domains=2, n_factors=3, calibrate=bad)
 
 
-def test_unknown_source_batch_key_is_named():
+def test_unknown_source_batch_key_is_named_before_any_work(monkeypatch):
     src, tgt = _two_section_pair()
+
+    def no_work(*a, **k):
+        raise AssertionError("data were prepared before the bad source_batch_key was reported")
+
+    monkeypatch.setattr("transst_bayes.fit.prepare", no_work)
     with pytest.raises(ValueError, match="source_batch_key='nope'"):
         tb.fit_em(tgt, src, n_domains=3, n_factors=5, source_batch_key="nope")

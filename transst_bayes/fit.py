@@ -210,10 +210,10 @@ def fit_em(
                     criterion=criterion, n_restarts=n_restarts, max_iter=max_iter, tol=tol,
                     seed=seed, dtype=dtype, weight=weight, domains=domains)
     em.check()
-    check_calibrate(calibrate)
     ds = _data_settings(dict(data_options, dtype=dtype))
     request = _k_request(n_domains, n_novel)
     target, source = _inputs(target, source, source_labels, spatial)
+    check_calibrate(calibrate, source, ds)
     if target.n_obs == 0:
         raise ValueError("target is empty (0 spots)")
     prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)
@@ -234,13 +234,16 @@ def fit_em(
     return res
 
 
-def check_calibrate(calibrate) -> None:
+def check_calibrate(calibrate, source=None, ds: DataSettings | None = None) -> None:
+    """`calibrate`, and the source's section column when one is named, before any fitting."""
     if isinstance(calibrate, str):
         if calibrate not in ("auto", "none"):
             raise ValueError(f"calibrate must be 'auto', 'none' or a temperature > 0, got {calibrate!r}")
     elif isinstance(calibrate, bool) or not isinstance(calibrate, (int, float, np.integer, np.floating)) \
             or not np.isfinite(calibrate) or calibrate <= 0:
         raise ValueError(f"calibrate must be 'auto', 'none' or a finite temperature > 0, got {calibrate!r}")
+    if calibrate == "auto" and source is not None and ds is not None:
+        C.section_key(source, ds.source_batch_key)
 
 
 def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:

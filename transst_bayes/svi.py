@@ -214,10 +214,10 @@ def fit_svi(
         raise ValueError(f"form must be one of {M.FORMS}, got {form!r}")
     em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
     em.check()
-    check_calibrate(calibrate)
     ds = _data_settings(dict(data_options, dtype=dtype))
     request = _k_request(n_domains, n_novel)
     target, source = _inputs(target, source, source_labels, spatial)
+    check_calibrate(calibrate, source, ds)
     if target.n_obs == 0:
         raise ValueError("target is empty (0 spots)")
     prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)
