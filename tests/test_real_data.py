@@ -43,7 +43,8 @@ from datasets import seqfish_protocol
 target, source, K = seqfish_protocol("embryo3_z2")
 res = tb.fit_svi(target, source, "celltype", n_domains=K, n_factors=15, seed=0, guide="normal",
                  steps_per_round=10, max_rounds=1, num_samples=20, n_genes=target.n_vars,
-                 n_neighbors=6, progress_bar=False)
+                 n_neighbors=6, progress_bar=False, calibrate="none")  # the draws are the subject:
+# calibration's four held-out EM fits took this past the 300 s limit on 2 loaded cores
 assert np.allclose(res.proba.sum(1), 1.0, atol=1e-5)
 print("ARI", tb.adjusted_rand_index(res.labels, target.obs["celltype"].to_numpy()))
 """
