@@ -309,6 +309,7 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     graph = (jnp.asarray(g.nbr), jnp.asarray(g.mask, dt), jnp.asarray(g.colors))
     variant = resolve_variant(em, mode)
     data = tr.Z if variant == "two_stage" else X
+    anchors = D.class_anchors(src, tr, variant)
     beta0 = em.beta if em.beta is not None else em.beta_init
     fits, plans = {}, {}
     bar = None
@@ -320,8 +321,7 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         if bar is not None:
             bar.set_postfix(K=K)
         plan = D.plan_domains(K, present, prep.source_classes, anchored)
-        dprior = D.domain_prior(plan, None if src is None else src.mu,
-                                None if src is None else src.Sigma, q, dt)
+        dprior = D.domain_prior(plan, *anchors, q, dt)
         s = Settings(K=K, variant=variant, mode=mode, learn_beta=em.beta is None,
                      max_iter=em.max_iter, tol=em.tol, n_colors=g.n_colors,
                      n_mean_field=em.n_mean_field, weight=float(em.weight),
@@ -345,7 +345,7 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     if bar is not None:
         bar.close()
     return {"source": src, "transfer": tr, "fits": fits, "plans": plans, "Ks": Ks, "variant": variant,
-            "present": [] if present is None else [prep.source_classes[c] for c in present]}
+            "anchors": anchors, "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
 
 _kmeans = jax.jit(kmeans, static_argnames=("K", "n_iter"))

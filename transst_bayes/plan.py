@@ -89,6 +89,17 @@ def plan_domains(K: int, present: np.ndarray, class_names: Sequence[str], anchor
     return DomainPlan(K, cls, tuple(class_names[c] for c in cls) + novel)
 
 
+def class_anchors(src, tr, variant: str):
+    """The source classes' (mean, covariance) in the space the clustering works in: the factors
+    themselves for the joint variant, the posterior-mean scores under the transfer step's
+    loadings for the two-stage one (`factor.score_class_moments`); (None, None) without a source."""
+    if src is None:
+        return None, None
+    if variant == "two_stage":
+        return F.score_class_moments(tr.W, tr.psi, src.mu, src.Sigma)
+    return src.mu, src.Sigma
+
+
 def domain_prior(plan: DomainPlan, src_mu, src_Sigma, q: int, dtype) -> P.DomainPrior:
     """Prior centres: source class (m_c, S_c) for anchored domains, the free prior for the rest."""
     free = P.free_prior(plan.K, q, dtype)

@@ -266,9 +266,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     X = out["transfer"].Z.astype(dt) if out["variant"] == "two_stage" else jnp.asarray(prep.X, dt)
     R = fit.R.astype(dt)
     plan = out["plans"][K]
-    src = out["source"]
-    prior = D.domain_prior(plan, None if src is None else src.mu, None if src is None else src.Sigma,
-                           st.n_factors, dt)
+    prior = D.domain_prior(plan, *out["anchors"], st.n_factors, dt)
     opts = dict(opts)
     # anchored domains need a model that takes `domains` (the package's); another model fits
     # free domains
