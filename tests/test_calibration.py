@@ -112,3 +112,22 @@ def test_unknown_source_batch_key_is_named_before_any_work(monkeypatch):
     monkeypatch.setattr("transst_bayes.fit.prepare", no_work)
     with pytest.raises(ValueError, match="source_batch_key='nope'"):
         tb.fit_em(tgt, src, n_domains=3, n_factors=5, source_batch_key="nope")
+
+
+def test_calibration_summary_against_hand_values():
+    """Domains 'a' (named) and '0' (free, matched to 'b' by Hungarian matching). Brier: per
+    spot sum over labels of (P - truth)^2."""
+    from transst_bayes.metrics import calibration_summary, domain_labels
+
+    proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+    truth = np.array(["a", "b", "b", "b"])
+    assert domain_labels(["a", "0"], proba, truth) == ["a", "b"]
+    s = calibration_summary(["a", "0"], proba, truth, bins=10)
+    assert s["accuracy"] == pytest.approx(0.75)
+    assert s["mean_confidence"] == pytest.approx((0.9 + 0.8 + 0.7 + 0.6) / 4)
+    brier = np.mean([2 * 0.1**2, 2 * 0.8**2, 2 * 0.3**2, 2 * 0.4**2])
+    assert s["brier"] == pytest.approx(brier)
+    b = s["bins"]
+    assert b["n"].sum() == 4 and np.isnan(b["accuracy"][b["n"] == 0]).all()
+    got = {round(c, 6): a for c, a in zip(b["confidence"][b["n"] > 0], b["accuracy"][b["n"] > 0])}
+    assert got == {0.6: 1.0, 0.7: 1.0, 0.8: 0.0, 0.9: 1.0}

@@ -301,3 +301,33 @@ def test_missing_key(fitted, call):
         call(fitted)
     assert str(e.value).startswith(MISSING_KEY)
     assert "TransSTResult.to_anndata first" in str(e.value)
+
+
+def test_calibration_diagram_draws_the_reliability_of_a_hand_made_fit():
+    """Two domains named after annotation labels: spots with p = 0.95 of which 3 of 4 are right,
+    spots with p = 0.65 of which 1 of 2 is right. The observed points are (0.95, 0.75) and
+    (0.65, 0.5); the bars the shares 4/6 and 2/6; the title's ECE the hand value."""
+    import anndata as ad
+    import pandas as pd
+
+    proba = np.array([[0.95, 0.05]] * 4 + [[0.35, 0.65]] * 2)
+    truth = ["a", "a", "a", "b", "b", "a"]
+    a = ad.AnnData(np.zeros((6, 1)), obs=pd.DataFrame({"truth": truth}, index=[str(i) for i in range(6)]))
+    a.obs["transst"] = pd.Categorical.from_codes(proba.argmax(1), categories=["a", "b"])
+    a.obsm["transst_proba"] = proba
+    ax = pl.calibration(a, "truth")
+    x, y = ax.lines[-1].get_data()
+    np.testing.assert_allclose(x, [0.65, 0.95])
+    np.testing.assert_allclose(y, [0.5, 0.75])
+    heights = sorted(p.get_height() for p in ax.patches if p.get_height() > 0)
+    np.testing.assert_allclose(heights, [2 / 6, 4 / 6])
+    assert f"ECE {4 / 6 * 0.2 + 2 / 6 * 0.15:.3f}" in ax.get_title()
+    with pytest.raises(ValueError, match="reference='nope'"):
+        pl.calibration(a, "nope")
+    with pytest.raises(ValueError, match="bins"):
+        pl.calibration(a, "truth", bins=1)
+
+
+def test_calibration_diagram_on_a_fit(fitted):
+    ax = pl.calibration(fitted, "truth")
+    assert "Brier" in ax.get_title() and len(ax.lines) == 2

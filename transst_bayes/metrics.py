@@ -65,15 +65,14 @@ def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
     return float(out)
 
 
-def named_predictions(names, proba, truth):
+def domain_labels(names, proba, truth) -> list[str]:
     """Each domain's label: its own name when that is a label of the truth, else (novel or free
-    domains) the label it overlaps most by Hungarian matching among the labels left. Returns the
-    predicted label per spot (its most probable domain's) and that domain's probability."""
+    domains) the label it overlaps most by Hungarian matching among the labels left, else
+    "unmatched <name>"."""
     names = [str(n) for n in names]
     truth = np.asarray(truth).astype(str)
-    proba = np.asarray(proba)
     labels = list(np.unique(truth))
-    lab = np.argmax(proba, axis=1)
+    lab = np.argmax(np.asarray(proba), axis=1)
     mapped = {k: n for k, n in enumerate(names) if n in labels}
     free = [k for k in range(len(names)) if k not in mapped]
     left = [lb for lb in labels if lb not in mapped.values()]
@@ -81,5 +80,41 @@ def named_predictions(names, proba, truth):
         M = np.array([[np.sum((lab == k) & (truth == lb)) for lb in left] for k in free])
         r, c = linear_sum_assignment(-M)
         mapped.update({free[i]: left[j] for i, j in zip(r, c)})
-    pred = np.array([mapped.get(k, f"unmatched {names[k]}") for k in lab], dtype=object)
+    return [mapped.get(k, f"unmatched {names[k]}") for k in range(len(names))]
+
+
+def named_predictions(names, proba, truth):
+    """The predicted label per spot (its most probable domain's, read by `domain_labels`) and
+    that domain's probability."""
+    proba = np.asarray(proba)
+    lab = np.argmax(proba, axis=1)
+    pred = np.array(domain_labels(names, proba, truth), dtype=object)[lab]
     return pred, proba[np.arange(lab.size), lab]
+
+
+def calibration_summary(names, proba, truth, bins: int = 10) -> dict:
+    """How well per-spot domain probabilities match an annotation, domains read as labels by
+    `domain_labels`: accuracy of the most probable domain, its mean probability, ECE (equal-width
+    bins), the multi-class Brier score (mean over spots of sum over labels of (P(label) -
+    [label is the truth])^2, a domain's probability counted for its label), and the reliability
+    bins (lower edge, spots, mean confidence, accuracy; NaN for empty bins)."""
+    truth = np.asarray(truth).astype(str)
+    proba = np.asarray(proba, np.float64)
+    dl = np.array(domain_labels(names, proba, truth), dtype=object)
+    pred, conf = named_predictions(names, proba, truth)
+    ok = (pred == truth).astype(float)
+    cols = sorted(set(dl) | set(truth))
+    P = np.zeros((truth.size, len(cols)))
+    for k, lb in enumerate(dl):
+        P[:, cols.index(lb)] += proba[:, k]
+    Y = (np.asarray(cols, dtype=object)[None, :] == truth[:, None]).astype(float)
+    idx = np.clip(np.digitize(conf, np.linspace(0, 1, bins + 1)) - 1, 0, bins - 1)
+    n_b = np.bincount(idx, minlength=bins)
+    with np.errstate(invalid="ignore"):
+        conf_b = np.bincount(idx, conf, minlength=bins) / n_b
+        acc_b = np.bincount(idx, ok, minlength=bins) / n_b
+    return {"accuracy": float(ok.mean()), "mean_confidence": float(conf.mean()),
+            "ece": expected_calibration_error(conf, ok, bins),
+            "brier": float(np.mean(np.sum((P - Y) ** 2, axis=1))),
+            "bins": {"lower": np.linspace(0, 1, bins + 1)[:-1], "n": n_b, "confidence": conf_b,
+                     "accuracy": acc_b}}

@@ -16,7 +16,7 @@ import numpy as np
 from .result import PALETTE
 
 __all__ = ["domains", "uncertainty", "marker_heatmap", "ridge", "embedding", "k_selection",
-           "transfer_breaking"]
+           "transfer_breaking", "calibration"]
 
 _MISSING = "#d3d3d3"  # spots without a category (NaN)
 
@@ -436,4 +436,51 @@ def transfer_breaking(adata, *, key: str = "transst", n_top: int = 20, ax=None):
     what = "horseshoe phi" if "phi" in df else "||W_t - W_s||"
     ax.set_xlabel(f"transfer-breaking score ({what})")
     ax.set_title(f"top {len(top)} transfer-breaking genes")
+    return ax
+
+
+def calibration(adata, reference: str, *, key: str = "transst", bins: int = 10, ax=None):
+    """Reliability diagram of the per-spot domain probabilities against an annotation in
+    `obs[reference]`: per confidence bin (the most probable domain's probability, `bins`
+    equal-width bins) the share of spots whose domain's label is the annotation, beside the
+    diagonal of perfect calibration, with bars for the share of spots per bin. Domains named
+    after a label of the annotation (anchored domains) are read as that label; the others by
+    Hungarian matching (`metrics.domain_labels`). Spots with a missing annotation are left out.
+    The title gives ECE, Brier score, mean maximum probability and accuracy
+    (`metrics.calibration_summary`). Returns the Axes."""
+    from .metrics import calibration_summary
+
+    _check_key(adata, key)
+    if reference not in adata.obs:
+        raise ValueError(f"reference={reference!r} is not a column of adata.obs; pass the obs column "
+                         "that holds the annotation to compare with")
+    pk = f"{key}_proba"
+    if pk not in adata.obsm:
+        raise ValueError(f"no obsm['{pk}']; run TransSTResult.to_anndata first")
+    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or bins < 2:
+        raise ValueError(f"bins must be an int >= 2, got {bins!r}")
+    ref = adata.obs[reference]
+    keep = ref.notna().to_numpy()
+    if not keep.any():
+        raise ValueError(f"obs[{reference!r}] has no annotated spot")
+    names = [str(c) for c in _categorical(adata, key).categories]
+    s = calibration_summary(names, np.asarray(adata.obsm[pk])[keep], ref[keep].astype(str).to_numpy(),
+                            bins)
+    b = s["bins"]
+    w = 1.0 / bins
+    (ax,) = _axes(ax, 1, size=(4.5, 4.5))
+    share = b["n"] / max(b["n"].sum(), 1)
+    ax.bar(b["lower"], share, width=w, align="edge", color="#d3d3d3", edgecolor="white",
+           label="share of spots")
+    ok = b["n"] > 0
+    ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1.0, label="calibrated")
+    ax.plot(b["confidence"][ok], b["accuracy"][ok], marker="o", color="#4c72b0", label="observed")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("maximum domain probability")
+    ax.set_ylabel(f"accuracy against {reference}")
+    ax.set_title(f"ECE {s['ece']:.3f}, Brier {s['brier']:.3f}\nmean max p {s['mean_confidence']:.3f}, "
+                 f"accuracy {s['accuracy']:.3f}", fontsize="medium")
+    ax.legend(frameon=False, fontsize="small", loc="upper left")
     return ax
