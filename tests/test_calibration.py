@@ -131,3 +131,24 @@ def test_calibration_summary_against_hand_values():
     assert b["n"].sum() == 4 and np.isnan(b["accuracy"][b["n"] == 0]).all()
     got = {round(c, 6): a for c, a in zip(b["confidence"][b["n"] > 0], b["accuracy"][b["n"] > 0])}
     assert got == {0.6: 1.0, 0.7: 1.0, 0.8: 0.0, 0.9: 1.0}
+
+
+def test_marker_intervals_follow_the_fits_temperature(calibrated):
+    """Tempered by T, the contrasts' intervals are sqrt(T) times as wide around the same
+    posterior mean (exactly: the expression draws are widened affinely), lfsr does not fall,
+    and by default the table reads the fit's own temperature."""
+    from transst_bayes.summary import marker_genes
+
+    src, tgt, _ = calibrated
+    r = tb.fit_svi(tgt, src, n_domains=3, n_factors=5, steps_per_round=10, max_rounds=1, num_samples=40,
+                   calibrate=4.0)
+    assert r.info["temperature"] == 4.0
+    one = marker_genes(r, temperature=1.0).sort_values(["domain", "gene"]).reset_index(drop=True)
+    own = marker_genes(r).sort_values(["domain", "gene"]).reset_index(drop=True)
+    assert (own["temperature"] == 4.0).all() and (one["temperature"] == 1.0).all()
+    np.testing.assert_allclose(own["contrast"], one["contrast"], atol=1e-9)
+    np.testing.assert_allclose(own["ci_high"] - own["ci_low"], 2.0 * (one["ci_high"] - one["ci_low"]),
+                               rtol=1e-6, atol=1e-9)
+    assert (own["lfsr"] >= one["lfsr"] - 1e-12).all() and own["lfsr"].sum() > one["lfsr"].sum()
+    with pytest.raises(ValueError, match="temperature"):
+        marker_genes(r, temperature=0.0)

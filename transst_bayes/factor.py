@@ -48,19 +48,21 @@ def precompute(X, W, psi) -> Sufficient:
     )
 
 
-def score_class_moments(W, psi, mu, Sigma):
+def score_class_moments(W, psi, mu, Sigma, noise: bool = True):
     """Mean and covariance of the posterior-mean scores V = E[z | x] (z ~ N(0, I) a priori, x =
     W z + e, e ~ N(0, Psi)) of spots whose factors follow a class z ~ N(mu_c, Sigma_c):
     V = M^-1 W' Psi^-1 x with M = I + W' Psi^-1 W, so with B = I - M^-1
-    V | c ~ N(B mu_c, B Sigma_c B' + M^-1 - M^-2). The two-stage variant clusters V, so the
-    source classes anchor its domains through these moments, not through (mu_c, Sigma_c)
-    themselves: at low signal to noise V contracts toward 0 (B << I)."""
+    V | c ~ N(B mu_c, B Sigma_c B' + M^-1 - M^-2): the class contracted toward 0 by B (strongly
+    at low signal to noise, B << I) plus the scores' own noise. `noise=False` leaves out the
+    noise term M^-1 - M^-2 (the contracted class alone)."""
     q = W.shape[1]
     eye = jnp.eye(q, dtype=W.dtype)
     Minv = jnp.linalg.inv(eye + W.T @ (W / psi[:, None]))
     Minv = 0.5 * (Minv + Minv.T)
     B = eye - Minv
-    S = jnp.einsum("ab,kbc,dc->kad", B, Sigma, B) + (Minv - Minv @ Minv)[None]
+    S = jnp.einsum("ab,kbc,dc->kad", B, Sigma, B)
+    if noise:
+        S = S + (Minv - Minv @ Minv)[None]
     return mu @ B.T, 0.5 * (S + jnp.swapaxes(S, 1, 2))
 
 

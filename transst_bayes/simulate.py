@@ -82,6 +82,8 @@ def simulate(
     counts: bool = False,
     library_size: float = 2000.0,
     dispersion: float = 5.0,
+    source_sections: int = 1,
+    section_effect: float = 0.0,
 ):
     """Simulate a (source, target) AnnData pair.
 
@@ -97,6 +99,11 @@ def simulate(
     counts: return raw counts instead of Gaussian expression: per spot a library size
     ~ library_size * LogNormal(0, 0.3), gene means proportional to exp(x / 2) and negative
     binomial counts with the given dispersion (low depth: the real-data pathologies).
+    source_sections: the source lattice is cut into this many vertical strips, named in
+    source.obs["section"] ("section0", ...) when more than one.
+    section_effect: every source section and the target get their own gene offsets ~
+    N(0, section_effect^2) added to the expression (a batch effect the model does not have;
+    before the counts when counts=True).
 
     Source labels in source.obs["label"], target truth in target.obs["truth"], coordinates in
     obsm["spatial"] and obs["array_row"/"array_col"]; target.var["transfer_breaking"] marks genes
@@ -114,6 +121,11 @@ def simulate(
     p, q, K = n_genes, n_factors, n_domains
     sh, sw = source_height or height, source_width or width
 
+    if not isinstance(source_sections, (int, np.integer)) or isinstance(source_sections, bool) \
+            or not 1 <= source_sections <= (source_width or width):
+        raise ValueError(f"source_sections must be an int in [1, source width], got {source_sections!r}")
+    if not section_effect >= 0:
+        raise ValueError(f"section_effect must be >= 0, got {section_effect}")
     if not 0 <= absent_classes < K - 1:
         raise ValueError(f"absent_classes must be in [0, {K - 2}], got {absent_classes}")
     K_t = K - absent_classes + novel_domains
@@ -137,6 +149,10 @@ def simulate(
     psi_s = rng.uniform(0.1, source_error if source_error is not None else error, p)
     x_t, z_t = _draw(rng, y_t, mu_t, Sigma_t, W_t, psi_t)
     x_s, _ = _draw(rng, y_s, mu, Sigma, W_s, psi_s)
+    strip = np.minimum(np.tile(np.arange(sw), sh) * source_sections // sw, source_sections - 1)
+    if section_effect > 0:
+        x_t = x_t + section_effect * rng.normal(size=(1, p))
+        x_s = x_s + section_effect * rng.normal(size=(source_sections, p))[strip]
     if counts:
         x_t, x_s = _counts(rng, x_t, library_size, dispersion), _counts(rng, x_s, library_size, dispersion)
 
@@ -153,6 +169,8 @@ def simulate(
         return a
 
     source = make(x_s, y_s, sh, sw, "label", "s", [f"domain{k}" for k in range(K)])
+    if source_sections > 1:
+        source.obs["section"] = pd.Categorical([f"section{i}" for i in strip])
     target = make(x_t, y_t, height, width, "truth", "t", names_t)
     target.obs["truth_code"] = y_t
     target.var["transfer_breaking"] = breaking
@@ -164,6 +182,6 @@ def simulate(
         "seed": seed, "beta": beta, "n_domains": K, "n_factors": q, "separation": separation,
         "error": error, "shift": shift_value, "mu": mu_t, "Sigma": Sigma_t, "source_mu": mu,
         "class_shift": class_shift, "absent_classes": absent_classes, "novel_domains": novel_domains,
-        "counts": counts,
+        "counts": counts, "source_sections": source_sections, "section_effect": section_effect,
     }
     return source, target

@@ -14,6 +14,21 @@ from .metrics import align_labels
 from .result import TransSTResult, entropy
 
 
+def fit_temperature(res: TransSTResult) -> float:
+    """The temperature the fit's probabilities were calibrated with (1: none)."""
+    return float((res.info or {}).get("temperature", 1.0))
+
+
+def widen(draws: np.ndarray, T: float) -> np.ndarray:
+    """Draws spread sqrt(T) times farther from their mean: a Gaussian posterior under a
+    likelihood tempered by 1/T (the power posterior with learning rate 1/T, likelihood-dominated)
+    has T times the covariance and the same centre."""
+    if T == 1.0:
+        return draws
+    m = draws.mean(axis=0, keepdims=True)
+    return m + np.sqrt(T) * (draws - m)
+
+
 def _draws(res: TransSTResult):
     """Posterior draws of W (S, p, q) and mu (S, K, q); a fit without a posterior gives S = 1."""
     post = res.posterior or {}
@@ -35,27 +50,37 @@ def spot_summary(res: TransSTResult):
     return df
 
 
-def domain_expression(res: TransSTResult) -> np.ndarray:
+def domain_expression(res: TransSTResult, temperature: float = 1.0) -> np.ndarray:
     """Draws of each domain's expected expression on the log-normalised scale, (S, p, K):
-    gene_mean + gene_scale * (W_t mu_k)."""
+    gene_mean + gene_scale * (W_t mu_k), widened around their mean by `temperature` (`widen`)."""
     W, mu = _draws(res)
     e = np.einsum("spq,skq->spk", W, mu)
     m = np.zeros(e.shape[1]) if res.gene_mean is None else np.asarray(res.gene_mean, np.float64)
     s = np.ones(e.shape[1]) if res.gene_scale is None else np.asarray(res.gene_scale, np.float64)
-    return m[None, :, None] + s[None, :, None] * e
+    return widen(m[None, :, None] + s[None, :, None] * e, temperature)
 
 
 def marker_genes(res: TransSTResult, domain: int | str | None = None, n_top: int | None = None,
-                 credible: float = 0.9):
+                 credible: float = 0.9, temperature: float | None = None):
     """Marker genes per domain: contrast = the domain's expected expression minus the mean of
     the other domains, with posterior mean, `credible` interval, P(contrast > 0) and local false
     sign rate (lfsr = min(P(> 0), P(< 0))). Ranked within each domain by the posterior mean of
-    the contrast (largest first); `n_top` keeps the top rows per domain."""
+    the contrast (largest first); `n_top` keeps the top rows per domain.
+
+    temperature : the calibration the intervals follow; None (default) takes the fit's own
+        (`res.info["temperature"]`, the one its spot probabilities were tempered by), 1.0 reads
+        the posterior as fitted. The expression draws are spread sqrt(T) times farther from
+        their mean (`widen`): the tempered posterior's Gaussian approximation, so the contrasts'
+        intervals widen by sqrt(T) and lfsr rises; posterior means and ranking do not change."""
     import pandas as pd
 
     if not 0 < credible < 1:
         raise ValueError(f"credible must be in (0, 1), got {credible}")
-    e = domain_expression(res)  # (S, p, K)
+    T = fit_temperature(res) if temperature is None else temperature
+    if isinstance(T, bool) or not isinstance(T, (int, float, np.floating, np.integer)) or not np.isfinite(T) \
+            or T <= 0:
+        raise ValueError(f"temperature must be a finite number > 0 or None (the fit's own), got {T!r}")
+    e = domain_expression(res, float(T))  # (S, p, K)
     S, p, K = e.shape
     names = res.names
     if isinstance(domain, str):
@@ -81,6 +106,7 @@ def marker_genes(res: TransSTResult, domain: int | str | None = None, n_top: int
         frames.append(df.head(n_top) if n_top else df)
     out = pd.concat(frames, ignore_index=True)
     out["n_draws"] = S
+    out["temperature"] = float(T)
     return out
 
 

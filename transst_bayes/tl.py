@@ -95,16 +95,18 @@ def _key_result(adata, key: str) -> TransSTResult:
 
 
 def markers(adata, key: str = "transst", *, domain: int | None = None, n_top: int | None = None,
-            credible: float = 0.9, key_added: str | None = None, copy: bool = False):
+            credible: float = 0.9, temperature: float | None = None, key_added: str | None = None,
+            copy: bool = False):
     """Marker genes per domain from the fit under `key` (posterior draws when fitted by SVI):
     expected expression, contrast against the other domains with posterior mean, `credible`
-    interval, P(contrast > 0) and local false sign rate, ranked within each domain.
+    interval, P(contrast > 0) and local false sign rate, ranked within each domain. The
+    intervals follow the fit's calibration (`temperature=None`; see `summary.marker_genes`).
 
     Writes the table (pandas DataFrame, all genes unless `n_top`) to
     `uns[key_added or key + "_markers"]`. Returns None, or the changed copy with `copy=True`.
     """
     res = _key_result(adata, key)
-    table = marker_genes(res, domain=domain, n_top=n_top, credible=credible)
+    table = marker_genes(res, domain=domain, n_top=n_top, credible=credible, temperature=temperature)
     if copy:
         adata = adata.copy()
     adata.uns[key_added or f"{key}_markers"] = table
