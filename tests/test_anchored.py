@@ -237,3 +237,33 @@ def test_anchored_default_does_not_collapse_on_a_small_low_depth_count_section()
     assert res.settings["variant_used"] == "two_stage"
     assert np.bincount(res.labels, minlength=3).min() >= 20
     assert ari(res.labels, tgt.obs["label"].astype(str).to_numpy()) >= 0.6
+
+
+def test_anchored_domains_are_renamed_after_the_fit_by_their_overlap_with_the_source_classes():
+    """Domain 0 was anchored to class 'a' but its spots are the ones the source model calls 'c';
+    domain 1 stays on 'b'; the novel domain keeps its name. Brute force over all assignments
+    agrees with the matching."""
+    from itertools import permutations
+
+    from transst_bayes import plan as D
+
+    plan = D.DomainPlan(3, (0, 1), ("a", "b", "novel 1"))
+    rng = np.random.default_rng(0)
+    n = 90
+    lab = np.repeat([0, 1, 2], 30)
+    proba = np.full((n, 3), 0.05)
+    proba[np.arange(n), lab] = 0.9
+    src_class = np.where(lab == 0, 2, np.where(lab == 1, 1, 0))  # domain 0's spots look like 'c'
+    post = rng.dirichlet(np.ones(3), size=n) * 0.2
+    post[np.arange(n), src_class] += 0.8
+    post /= post.sum(1, keepdims=True)
+    after = D.named_after_fit(plan, proba, post, ["a", "b", "c"])
+    assert after.names == ("c", "b", "novel 1") and after.classes == (2, 1)
+    assert D.renamed(plan, after) == {"a": "c"}
+    S = proba[:, :2].T @ post
+    best = max(permutations(range(3), 2), key=lambda cs: S[0, cs[0]] + S[1, cs[1]])
+    assert tuple(best) == after.classes
+    assert D.named_after_fit(plan, proba, None, ["a", "b", "c"]) == plan
+    # a fit that stays on its anchors keeps every name
+    post_ok = np.eye(3)[np.where(lab == 2, 2, lab)]
+    assert D.named_after_fit(plan, proba, post_ok, ["a", "b", "c"]) == plan

@@ -345,7 +345,8 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     if bar is not None:
         bar.close()
     return {"source": src, "transfer": tr, "fits": fits, "plans": plans, "Ks": Ks, "variant": variant,
-            "anchors": anchors, "present": [] if present is None else [prep.source_classes[c] for c in present]}
+            "anchors": anchors, "class_post": None if src_ll is None else D.class_posterior(src_ll),
+            "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
 
 _kmeans = jax.jit(kmeans, static_argnames=("K", "n_iter"))
@@ -427,7 +428,8 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
     chosen = min(table, key=lambda r: r[em.criterion])["K"]
     for r in table:
         r["chosen"] = r["K"] == chosen
-    f, plan = out["fits"][chosen], out["plans"][chosen]
+    f = out["fits"][chosen]
+    plan = D.named_after_fit(out["plans"][chosen], np.asarray(f.R), out["class_post"], prep.source_classes)
     src, tr = out["source"], out["transfer"]
     tau = float(np.sqrt(f.tau2)) if mode == "eb" else float(np.sqrt(tr.tau2)) if mode == "cv" else float("inf")
     settings = dict(asdict(em), **{f"data_{k}": v for k, v in asdict(ds).items()})
@@ -461,5 +463,6 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         kappa=float(np.sqrt(f.kappa2)) if plan.classes else None,
         info={"cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
               "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
+              "domains_renamed": D.renamed(out["plans"][chosen], plan),
               **_classes_found(prep, plan, np.asarray(f.labels), src is not None)},
     )

@@ -414,7 +414,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         factors = smp["z"].mean(0)
     else:
         factors = np.asarray(_mean_factors(*(jnp.asarray(a, dt) for a in (prep.X, W, psi, mu, Sigma, proba))))
-    plan = out["plans"][chosen]
+    plan = D.named_after_fit(out["plans"][chosen], proba, out["class_post"], prep.source_classes)
     if "kappa" in smp:
         kappa = float(np.mean(smp["kappa"]))
     elif plan.classes:
@@ -447,7 +447,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         source_classes=prep.source_classes, gene_mean=prep.gene_mean, gene_scale=prep.gene_scale,
         domain_names=list(plan.names), kappa=kappa,
         info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
-              "classes_present": out["present"]},
+              "classes_present": out["present"], "domains_renamed": D.renamed(out["plans"][chosen], plan)},
         posterior={k: v for k, v in smp.items() if k != "z"},
         spot_loglik=np.asarray(f["spot_loglik"]),
     )
