@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+import transst_bayes as tb
 from transst_bayes.data import DataSettings, prepare
 
 
@@ -120,3 +121,25 @@ def test_rarely_detected_genes_are_not_selected_and_values_are_clipped():
     listed = prepare(a, settings=DataSettings(counts=False, genes=("g0", "g2")))
     assert listed.genes == ["g0", "g2"]
     assert np.abs(listed.X).max() == pytest.approx(MAX_Z)  # 4 spots at 11 sd, clipped
+
+
+def test_simulate_sections_section_effect_and_mixing():
+    src, tgt = tb.simulate(0, height=6, width=6, n_genes=30, n_factors=3, n_domains=2,
+                           source_height=6, source_width=9, source_sections=3)
+    assert list(src.obs["section"].value_counts().sort_index()) == [18, 18, 18]
+    base_s, base_t = tb.simulate(0, height=6, width=6, n_genes=30, n_factors=3, n_domains=2)
+    # a section effect shifts every gene of a section by one offset: within-section differences
+    # between two spots are unchanged
+    s2, t2 = tb.simulate(0, height=6, width=6, n_genes=30, n_factors=3, n_domains=2,
+                         source_sections=2, section_effect=1.0)
+    d = np.asarray(s2.X) - np.asarray(base_s.X)
+    sec = s2.obs["section"].to_numpy()
+    for v in np.unique(sec):
+        np.testing.assert_allclose(d[sec == v], np.broadcast_to(d[sec == v][0], d[sec == v].shape), atol=1e-5)
+    assert not np.allclose(d[sec == "section0"][0], d[sec == "section1"][0])
+    m_s, m_t = tb.simulate(0, height=6, width=6, n_genes=30, n_factors=3, n_domains=2, mixing=0.5)
+    assert not np.allclose(np.asarray(m_t.X), np.asarray(base_t.X))
+    np.testing.assert_array_equal(m_t.obs["truth"], base_t.obs["truth"])
+    for bad in (dict(source_sections=0), dict(mixing=1.5), dict(section_effect=-1.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            tb.simulate(0, height=6, width=6, n_genes=30, n_factors=3, n_domains=2, **bad)

@@ -49,6 +49,17 @@ def _draw(rng, labels, mu, Sigma, W, psi):
     return x, z
 
 
+def _mix(rng, x, h: int, w: int, mixing: float) -> np.ndarray:
+    """Each spot's expression mixed with one random lattice neighbour's: (1 - m) x_j + m x_j',
+    m ~ U(0, mixing) (spots that straddle two domains; the label stays the spot's own)."""
+    n = h * w
+    r, c = np.divmod(np.arange(n), w)
+    step = np.array([(-1, 0), (1, 0), (0, -1), (0, 1)])[rng.integers(0, 4, n)]
+    rr, cc = np.clip(r + step[:, 0], 0, h - 1), np.clip(c + step[:, 1], 0, w - 1)
+    m = rng.uniform(0.0, mixing, size=(n, 1)).astype(x.dtype)
+    return (1 - m) * x + m * x[rr * w + cc]
+
+
 def _counts(rng, x, library_size: float, dispersion: float) -> np.ndarray:
     """Negative binomial counts (mean m, variance m + m^2 / dispersion) around a spot's
     library-size share of exp(x / 2)."""
@@ -84,6 +95,7 @@ def simulate(
     dispersion: float = 5.0,
     source_sections: int = 1,
     section_effect: float = 0.0,
+    mixing: float = 0.0,
 ):
     """Simulate a (source, target) AnnData pair.
 
@@ -104,6 +116,10 @@ def simulate(
     section_effect: every source section and the target get their own gene offsets ~
     N(0, section_effect^2) added to the expression (a batch effect the model does not have;
     before the counts when counts=True).
+    mixing: every spot's expression (target and source) is mixed with a random lattice
+    neighbour's, weight ~ U(0, mixing), its label kept: spots that straddle domains, which the
+    model (one domain per spot) does not have; with mixing > 0.5 some boundary spots look more
+    like their neighbour's domain than their own.
 
     Source labels in source.obs["label"], target truth in target.obs["truth"], coordinates in
     obsm["spatial"] and obs["array_row"/"array_col"]; target.var["transfer_breaking"] marks genes
@@ -124,6 +140,8 @@ def simulate(
     if not isinstance(source_sections, (int, np.integer)) or isinstance(source_sections, bool) \
             or not 1 <= source_sections <= (source_width or width):
         raise ValueError(f"source_sections must be an int in [1, source width], got {source_sections!r}")
+    if not 0 <= mixing <= 1:
+        raise ValueError(f"mixing must be in [0, 1], got {mixing}")
     if not section_effect >= 0:
         raise ValueError(f"section_effect must be >= 0, got {section_effect}")
     if not 0 <= absent_classes < K - 1:
@@ -150,6 +168,8 @@ def simulate(
     x_t, z_t = _draw(rng, y_t, mu_t, Sigma_t, W_t, psi_t)
     x_s, _ = _draw(rng, y_s, mu, Sigma, W_s, psi_s)
     strip = np.minimum(np.tile(np.arange(sw), sh) * source_sections // sw, source_sections - 1)
+    if mixing > 0:
+        x_t, x_s = _mix(rng, x_t, height, width, mixing), _mix(rng, x_s, sh, sw, mixing)
     if section_effect > 0:
         x_t = x_t + section_effect * rng.normal(size=(1, p))
         x_s = x_s + section_effect * rng.normal(size=(source_sections, p))[strip]
@@ -183,5 +203,6 @@ def simulate(
         "error": error, "shift": shift_value, "mu": mu_t, "Sigma": Sigma_t, "source_mu": mu,
         "class_shift": class_shift, "absent_classes": absent_classes, "novel_domains": novel_domains,
         "counts": counts, "source_sections": source_sections, "section_effect": section_effect,
+        "mixing": mixing,
     }
     return source, target
