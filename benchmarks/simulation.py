@@ -3,15 +3,15 @@
 50 x 50 lattice, p = 1,000, q = 10, K = 4, beta = 1 (and optionally a noisy target). For each seed:
 TransST (EM, default: anchored domains with the two-stage variant, tau by empirical Bayes,
 beta learned) and its ablations (no transfer, joint variant, beta fixed at the published
-code's 2), each choosing K in 2..6 by HBIC, plus
+code's 2), each choosing K in 2..6 by SBIC (the default criterion), plus
 PCA + k-means and PCA + GMM with the true K (and PCA + GMM's own BIC for K). Reports mean ARI
 (at the chosen K and at the true K) and mean |K_hat - K|.
 
     python benchmarks/simulation.py [--seeds 10] [--error 1.0] [--json out.json]
 
 K selection (issue 11): 40 x 40 lattice, q = 10, true K = 4, p = 1,000 and 2,000, target noise
-error 1 and 3; free domains choose K in 3..5 by HBIC, anchored domains (the default with a
-labeled source, n_domains=None) choose the number of novel domains in 0..2 by HBIC. Reports mean
+error 1 and 3; free domains choose K in 3..5 by SBIC (the default criterion), anchored domains (the default with a
+labeled source, n_domains=None) choose the number of novel domains in 0..2 by SBIC (the default criterion). Reports mean
 |K_hat - K| and ARI per setting:
 
     python benchmarks/simulation.py --ksel [--seeds 10] [--json out.json]
@@ -71,7 +71,7 @@ def run(seeds, error=1.0, q=10, K=4):
     rows = []
     for name, v in per.items():
         row = {"method": name}
-        for key, col in (("ari", "ARI (K by HBIC)"), ("ari_trueK", "ARI (true K)"),
+        for key, col in (("ari", "ARI (K by SBIC (the default criterion))"), ("ari_trueK", "ARI (true K)"),
                          ("dk", "mean |K_hat - K|"), ("s", "s per fit (K = 2..6)")):
             if v.get(key):
                 row[col] = float(np.mean(v[key]))
@@ -124,7 +124,7 @@ def main():
         write_json(args.json, rows)
         return
     rows = run(range(args.seeds), error=args.error)
-    cols = ["method", "ARI (true K)", "ARI (true K) sd", "ARI (K by HBIC)", "mean |K_hat - K|",
+    cols = ["method", "ARI (true K)", "ARI (true K) sd", "ARI (K by SBIC (the default criterion))", "mean |K_hat - K|",
             "s per fit (K = 2..6)"]
     print(f"\n{args.seeds} seeds, target error {args.error}")
     print(markdown_table(rows, cols, {"s per fit (K = 2..6)": "{:.1f}", "mean |K_hat - K|": "{:.2f}"}))

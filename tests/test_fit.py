@@ -91,12 +91,28 @@ def test_k_table_has_every_criterion(small_pair):
     res = tb.fit_em(tgt, src, n_domains=[2, 3, 4], **FAST)
     assert [r["K"] for r in res.k_table] == [2, 3, 4]
     for r in res.k_table:
-        for c in ("loglik", "bic", "mbic", "hbic", "icl", "n_params", "beta", "n_iter"):
+        for c in ("loglik", "sbic", "bic", "mbic", "hbic", "icl", "n_params", "beta", "n_iter"):
             assert np.isfinite(r[c])
         assert r["n_params"] == r["K"] * (5 + 15) + 1
     chosen = [r for r in res.k_table if r["chosen"]]
     assert len(chosen) == 1 and chosen[0]["K"] == res.n_domains
-    assert chosen[0]["hbic"] == min(r["hbic"] for r in res.k_table)
+    assert chosen[0]["sbic"] == min(r["sbic"] for r in res.k_table)  # the default criterion
+
+
+def test_criteria_against_hand_values():
+    """SBIC = -2 LL + df log n; BIC / MBIC / HBIC with the published constant (0.5 below 1,000
+    spots, else 2); ICL = BIC + 2 x entropy."""
+    from transst_bayes.selection import criteria, n_params
+
+    for n, const in ((500, 0.5), (2000, 2.0)):
+        c = criteria(-1000.0, 3, 4, n, 12.5)
+        df = n_params(3, 4)
+        assert df == 3 * (4 + 10) + 1 == c["n_params"]
+        assert c["sbic"] == pytest.approx(2000.0 + df * np.log(n))
+        assert c["bic"] == pytest.approx(2000.0 + const * df * np.log(n))
+        assert c["mbic"] == pytest.approx(2000.0 + const * df * np.log(n) * np.log(np.log(4 + n)))
+        assert c["hbic"] == pytest.approx(2000.0 + const * df * np.log(np.log(n) + df))
+        assert c["icl"] == pytest.approx(c["bic"] + 25.0)
 
 
 def test_empty_cluster_does_not_produce_nan(small_pair):
@@ -115,7 +131,7 @@ def test_paper_setting_ari_and_hbic(paper_pair):
     assert abs(res.n_domains - 4) <= 1
     fit4 = tb.fit_em(tgt, src, n_domains=4, n_factors=10)
     assert ari(fit4.labels, tgt.obs["truth"]) >= 0.9
-    assert table[4]["hbic"] < table[2]["hbic"]
+    assert table[4]["hbic"] < table[2]["hbic"] and table[4]["sbic"] < table[2]["sbic"]
 
 
 @pytest.mark.slow

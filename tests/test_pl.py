@@ -237,7 +237,7 @@ def _crit_lines(ax):
 def test_k_selection(fitted):
     ax = pl.k_selection(fitted)
     lines = _crit_lines(ax)
-    assert [line.get_label() for line in lines] == ["bic", "mbic", "hbic", "icl"]
+    assert [line.get_label() for line in lines] == ["sbic", "bic", "mbic", "hbic", "icl"]
     for line in lines:
         assert list(line.get_xdata()) == [2, 3]
         y = np.asarray(line.get_ydata())
@@ -247,8 +247,8 @@ def test_k_selection(fitted):
     table = json.loads(fitted.uns["transst"]["k_table"])
     chosen = [r["K"] for r in table if r["chosen"]][0]
     assert list(vline[0].get_xdata()) == [chosen, chosen]
-    # hbic chose K: its scaled value at the chosen K is 0 (best)
-    hb = lines[2]
+    # sbic (the default) chose K: its scaled value at the chosen K is 0 (best)
+    hb = lines[0]
     assert hb.get_ydata()[list(hb.get_xdata()).index(chosen)] == pytest.approx(0)
     with pytest.raises(ValueError, match="nonsense"):
         pl.k_selection(fitted, criteria=["nonsense"])
@@ -261,7 +261,7 @@ def test_k_selection_single_k_and_loo(fitted):
     ad.uns["transst"] = dict(ad.uns["transst"], k_table=json.dumps([row]))
     ax = pl.k_selection(ad)
     lines = _crit_lines(ax)
-    assert [line.get_label() for line in lines] == ["bic", "mbic", "hbic", "icl", "loo (-2 elpd)"]
+    assert [line.get_label() for line in lines] == ["sbic", "bic", "mbic", "hbic", "icl", "loo (-2 elpd)"]
     for line in lines:
         assert line.get_marker() == "o" and list(line.get_xdata()) == [row["K"]]
     plt.close("all")

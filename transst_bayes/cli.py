@@ -67,7 +67,7 @@ def _write_h5ad(adata, path: Path) -> None:
 
 
 def _print_k_table(k_table: list) -> None:
-    cols = [c for c in ("K", "n_novel", "loglik", "bic", "mbic", "hbic", "icl", "elpd_loo", "elpd_waic", "beta",
+    cols = [c for c in ("K", "n_novel", "loglik", "sbic", "bic", "mbic", "hbic", "icl", "elpd_loo", "elpd_waic", "beta",
                         "kappa", "chosen")
             if c in k_table[0]]
     print(" | ".join(f"{c:>10}" for c in cols))

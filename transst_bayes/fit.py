@@ -18,7 +18,7 @@ from .data import DataSettings, Prepared, as_anndata, prepare
 from .linalg import kmeans
 from . import plan as D
 from .result import TransSTResult, entropy
-from .selection import CRITERIA, criteria
+from .selection import CRITERIA, DEFAULT_CRITERION, criteria
 from .source_em import fit_source_jit
 from .transfer import TRANSFER_MODES, fit_transfer_jit
 
@@ -39,7 +39,7 @@ class EMSettings:
     variant: str | None = None  # None: "two_stage" for anchored domains, else "joint"
     beta: float | None = None  # None: learned (pseudo-likelihood); a number: fixed
     beta_init: float = 1.0
-    criterion: str = "hbic"
+    criterion: str = DEFAULT_CRITERION
     n_restarts: int = 3
     max_iter: int = 100
     tol: float = 1e-4  # convergence: objective change below tol nats per spot
@@ -156,7 +156,7 @@ def fit_em(
     transfer: str = "eb",
     variant: str | None = None,
     beta: float | None = None,
-    criterion: str = "hbic",
+    criterion: str = DEFAULT_CRITERION,
     n_restarts: int = 3,
     max_iter: int = 100,
     tol: float = 1e-4,
@@ -177,7 +177,8 @@ def fit_em(
     source : AnnData with labels in `obs[label_key]` (or array with `source_labels=`), or None.
         Its classes need not be the target's domains. None (or transfer="none") fits the target
         alone.
-    n_domains : K, or a list of K to choose from by `criterion` ("hbic", "bic", "mbic", "icl").
+    n_domains : K, or a list of K to choose from by `criterion` ("sbic", Schwarz's BIC, the
+        default; "hbic", "bic", "mbic" with the published code's constants; "icl").
         None (default): with a labeled source, the source classes present in the target plus
         each number of novel domains in `n_novel` (chosen by `criterion`); without a source 7.
     domains : "anchored" (default; with a labeled source): domain k is tied to a source class

@@ -355,7 +355,7 @@ def embedding(adata, *, key: str = "transst", library_key: str | None = None,
 
 
 # criterion name -> (k_table column, factor): plotted value = factor * column; lower is better
-_CRITERIA = {"bic": ("bic", 1.0), "mbic": ("mbic", 1.0), "hbic": ("hbic", 1.0), "icl": ("icl", 1.0),
+_CRITERIA = {"sbic": ("sbic", 1.0), "bic": ("bic", 1.0), "mbic": ("mbic", 1.0), "hbic": ("hbic", 1.0), "icl": ("icl", 1.0),
              "waic": ("elpd_waic", -2.0), "loo": ("elpd_loo", -2.0)}
 
 
@@ -376,7 +376,7 @@ def k_selection(adata, *, key: str = "transst", criteria: Sequence[str] | None =
     so they share one axis (0 = best for every criterion; a criterion constant over K is drawn at
     0). waic and loo are plotted on the deviance scale (-2 elpd, lower is better). The chosen K
     (the k_table row with chosen=True, else uns[key]["n_domains"]) is marked with a dashed
-    vertical line. Default criteria: bic, mbic, hbic, icl, and waic / loo when the table has
+    vertical line. Default criteria: sbic, bic, mbic, hbic, icl, and waic / loo when the table has
     finite values for them. Any other numeric k_table column may be named (lower is better).
     Returns the Axes."""
     _check_key(adata, key)

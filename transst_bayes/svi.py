@@ -32,7 +32,7 @@ from .fit import (DEFAULT_N_NOVEL, EMSettings, __version__, _data_settings, _fit
 from .data import prepare
 from .guides import GUIDES
 from .result import TransSTResult, entropy
-from .selection import criteria
+from .selection import CRITERIA, DEFAULT_CRITERION, criteria
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,8 @@ def fit_svi(
         with a labeled source; the model option `kappa=` fixes kappa instead of its half-Cauchy
         hyperprior).
     n_domains : K or a list of K (None: as in `fit_em`); with several, K is chosen by `criterion`: "loo" / "waic"
-        (ArviZ, from the per-spot log-likelihood over posterior draws) or "bic" / "mbic" /
-        "hbic" / "icl" (from the EM warm start).
+        (ArviZ, from the per-spot log-likelihood over posterior draws) or "sbic" / "bic" /
+        "mbic" / "hbic" / "icl" (from the EM warm start).
     calibrate : as in `fit_em` ("auto": a temperature from EM fits of held-out source sections,
         applied to every posterior draw's domain probabilities before they are averaged).
     Returns a TransSTResult with posterior draws of the globals in `.posterior`, the per-spot
@@ -208,8 +208,8 @@ def fit_svi(
                      max_rounds=max_rounds, rtol=rtol, batch_size=batch_size,
                      num_samples=num_samples, rank=rank, seed=seed, dtype=dtype)
     st.check()
-    if criterion not in ("loo", "waic", "bic", "mbic", "hbic", "icl"):
-        raise ValueError(f"criterion must be 'loo', 'waic', 'bic', 'mbic', 'hbic' or 'icl', got {criterion!r}")
+    if criterion not in ("loo", "waic") + CRITERIA:
+        raise ValueError(f"criterion must be one of {('loo', 'waic') + CRITERIA}, got {criterion!r}")
     if form is not None and form not in M.FORMS:
         raise ValueError(f"form must be one of {M.FORMS}, got {form!r}")
     em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
@@ -393,7 +393,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         if all(np.isfinite(r[key]) for r in table):
             chosen = max(table, key=lambda r: r[key])["K"]
         else:
-            chosen = min(table, key=lambda r: r["hbic"])["K"]
+            chosen = min(table, key=lambda r: r[DEFAULT_CRITERION])["K"]
     else:
         chosen = min(table, key=lambda r: r[criterion])["K"]
     for r in table:
