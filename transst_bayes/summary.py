@@ -170,7 +170,6 @@ def to_inference_data(res: TransSTResult):
     post = dict(res.posterior or {})
     if not post:
         raise ValueError("the fit has no posterior draws; fit with fit_svi (guide 'normal' or 'lowrank')")
-    K = res.n_domains
     q = res.W_t.shape[1]
     coords = {"spot": list(map(str, res.obs_names)), "gene": list(map(str, res.genes)),
               "factor": np.arange(q), "domain": list(map(str, res.names)), "factor_": np.arange(q)}
