@@ -6,7 +6,9 @@ least pooled ECE against their labels), against the model's own probabilities
 most probable domain, so ARI is the same in both.
 
 Printed per target: T, the held-out sections' ECE at T = 1 and at T (from
-`res.info["calibration"]`), the target's accuracy, mean maximum probability and ECE with and
+`res.info["calibration"]`), the target's accuracy, the least ECE any probabilities could reach
+with that accuracy when the annotation has K labels ("ECE floor" = max(0, 1/K - accuracy): the
+maximum probability is at least 1/K), mean maximum probability, ECE and Brier score with and
 without calibration (named domains read as their class, others by Hungarian matching, as in
 transfer.py), ARI, and the seconds of the calibrated fit (held-out fits included).
 
@@ -33,13 +35,8 @@ from _common import markdown_table, release_compiled_programs, write_json
 from datasets import her2st_sections, seqfish_sections, transfer_protocol
 
 import transst_bayes as tb
-from transst_bayes.metrics import expected_calibration_error, named_predictions
+from transst_bayes.metrics import calibration_summary
 from transst_bayes.summary import marker_genes
-
-
-def _scored(res, truth):
-    pred, conf = named_predictions(res.names, res.proba, truth)
-    return pred == truth, conf
 
 
 def run(data: str, sections, seed=0):
@@ -52,14 +49,16 @@ def run(data: str, sections, seed=0):
         t0 = time.perf_counter()
         cal = tb.fit_em(target, source, label, n_domains=K, seed=seed, **opts)
         secs = time.perf_counter() - t0
-        ok, conf = _scored(raw, truth)
-        okT, confT = _scored(cal, truth)
+        a = calibration_summary(raw.names, raw.proba, truth)
+        b = calibration_summary(cal.names, cal.proba, truth)
         held = cal.info["calibration_ece"] or [np.nan, np.nan]
+        K_t = len(np.unique(truth))
         rows.append({"section": sec, "T": cal.info["temperature"], "held-out ECE (T=1)": held[0],
-                     "held-out ECE (T)": held[1], "accuracy": float(ok.mean()),
-                     "mean max p": float(conf.mean()), "ECE": expected_calibration_error(conf, ok),
-                     "mean max p (calibrated)": float(confT.mean()),
-                     "ECE (calibrated)": expected_calibration_error(confT, okT),
+                     "held-out ECE (T)": held[1], "accuracy": a["accuracy"],
+                     "ECE floor": max(0.0, 1.0 / K_t - a["accuracy"]),
+                     "mean max p": a["mean_confidence"], "ECE": a["ece"], "Brier": a["brier"],
+                     "mean max p (calibrated)": b["mean_confidence"], "ECE (calibrated)": b["ece"],
+                     "Brier (calibrated)": b["brier"],
                      "ARI": tb.adjusted_rand_index(cal.labels, truth),
                      "ARI uncalibrated": tb.adjusted_rand_index(raw.labels, truth), "s": secs})
         print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
