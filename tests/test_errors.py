@@ -116,3 +116,105 @@ def test_array_input_needs_labels(pair):
     res = tb.fit_em(np.asarray(t.X), np.asarray(s.X), spatial=t.obsm["spatial"],
                     source_labels=s.obs["label"].to_numpy(), n_domains=2, n_factors=3, n_restarts=1)
     assert res.labels.shape == (100,)
+
+
+# ------------------------------------------------ issue 13: argument types and silent errors
+def _no_work(monkeypatch):
+    """Make any data preparation fail loudly: the check must come before it."""
+    def boom(*a, **k):
+        raise AssertionError("data were prepared before the bad argument was reported")
+    monkeypatch.setattr("transst_bayes.fit.prepare", boom)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(seed="42"), TypeError, "seed must be an int, got '42'"),
+    (dict(seed=1.5), TypeError, "seed must be an int"),
+    (dict(seed=-1), ValueError, "seed must be >= 0"),
+    (dict(n_restarts=2.5), TypeError, "n_restarts must be an int"),
+    (dict(max_iter=True), TypeError, "max_iter must be an int"),
+    (dict(n_factors=np.float64(3)), TypeError, "n_factors must be an int"),
+    (dict(beta="1"), TypeError, "beta .* must be a number or None, got '1'"),
+    (dict(beta=float("nan")), ValueError, "beta .* must be finite"),
+    (dict(beta=float("inf")), ValueError, "beta .* must be finite"),
+    (dict(weight=float("inf")), ValueError, "weight .* must be finite"),
+    (dict(tol=float("nan")), ValueError, "tol must be finite"),
+    (dict(tol=-1), ValueError, "tol must be > 0"),
+    (dict(n_domains=3.0), TypeError, "n_domains must be an int"),
+    (dict(n_domains=np.float64(3)), TypeError, "n_domains must be an int"),
+    (dict(n_genes=-5), ValueError, "n_genes must be >= 1, got -5"),
+    (dict(n_genes=10.5), TypeError, "n_genes must be an int"),
+    (dict(n_neighbors=0), ValueError, "n_neighbors must be >= 1"),
+    (dict(target_sum=0), ValueError, "target_sum must be > 0"),
+    (dict(radius=-1.0), ValueError, "radius must be > 0"),
+])
+def test_bad_arguments_are_named_before_any_work(pair, monkeypatch, kw, exc, match):
+    s, t = pair
+    _no_work(monkeypatch)
+    with pytest.raises(exc, match=match):
+        _fit(t, s, **kw)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(num_samples=2.5), TypeError, "num_samples must be an int"),
+    (dict(lr=float("nan")), ValueError, "lr must be finite"),
+    (dict(seed="0"), TypeError, "seed must be an int"),
+    (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+])
+def test_bad_svi_arguments_are_named_before_any_work(pair, monkeypatch, kw, exc, match):
+    s, t = pair
+    _no_work(monkeypatch)
+    with pytest.raises(exc, match=match):
+        tb.fit_svi(t, s, n_domains=2, n_factors=3, **kw)
+
+
+def test_three_column_coordinates_are_an_error(pair):
+    s, t = pair
+    t.obsm["spatial"] = np.c_[t.obsm["spatial"], np.arange(t.n_obs)]
+    with pytest.raises(ValueError, match=r"obsm\['spatial'\] must be 2-D coordinates of shape \(n_spots, 2\), "
+                                         r"got shape \(100, 3\)"):
+        _fit(t, s)
+
+
+@pytest.mark.parametrize("which", ["target", "source"])
+def test_duplicated_gene_names_are_an_error(pair, which):
+    s, t = pair
+    a = t if which == "target" else s
+    a.var_names = ["dup", "dup"] + list(a.var_names[2:])
+    with pytest.raises(ValueError, match=f"{which}.var_names has 1 duplicated gene names .*'dup'.*"
+                                         "var_names_make_unique"):
+        _fit(t, s)
+
+
+def test_arrays_of_different_widths_are_an_error(pair):
+    s, t = pair
+    X, Xs = np.asarray(t.X), np.asarray(s.X)[:, :-1]
+    with pytest.raises(ValueError, match="source has 29 columns and target 30"):
+        tb.fit_em(X, Xs, source_labels=s.obs["label"].to_numpy(), spatial=t.obsm["spatial"],
+                  n_domains=2, n_factors=3)
+
+
+def test_result_files_with_or_without_npz_and_bad_files(pair, tmp_path):
+    s, t = pair
+    res = _fit(t, s, calibrate="none")
+    written = res.save(tmp_path / "fit")
+    assert written.endswith("fit.npz")
+    back = tb.load_result(tmp_path / "fit")
+    np.testing.assert_array_equal(back.labels, res.labels)
+    np.testing.assert_array_equal(tb.load_result(written).proba, res.proba)
+    (tmp_path / "junk.npz").write_bytes(np.random.default_rng(0).bytes(200))
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    data = (tmp_path / "fit.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    np.savez(tmp_path / "obj.npz", __meta__=np.array([{"a": 1}], dtype=object))
+    for name in ("junk", "plain", "cut", "obj"):
+        with pytest.raises(ValueError, match=f"{name}.npz' is not a TransST result file"):
+            tb.load_result(tmp_path / f"{name}.npz")
+    import json
+    with np.load(written) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    np.savez(tmp_path / "newer.npz", __meta__=np.asarray(json.dumps(dict(meta, format=99))), **arrays)
+    with pytest.raises(ValueError, match="file format 99, newer than"):
+        tb.load_result(tmp_path / "newer.npz")
+    with pytest.raises(FileNotFoundError):
+        tb.load_result(tmp_path / "absent")

@@ -14,6 +14,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from . import validate as V
 from .graph import PaddedGraph, build_graph, pad_graph, validate_adjacency
 
 GENE_SELECTIONS = ("variance", "cv", "source")
@@ -41,6 +42,12 @@ class DataSettings:
     radius: float | None = None
     library_key: str | None = None
     dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        V.number("target_sum", self.target_sum, 0.0, strict=True)
+        V.integer("n_genes", self.n_genes, 1)
+        V.integer("n_neighbors", self.n_neighbors, 1)
+        V.number("radius", self.radius, 0.0, strict=True, none_ok=True)
 
 
 class Prepared(NamedTuple):
@@ -226,8 +233,7 @@ def _select_genes(Xt, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=No
 
 def _coords(adata, key: str):
     if key in adata.obsm:
-        c = np.asarray(adata.obsm[key], dtype=np.float64)
-        return c[:, :2] if c.ndim == 2 else c
+        return V.coordinates(np.asarray(adata.obsm[key], dtype=np.float64), f"obsm[{key!r}]")
     return None
 
 
@@ -302,6 +308,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     s = settings
     Xt = _prepare_expression(target, s.layer, s.counts, s.target_sum, "target")
     genes_t = np.asarray(target.var_names.astype(str))
+    V.unique_names(genes_t, "target.var_names")
     Xs = labels = None
     classes: list = []
     if source is not None:
@@ -309,6 +316,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
                                  s.counts, s.target_sum, "source")
         labels, classes = _labels(source, label_key)
         genes_s = np.asarray(source.var_names.astype(str))
+        V.unique_names(genes_s, "source.var_names")
         shared = np.intersect1d(genes_t, genes_s)
         if shared.size < min_genes:
             raise ValueError(

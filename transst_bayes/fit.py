@@ -18,6 +18,7 @@ from .data import DataSettings, Prepared, as_anndata, prepare
 from .linalg import kmeans
 from . import plan as D
 from .result import TransSTResult, entropy
+from . import validate as V
 from .selection import CRITERIA, DEFAULT_CRITERION, criteria
 from .source_em import fit_source_jit
 from .transfer import TRANSFER_MODES, fit_transfer_jit
@@ -62,14 +63,13 @@ class EMSettings:
             raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if not isinstance(self.n_factors, (int, np.integer)) or self.n_factors < 1:
-            raise ValueError(f"n_factors must be a positive integer, got {self.n_factors!r}")
-        if self.n_restarts < 1 or self.max_iter < 1:
-            raise ValueError("n_restarts and max_iter must be >= 1")
-        if not self.weight > 0:
-            raise ValueError(f"weight (power on the expression likelihood) must be > 0, got {self.weight}")
-        if self.beta is not None and self.beta < 0:
-            raise ValueError(f"beta must be >= 0 (or None to learn it), got {self.beta}")
+        V.integer("n_factors", self.n_factors, 1)
+        V.integer("n_restarts", self.n_restarts, 1)
+        V.integer("max_iter", self.max_iter, 1)
+        V.integer("seed", self.seed, 0)
+        V.number("tol", self.tol, 0.0, strict=True)
+        V.number("weight (power on the expression likelihood)", self.weight, 0.0, strict=True)
+        V.number("beta (None to learn it)", self.beta, 0.0, none_ok=True)
 
 
 def precision(dtype: str):
@@ -139,8 +139,11 @@ def _inputs(target, source, source_labels, spatial):
         labels = np.asarray(source_labels)
         if labels.shape[0] != source.shape[0]:
             raise ValueError(f"source_labels has {labels.shape[0]} entries for {source.shape[0]} rows")
-        genes = list(map(str, target.var_names)) if source.shape[1] == target.n_vars else None
-        source = as_anndata(source, genes=genes, obs={"label": labels})
+        if source.shape[1] != target.n_vars:
+            raise ValueError(f"source has {source.shape[1]} columns and target {target.n_vars}: arrays "
+                             "without gene names are matched by position, so they need the same genes "
+                             "in the same order; pass AnnData objects (genes matched by name) instead")
+        source = as_anndata(source, genes=list(map(str, target.var_names)), obs={"label": labels})
     return target, source
 
 

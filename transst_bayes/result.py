@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import zipfile
 from dataclasses import dataclass, field, fields
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +17,8 @@ PALETTE = [
     "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
     "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
 ]
+
+FILE_FORMAT = 1  # version of the .npz layout written by TransSTResult.save
 
 _ARRAYS = ("labels", "proba", "factors", "W_t", "W_s", "psi", "mu", "Sigma", "trace",
            "psi_s", "mu_s", "Sigma_s", "gene_mean", "gene_scale")
@@ -188,17 +192,50 @@ class TransSTResult:
         return cls._from_payload(arrays, meta)
 
     # ---------------------------------------------------------------- files
-    def save(self, path) -> None:
-        """Save to a .npz file (arrays + JSON metadata; no pickle)."""
+    def save(self, path) -> str:
+        """Save to a .npz file (arrays + JSON metadata with a format version; no pickle). A path
+        without ".npz" gets it, as `load_result` expects. Returns the path written."""
+        path = _npz_path(path)
         arrays, meta = self._payload()
+        meta["format"] = FILE_FORMAT
         np.savez_compressed(path, __meta__=np.asarray(json.dumps(meta, default=_jsonable)), **arrays)
+        return path
 
     @classmethod
     def load(cls, path) -> "TransSTResult":
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["__meta__"]))
-            arrays = {k: f[k] for k in f.files if k != "__meta__"}
-        return cls._from_payload(arrays, meta)
+        """Read a file written by `save` (the same path, with or without ".npz"). Anything else —
+        not a result of this package, truncated, or from a newer format — is a ValueError naming
+        the file; pickled content is never loaded."""
+        path = _npz_path(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no result file {path!r}")
+        bad = f"{path!r} is not a TransST result file written by TransSTResult.save"
+        try:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+                if "__meta__" not in f.files:
+                    raise ValueError(f"{bad} (it has no __meta__ entry)")
+                meta = json.loads(str(f["__meta__"]))
+                arrays = {k: f[k] for k in f.files if k != "__meta__"}
+        except ValueError as e:
+            if str(e).startswith(bad):
+                raise
+            raise ValueError(f"{bad} ({type(e).__name__}: {str(e)[:80]})") from None
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+            raise ValueError(f"{bad}, or it is truncated ({type(e).__name__})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{bad} (its metadata is not a JSON object)")
+        fmt = meta.pop("format", 1)
+        if not isinstance(fmt, int) or fmt > FILE_FORMAT:
+            raise ValueError(f"{path!r} has file format {fmt!r}, newer than this version of "
+                             f"transst_bayes reads ({FILE_FORMAT}); upgrade transst_bayes")
+        missing = [k for k in ("labels", "proba") if k not in arrays] + \
+                  [k for k in ("tau", "beta", "settings", "genes", "obs_names") if k not in meta]
+        if missing:
+            raise ValueError(f"{bad} (missing {missing})")
+        try:
+            return cls._from_payload(arrays, meta)
+        except TypeError as e:
+            raise ValueError(f"{bad} ({e})") from None
 
 
 def _jsonable(o):
@@ -211,5 +248,11 @@ def _jsonable(o):
     return str(o)
 
 
+def _npz_path(path) -> str:
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
+
+
 def load_result(path) -> TransSTResult:
+    """`TransSTResult.load`: a fit saved by `TransSTResult.save`."""
     return TransSTResult.load(path)

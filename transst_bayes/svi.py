@@ -32,6 +32,7 @@ from .fit import (DEFAULT_N_NOVEL, EMSettings, __version__, _data_settings, _fit
 from .data import prepare
 from .guides import GUIDES
 from .result import TransSTResult, entropy
+from . import validate as V
 from .selection import CRITERIA, DEFAULT_CRITERION, criteria
 
 
@@ -54,12 +55,12 @@ class SVISettings:
     def check(self) -> None:
         if self.guide not in GUIDES:
             raise ValueError(f"guide must be one of {sorted(GUIDES)}, got {self.guide!r}")
-        if self.lr <= 0 or self.steps_per_round < 1 or self.max_rounds < 1 or self.num_samples < 1:
-            raise ValueError("lr, steps_per_round, max_rounds and num_samples must be positive")
-        if isinstance(self.rank, bool) or not isinstance(self.rank, (int, np.integer)) or self.rank < 1:
-            raise ValueError(f"rank must be a positive int, got {self.rank!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int or None, got {self.batch_size}")
+        V.number("lr", self.lr, 0.0, strict=True)
+        V.number("rtol", self.rtol, 0.0)
+        for name in ("steps_per_round", "max_rounds", "num_samples", "rank", "n_factors"):
+            V.integer(name, getattr(self, name), 1)
+        V.integer("seed", self.seed, 0)
+        V.integer("batch_size", self.batch_size, 1, none_ok=True)
 
 
 def _mixture_site(tr: dict):

@@ -1,0 +1,62 @@
+"""Argument checks shared by every entry point: each names the argument, the value and the fix,
+and runs in plain Python / NumPy before any data reach the device (issue 13)."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+
+def integer(name: str, value, minimum: int | None = None, maximum: int | None = None,
+            none_ok: bool = False):
+    """`value` as an int: Python or NumPy integers only (not bool, not 3.0, not "3")."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int{' or None' if none_ok else ''}, got {value!r} "
+                        f"({type(value).__name__})")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v}")
+    return v
+
+
+def number(name: str, value, minimum: float | None = None, strict: bool = False,
+           none_ok: bool = False):
+    """`value` as a finite float: a real number (not bool, not a string), not NaN or inf, and
+    >= `minimum` (> with `strict`)."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number{' or None' if none_ok else ''}, got {value!r} "
+                        f"({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if minimum is not None and (v <= minimum if strict else v < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {v}")
+    return v
+
+
+def unique_names(names, what: str) -> None:
+    """Gene names must be unique: duplicates would pair loadings with the wrong gene."""
+    names = np.asarray(names).astype(str)
+    u, counts = np.unique(names, return_counts=True)
+    if (counts > 1).any():
+        dup = u[counts > 1]
+        raise ValueError(f"{what} has {int((counts - 1).sum())} duplicated gene names (e.g. "
+                         f"{[str(d) for d in dup[:3]]}); make them unique first, e.g. adata.var_names_make_unique()")
+
+
+def coordinates(coords: np.ndarray, what: str) -> np.ndarray:
+    """Spatial coordinates must be (n, 2): a third column (z) would be dropped silently and spots
+    far apart in z would become neighbours."""
+    c = np.asarray(coords)
+    if c.ndim != 2 or c.shape[1] != 2:
+        raise ValueError(f"{what} must be 2-D coordinates of shape (n_spots, 2), got shape {c.shape}; "
+                         "pass x and y only (fit each z-plane as its own section, with library_key)")
+    return c
