@@ -218,3 +218,40 @@ def test_result_files_with_or_without_npz_and_bad_files(pair, tmp_path):
         tb.load_result(tmp_path / "newer.npz")
     with pytest.raises(FileNotFoundError):
         tb.load_result(tmp_path / "absent")
+
+
+def test_one_negative_value_in_counts_is_an_error_not_a_silent_switch(pair):
+    s, t = pair
+    rng = np.random.default_rng(0)
+    t.X = rng.poisson(3.0, size=t.shape).astype(np.float32)
+    s.X = rng.poisson(3.0, size=s.shape).astype(np.float32)
+    t.X[2, 3] = -1
+    with pytest.raises(ValueError, match="target looks like raw counts .* 1 negative value"):
+        _fit(t, s)
+
+
+def test_labels_one_and_one_point_zero_are_one_class(pair):
+    s, t = pair
+    lab = np.where(s.obs["label"].astype(str) == "domain0", 1, 2).astype(object)
+    lab[:5] = 1.0
+    s.obs["label"] = lab
+    res = _fit(t, s, calibrate="none", domains="free")
+    assert sorted(res.source_classes) == ["1", "2"]
+
+
+def test_missing_library_values_are_an_error(pair):
+    s, t = pair
+    t.obs["lib"] = ["a"] * (t.n_obs - 1) + [None]
+    with pytest.raises(ValueError, match="library_key.*1 missing"):
+        _fit(t, s, library_key="lib")
+
+
+@pytest.mark.parametrize("bad", [-1.0, np.nan])
+def test_obsp_graph_with_negative_or_nan_weights_is_an_error(pair, bad):
+    import scipy.sparse as sp
+    s, t = pair
+    A = sp.random(t.n_obs, t.n_obs, density=0.05, random_state=0, format="csr")
+    A.data[0] = bad
+    t.obsp["spatial_connectivities"] = A
+    with pytest.raises(ValueError, match="negative, NaN or inf weights"):
+        _fit(t, s)

@@ -105,10 +105,18 @@ def _is_counts(X, what: str, override: bool | None) -> bool:
         return True
     if override is False:
         return False
-    if neg:
-        return False
     sample = v[: 200_000]
-    return bool(np.all(np.abs(sample - np.round(sample)) < 1e-6))
+    integer = np.abs(sample - np.round(sample)) < 1e-6
+    if neg:
+        n_neg = int(np.sum(v < 0))
+        if integer.all() and n_neg <= max(1, 1e-3 * v.size):
+            raise ValueError(
+                f"{what} looks like raw counts (all integers) but has {n_neg} negative value(s); "
+                "counts cannot be negative: fix those entries, or pass counts=False if the data "
+                "are already normalised"
+            )
+        return False
+    return bool(np.all(integer))
 
 
 def _log_normalise(X, target_sum: float):
@@ -156,6 +164,18 @@ def _prepare_expression(adata, layer, counts, target_sum, what):
     return X
 
 
+def _label_strings(lab) -> np.ndarray:
+    """Labels as strings, numbers by value: 1, 1.0 and np.int64(1) are one class, "1"."""
+    from numbers import Number
+
+    def one(v):
+        if isinstance(v, Number) and not isinstance(v, bool) and float(v).is_integer():
+            return str(int(v))
+        return str(v)
+
+    return np.asarray([one(v) for v in np.asarray(lab, dtype=object)])
+
+
 def _labels(source, label_key: str):
     if label_key not in source.obs.columns:
         raise ValueError(
@@ -169,7 +189,7 @@ def _labels(source, label_key: str):
             f"source.obs[{label_key!r}] has {missing} missing labels; drop those spots or "
             "fill the labels before fitting"
         )
-    classes, codes = np.unique(np.asarray(lab.astype(str)), return_inverse=True)
+    classes, codes = np.unique(_label_strings(lab), return_inverse=True)
     if classes.size < 2:
         raise ValueError(
             f"source.obs[{label_key!r}] has a single class ({classes[0]!r}); the source needs at "
@@ -297,6 +317,10 @@ def spatial_graph(adata, s: DataSettings):
     if s.library_key is not None:
         if s.library_key not in obs:
             raise ValueError(f"library_key={s.library_key!r} is not a column of target.obs")
+        if obs[s.library_key].isna().any():
+            raise ValueError(f"target.obs[{s.library_key!r}] (library_key) has "
+                             f"{int(obs[s.library_key].isna().sum())} missing values; every spot needs "
+                             "its section: fill them or drop those spots")
         libs = obs[s.library_key].astype(str).to_numpy()
     return build_graph(coords=coords, kind=s.graph, k=s.n_neighbors, radius=s.radius,
                        array_row=row, array_col=col, libraries=libs)

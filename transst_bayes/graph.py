@@ -155,6 +155,11 @@ def validate_adjacency(adj: sp.spmatrix, n: int) -> sp.csr_matrix:
         raise ValueError(
             f"spatial connectivities must be ({n}, {n}) to match the spots, got {adj.shape}"
         )
+    w = sp.csr_matrix(adj).data
+    if w.size and not (np.all(np.isfinite(w)) and np.all(w >= 0)):
+        raise ValueError(f"spatial connectivities have {int(np.sum(~np.isfinite(w) | (w < 0)))} negative, "
+                         "NaN or inf weights; a neighbour graph needs weights >= 0 (rebuild it, e.g. "
+                         "squidpy.gr.spatial_neighbors, or delete obsp['spatial_connectivities'])")
     adj = _symmetrise(adj)
     return adj
 
