@@ -255,3 +255,23 @@ def test_obsp_graph_with_negative_or_nan_weights_is_an_error(pair, bad):
     t.obsp["spatial_connectivities"] = A
     with pytest.raises(ValueError, match="negative, NaN or inf weights"):
         _fit(t, s)
+
+
+def test_suspicious_inputs_warn_once_and_are_recorded(pair):
+    s, t = pair
+    s = s[:, :12].copy()  # 12 of the target's 30 genes
+    t.X[5] = 0.0  # a spot without expression
+    with pytest.warns(UserWarning) as rec:
+        res = _fit(t, s, calibrate="none", n_factors=3)
+    msgs = [str(w.message) for w in rec]
+    assert any("only 12 of the target's 30 genes" in m for m in msgs)
+    assert any("1 target spots have no expression" in m for m in msgs)
+    assert any("only 12 of the target's 30 genes" in m for m in res.info["warnings"])
+    assert any("no expression" in m for m in res.info["warnings"])
+
+
+def test_empty_domains_warn(pair):
+    s, t = pair
+    with pytest.warns(UserWarning, match="domains hold no spot"):
+        res = _fit(t, s, n_domains=9, domains="free", calibrate="none")
+    assert any("hold no spot" in m for m in res.info["warnings"])

@@ -331,6 +331,10 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     """Read, check, normalise, select and standardise; build the target graph."""
     s = settings
     Xt = _prepare_expression(target, s.layer, s.counts, s.target_sum, "target")
+    zero = int(np.sum(np.asarray(abs(Xt).sum(axis=1)).ravel() == 0))
+    if zero:
+        warnings.warn(f"{zero} target spots have no expression at all (every gene 0); they are "
+                      "assigned by their neighbours alone: consider removing them", UserWarning, stacklevel=3)
     genes_t = np.asarray(target.var_names.astype(str))
     V.unique_names(genes_t, "target.var_names")
     Xs = labels = None
@@ -348,6 +352,10 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
                 "(n_factors + 1); check that var_names use the same gene identifiers "
                 "(symbols vs Ensembl ids)"
             )
+        if shared.size < 0.5 * genes_t.size:
+            warnings.warn(f"only {shared.size} of the target's {genes_t.size} genes are measured in the "
+                          "source; the fit uses those shared genes only (check that both use the same "
+                          "gene identifiers)", UserWarning, stacklevel=3)
         shared_set = set(shared.tolist())
         idx_t = np.array([i for i, g in enumerate(genes_t) if g in shared_set], dtype=np.int64)
         genes_sh = genes_t[idx_t]

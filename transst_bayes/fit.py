@@ -220,16 +220,20 @@ def fit_em(
     check_calibrate(calibrate, source, ds)
     if target.n_obs == 0:
         raise ValueError("target is empty (0 spots)")
-    prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)
-    n, p = prep.X.shape
-    if n_factors >= p:
-        raise ValueError(f"n_factors={n_factors} must be smaller than the number of genes ({p})")
-    if n_factors >= n:
-        raise ValueError(f"n_factors={n_factors} must be smaller than the number of spots ({n})")
-    mode = em.transfer if prep.X_source is not None else "none"
-    with precision(dtype):
-        out = _fit_arrays(prep, request, em, mode, progress_bar)
-        res = _assemble(prep, out, em, ds, mode)
+    notes: list = []
+    with V.recorded_warnings(notes):
+        prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)
+        n, p = prep.X.shape
+        if n_factors >= p:
+            raise ValueError(f"n_factors={n_factors} must be smaller than the number of genes ({p})")
+        if n_factors >= n:
+            raise ValueError(f"n_factors={n_factors} must be smaller than the number of spots ({n})")
+        mode = em.transfer if prep.X_source is not None else "none"
+        with precision(dtype):
+            out = _fit_arrays(prep, request, em, mode, progress_bar)
+            res = _assemble(prep, out, em, ds, mode)
+        V.empty_domains(res.labels, res.names)
+    res.info["warnings"] = notes
     T, res.info["calibration"], res.info["calibration_ece"] = temperature(
         calibrate, source if mode != "none" else None, label_key, em, ds)
     res.proba = C.temper(res.proba, T)

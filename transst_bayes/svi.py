@@ -221,7 +221,9 @@ def fit_svi(
     check_calibrate(calibrate, source, ds)
     if target.n_obs == 0:
         raise ValueError("target is empty (0 spots)")
-    prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)
+    notes: list = []
+    with V.recorded_warnings(notes):
+        prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)
     n, p = prep.X.shape
     if n_factors >= min(n, p):
         raise ValueError(f"n_factors={n_factors} must be smaller than the numbers of genes ({p}) and spots ({n})")
@@ -244,6 +246,9 @@ def fit_svi(
         Ks = out["Ks"]
         fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar) for K in Ks}
         res = _assemble_svi(prep, out, fits, Ks, st, em, mode, criterion, opts, model)
+    with V.recorded_warnings(notes):
+        V.empty_domains(res.labels, res.names)
+    res.info["warnings"] = notes
     # the temperature is found by EM fits of held-out source sections (calibration.py) and
     # tempers each posterior draw's probabilities before they are averaged; labels stay the
     # argmax of the model's average

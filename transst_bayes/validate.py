@@ -4,6 +4,8 @@ and runs in plain Python / NumPy before any data reach the device (issue 13)."""
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -60,3 +62,25 @@ def coordinates(coords: np.ndarray, what: str) -> np.ndarray:
         raise ValueError(f"{what} must be 2-D coordinates of shape (n_spots, 2), got shape {c.shape}; "
                          "pass x and y only (fit each z-plane as its own section, with library_key)")
     return c
+
+
+@contextmanager
+def recorded_warnings(sink: list):
+    """Collect the UserWarnings raised inside (their messages go to `sink`, for
+    `res.info["warnings"]`) and pass every warning on to the caller's filters."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, UserWarning) and str(w.message) not in sink:
+            sink.append(str(w.message))
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def empty_domains(labels, names) -> None:
+    """Warn when some domains hold no spot in the final labels (K larger than the data support)."""
+    counts = np.bincount(np.asarray(labels), minlength=len(names))
+    empty = [str(names[k]) for k in np.flatnonzero(counts == 0)]
+    if empty:
+        warnings.warn(f"{len(empty)} of {len(names)} domains hold no spot ({empty[:5]}); the data support "
+                      "fewer domains: lower n_domains or let K be chosen from a list", UserWarning, stacklevel=3)
