@@ -118,3 +118,23 @@ def test_console_script_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "transst_bayes.cli", "--help"], capture_output=True,
                        text=True, check=True)
     assert all(c in r.stdout for c in ("demo", "fit", "simulate"))
+
+
+def test_output_paths_and_sizes_are_checked_before_any_work(sim_files, tmp_path, capsys, monkeypatch):
+    t, s = str(sim_files / "target.h5ad"), str(sim_files / "source.h5ad")
+
+    def no_fit(*a, **k):
+        raise AssertionError("the fit started before the bad output path was reported")
+
+    monkeypatch.setattr("transst_bayes.tl.transst", no_fit)
+    base = ["fit", "--target", t, "--source", s, "--n-domains", "3", "--out"]
+    assert "is a directory" in _bad(base + [str(tmp_path)], capsys)
+    assert "does not exist" in _bad(base + [str(tmp_path / "absent" / "o.h5ad")], capsys)
+    for args, msg in ((["--size", "0"], "--size must be >= 2"), (["--genes", "0"], "--genes must be >= 2"),
+                      (["--size", "-3"], "--size must be >= 2"), (["--domains", "0"], "--domains must be >= 2"),
+                      (["--factors", "10", "--genes", "10"], "must be smaller than --genes")):
+        assert msg in _bad(["simulate", "--out", str(tmp_path / "sim")] + args, capsys)
+    (tmp_path / "file").write_text("x")
+    assert "is a file, not a folder" in _bad(["simulate", "--out", str(tmp_path / "file")], capsys)
+    assert "--k-min and --k-max" in _bad(["demo", "--out", str(tmp_path / "d"), "--k-min", "5", "--k-max", "3"],
+                                         capsys)

@@ -61,6 +61,30 @@ def _read(path: str, what: str):
         raise InputError(f"{what} file {path} is not a readable .h5ad file ({type(err).__name__}: {err})") from None
 
 
+def _check_out_file(path: str, flag: str = "--out") -> Path:
+    """An output file path that can be written, checked before any fit."""
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"{flag} {path!r} is a directory; give a file name such as {str(out / 'fit.h5ad')!r}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{flag} {path!r}: the folder {str(parent)!r} does not exist; create it first")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise InputError(f"{flag} {path!r} cannot be written (permission denied); choose another path")
+    return out
+
+
+def _check_out_dir(path: str, flag: str = "--out") -> Path:
+    """An output folder that exists and is writable or can be created, checked before any work."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{flag} {path!r} is a file, not a folder; give a folder name")
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        raise InputError(f"{flag} {path!r} cannot be written (permission denied); choose another folder")
+    return out
+
+
 def _write_h5ad(adata, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(path)
@@ -121,7 +145,11 @@ def _demo(args) -> int:
     from .metrics import adjusted_rand_index
     from .simulate import simulate
 
-    out = Path(args.out)
+    if args.size < 4:
+        raise InputError(f"--size must be >= 4, got {args.size}")
+    if not 2 <= args.k_min <= args.k_max:
+        raise InputError(f"--k-min and --k-max must satisfy 2 <= k-min <= k-max, got {args.k_min}, {args.k_max}")
+    out = _check_out_dir(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     source, target = simulate(args.seed, height=args.size, width=args.size)
@@ -162,6 +190,7 @@ def _demo(args) -> int:
 def _fit(args) -> int:
     from . import tl
 
+    out = _check_out_file(args.out)
     target = _read(args.target, "--target")
     source = _read(args.source, "--source") if args.source else None
     if source is not None and args.label_key not in source.obs:
@@ -187,7 +216,6 @@ def _fit(args) -> int:
         tl.transfer_breaking_genes(target, key=args.key_added)
     secs = time.perf_counter() - t0
     uns = target.uns[args.key_added]
-    out = Path(args.out)
     _write_h5ad(target, out)
     counts = target.obs[args.key_added].value_counts().sort_index()
     print(f"fitted {target.n_obs} spots ({args.method}) in {secs:.1f} s: K = {uns['n_domains']}, "
@@ -204,11 +232,17 @@ def _fit(args) -> int:
 def _simulate(args) -> int:
     from .simulate import simulate
 
+    for flag, v, lo in (("--size", args.size, 2), ("--genes", args.genes, 2), ("--factors", args.factors, 1),
+                        ("--domains", args.domains, 2)):
+        if v < lo:
+            raise InputError(f"{flag} must be >= {lo}, got {v}")
+    if args.factors >= args.genes:
+        raise InputError(f"--factors ({args.factors}) must be smaller than --genes ({args.genes})")
+    out = _check_out_dir(args.out)
     source, target = simulate(args.seed, height=args.size, width=args.size, n_genes=args.genes,
                               n_factors=args.factors, n_domains=args.domains, shift=args.shift,
                               error=args.error)
     target.uns.pop("simulation", None)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_h5ad(source, out / "source.h5ad")
     _write_h5ad(target, out / "target.h5ad")
