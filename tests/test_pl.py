@@ -81,7 +81,14 @@ def test_domains_reference_panel(fitted):
     assert [t.get_text() for t in _legend(axs[0]).get_texts()] == ref_cats
     assert axs[0].get_title() == "truth"
     assert len(_facecolors(axs[0])) == len(ref_cats)
-    assert _facecolors(axs[1]) == {to_hex(c) for c in fitted.uns["transst_colors"]}
+    # a domain named like a reference category wears its colour (named anchored domains here)
+    ref_col = {t.get_text(): to_hex(h.get_markerfacecolor())
+               for t, h in zip(_legend(axs[0]).get_texts(), _legend(axs[0]).legend_handles)}
+    dom_col = {t.get_text(): to_hex(h.get_markerfacecolor())
+               for t, h in zip(_legend(axs[1]).get_texts(), _legend(axs[1]).legend_handles)}
+    shared = set(ref_col) & set(dom_col)
+    assert shared and all(dom_col[n] == ref_col[n] for n in shared)
+    assert len(set(dom_col.values())) == len(dom_col)  # still one colour per domain
     # reference colours from uns when they fit, else the palette
     ad = fitted.copy()
     ad.uns["truth_colors"] = ["#111111", "#222222", "#333333", "#444444"][: len(ref_cats)]
@@ -331,3 +338,19 @@ def test_calibration_diagram_draws_the_reliability_of_a_hand_made_fit():
 def test_calibration_diagram_on_a_fit(fitted):
     ax = pl.calibration(fitted, "truth")
     assert "Brier" in ax.get_title() and len(ax.lines) == 2
+
+
+def test_reference_colours_match_free_domains_by_overlap():
+    """Free domains '0', '1' whose spots are reference 'b' and 'a' take b's and a's colours."""
+    import anndata as ad
+    import pandas as pd
+
+    ref = ["a"] * 5 + ["b"] * 5
+    dom = ["1"] * 5 + ["0"] * 5
+    a = ad.AnnData(np.zeros((10, 1)), obs=pd.DataFrame({"ref": pd.Categorical(ref)}, index=[str(i) for i in range(10)]))
+    a.obs["transst"] = pd.Categorical(dom, categories=["0", "1"])
+    a.obsm["spatial"] = np.c_[np.arange(10.0), np.zeros(10)]
+    a.uns["ref_colors"] = ["#ff0000", "#0000ff"]
+    axs = pl.domains(a, reference="ref")
+    fc = [to_hex(c) for c in axs[1].collections[0].get_facecolors()]
+    assert fc == ["#ff0000"] * 5 + ["#0000ff"] * 5

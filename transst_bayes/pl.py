@@ -69,8 +69,9 @@ def _coords(adata, spatial_key: str) -> np.ndarray:
 
 def _axes(ax, n: int, size: tuple[float, float] = (5.0, 4.5)) -> list:
     """`n` Axes: the given one(s) or a new figure with n panels side by side."""
-    if ax is None:
-        _, axs = _plt().subplots(1, n, figsize=(size[0] * n, size[1]), squeeze=False)
+    if ax is None:  # constrained layout keeps each panel's outside legend clear of the next panel
+        _, axs = _plt().subplots(1, n, figsize=((size[0] + 1.5) * n, size[1]), squeeze=False,
+                                 layout="constrained")
         return list(axs[0])
     axs = list(np.ravel(ax)) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
     if len(axs) != n:
@@ -91,6 +92,30 @@ def _scatter_categories(ax, xy: np.ndarray, cat, colors: Sequence[str], size: fl
               frameon=False, fontsize="small")
     if title is not None:
         ax.set_title(title)
+
+
+def _colors_matching(cat, ref, ref_colors: Sequence[str], own: Sequence[str]) -> list[str]:
+    """Domain colours that agree with a reference panel: a domain named like a reference
+    category takes its colour; the other domains are matched to the remaining categories by
+    Hungarian matching on their overlap and take those colours; the rest keep colours not used
+    by the reference."""
+    from scipy.optimize import linear_sum_assignment
+
+    d, r = [str(c) for c in cat.categories], [str(c) for c in ref.categories]
+    out: list = [None] * len(d)
+    for i, name in enumerate(d):
+        if name in r:
+            out[i] = ref_colors[r.index(name)]
+    free = [i for i in range(len(d)) if out[i] is None]
+    left = [j for j in range(len(r)) if r[j] not in d]
+    if free and left:
+        dc, rc = np.asarray(cat.codes), np.asarray(ref.codes)
+        M = np.array([[np.sum((dc == i) & (rc == j)) for j in left] for i in free])
+        rows, cols = linear_sum_assignment(-M)
+        for a, b in zip(rows, cols):
+            out[free[a]] = ref_colors[left[b]]
+    spare = [c for c in list(own) + list(PALETTE) if c not in out and c not in ref_colors]
+    return [c if c is not None else spare.pop(0) for c in out]
 
 
 def _spatial_style(ax, spatial_key: str) -> None:
@@ -125,7 +150,9 @@ def domains(adata, *, key: str = "transst", spatial_key: str = "spatial",
 
     reference : an obs column (e.g. a manual annotation) drawn in a second panel on the left of
         the domains; its colours come from `uns[f"{reference}_colors"]` when that has one colour
-        per category, else from tab20. Then `ax` may be a pair of Axes.
+        per category, else from tab20, and the domains take the colours of the categories they
+        match (by name, else by Hungarian matching on their overlap). Then `ax` may be a pair of
+        Axes.
 
     Returns the Axes, or [reference Axes, domain Axes] with `reference`.
     """
@@ -139,7 +166,9 @@ def domains(adata, *, key: str = "transst", spatial_key: str = "spatial",
                             reference, legend_title=None)
         _spatial_style(axs[0], spatial_key)
     cat = _categorical(adata, key)
-    _scatter_categories(axs[-1], xy, cat, _domain_colors(adata, key), size,
+    colors = _domain_colors(adata, key) if reference is None else \
+        _colors_matching(cat, ref, _colors(adata, reference, len(ref.categories)), _domain_colors(adata, key))
+    _scatter_categories(axs[-1], xy, cat, colors, size,
                         title if title is not None else "TransST domains", legend_title="domain")
     _spatial_style(axs[-1], spatial_key)
     return axs if reference is not None else axs[0]
