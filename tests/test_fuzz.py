@@ -1,0 +1,113 @@
+"""Property-based inputs (hypothesis): random shapes, dtypes, sparsity, NaN / inf / negative
+entries, duplicated names, coordinate shapes and argument values. Every call to `fit_em` either
+returns a result whose arrays are finite (probabilities summing to 1) or raises ValueError /
+TypeError from this package; never another exception type, never NaN (issue 13)."""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+hyp = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import transst_bayes as tb  # noqa: E402
+
+BAD_VALUES = {"none": None, "nan": np.nan, "inf": np.inf, "negative": -3.0}
+
+
+def _adata(rng, side: int, p: int, kind: str, sparse: bool, prefix: str, labels: bool):
+    n = side * side
+    if kind == "counts":
+        X = rng.poisson(2.0, size=(n, p)).astype(np.float32)
+    else:
+        X = rng.normal(size=(n, p)).astype(np.float32)
+    obs = pd.DataFrame(index=[f"{prefix}{i}" for i in range(n)])
+    if labels:
+        obs["label"] = pd.Categorical(np.where(np.arange(n) % side < side // 2, "a", "b"))
+    a = ad.AnnData(sp.csr_matrix(X) if sparse else X, obs=obs,
+                   var=pd.DataFrame(index=[f"g{j}" for j in range(p)]))
+    rr, cc = np.divmod(np.arange(n), side)
+    a.obsm["spatial"] = np.c_[cc, rr].astype(float)
+    return a
+
+
+@st.composite
+def cases(draw):
+    if draw(st.booleans()):  # half the cases: valid arguments, so that fits run on odd data
+        return dict(
+            seed=draw(st.integers(0, 10_000)), side=draw(st.sampled_from([6, 8])),
+            p=draw(st.sampled_from([20, 30])), kind=draw(st.sampled_from(["counts", "gaussian"])),
+            sparse=draw(st.booleans()), bad=draw(st.sampled_from(["none", "none", "negative"])),
+            bad_in=draw(st.sampled_from(["target", "source"])), duplicate=None, coord_cols=2,
+            n_domains=draw(st.sampled_from([2, 3, None, [2, 3]])), n_factors=draw(st.sampled_from([2, 3])),
+            fit_seed=draw(st.sampled_from([0, 1])), beta=draw(st.sampled_from([None, 0.5])),
+            n_genes=draw(st.sampled_from([2000, 10])), with_source=draw(st.booleans()),
+        )
+    return dict(
+        seed=draw(st.integers(0, 10_000)),
+        side=draw(st.sampled_from([6, 8])),
+        p=draw(st.sampled_from([20, 30])),
+        kind=draw(st.sampled_from(["counts", "gaussian"])),
+        sparse=draw(st.booleans()),
+        bad=draw(st.sampled_from(list(BAD_VALUES))),
+        bad_in=draw(st.sampled_from(["target", "source"])),
+        duplicate=draw(st.sampled_from([None, "target", "source"])),
+        coord_cols=draw(st.sampled_from([2, 2, 2, 1, 3])),
+        n_domains=draw(st.sampled_from([2, 3, None, 0, -1, 2.0, "3", True, [2, 3]])),
+        n_factors=draw(st.sampled_from([2, 3, 0, 2.5])),
+        fit_seed=draw(st.sampled_from([0, 1, -1, "0", 1.5])),
+        beta=draw(st.sampled_from([None, 0.5, -1.0, float("nan"), "1"])),
+        n_genes=draw(st.sampled_from([2000, 10, 0, -5])),
+        with_source=draw(st.booleans()),
+    )
+
+
+def _from_package(err: BaseException) -> bool:
+    frames = traceback.extract_tb(err.__traceback__)
+    return any("transst_bayes" in f.filename for f in frames)
+
+
+@settings(max_examples=16, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(cases())
+def test_every_input_gives_a_finite_result_or_a_named_error(case):
+    rng = np.random.default_rng(case["seed"])
+    tgt = _adata(rng, case["side"], case["p"], case["kind"], case["sparse"], "t", labels=False)
+    src = _adata(rng, case["side"], case["p"], case["kind"], case["sparse"], "s", labels=True) \
+        if case["with_source"] else None
+    value = BAD_VALUES[case["bad"]]
+    where = tgt if case["bad_in"] == "target" or src is None else src
+    if value is not None:
+        X = where.X.toarray() if sp.issparse(where.X) else np.array(where.X)
+        X[int(rng.integers(X.shape[0])), int(rng.integers(X.shape[1]))] = value
+        where.X = X
+    dup = {"target": tgt, "source": src}.get(case["duplicate"])
+    if dup is not None:
+        dup.var_names = ["g0", "g0"] + list(dup.var_names[2:])
+    if case["coord_cols"] != 2:
+        xy = tgt.obsm["spatial"]
+        tgt.obsm["spatial"] = xy[:, :1] if case["coord_cols"] == 1 else np.c_[xy, np.zeros(len(xy))]
+    kw = dict(n_domains=case["n_domains"], n_factors=case["n_factors"], seed=case["fit_seed"],
+              beta=case["beta"], n_genes=case["n_genes"], n_restarts=1, max_iter=3, calibrate="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            res = tb.fit_em(tgt, src, **kw)
+        except (ValueError, TypeError) as err:
+            assert _from_package(err), f"{type(err).__name__} raised outside transst_bayes: {err}"
+            assert str(err), "an error without a message"
+            hyp.event(f"raised {type(err).__name__}")
+            return
+    hyp.event("fitted")
+    for name in ("proba", "mu", "Sigma", "W_t", "psi", "factors"):
+        assert np.all(np.isfinite(getattr(res, name))), name
+    np.testing.assert_allclose(res.proba.sum(axis=1), 1.0, atol=1e-5)
+    assert res.labels.shape == (tgt.n_obs,)
