@@ -96,7 +96,7 @@ def test_k_table_has_every_criterion(small_pair):
         assert r["n_params"] == r["K"] * (5 + 15) + 1
     chosen = [r for r in res.k_table if r["chosen"]]
     assert len(chosen) == 1 and chosen[0]["K"] == res.n_domains
-    assert chosen[0]["sbic"] == min(r["sbic"] for r in res.k_table)  # the default criterion
+    assert chosen[0]["hbic"] == min(r["hbic"] for r in res.k_table)  # the default criterion
 
 
 def test_criteria_against_hand_values():

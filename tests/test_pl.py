@@ -254,8 +254,8 @@ def test_k_selection(fitted):
     table = json.loads(fitted.uns["transst"]["k_table"])
     chosen = [r["K"] for r in table if r["chosen"]][0]
     assert list(vline[0].get_xdata()) == [chosen, chosen]
-    # sbic (the default) chose K: its scaled value at the chosen K is 0 (best)
-    hb = lines[0]
+    # hbic (the default) chose K: its scaled value at the chosen K is 0 (best)
+    hb = lines[3]
     assert hb.get_ydata()[list(hb.get_xdata()).index(chosen)] == pytest.approx(0)
     with pytest.raises(ValueError, match="nonsense"):
         pl.k_selection(fitted, criteria=["nonsense"])

@@ -180,8 +180,8 @@ def fit_em(
     source : AnnData with labels in `obs[label_key]` (or array with `source_labels=`), or None.
         Its classes need not be the target's domains. None (or transfer="none") fits the target
         alone.
-    n_domains : K, or a list of K to choose from by `criterion` ("sbic", Schwarz's BIC, the
-        default; "hbic", "bic", "mbic" with the published code's constants; "icl").
+    n_domains : K, or a list of K to choose from by `criterion` ("hbic", the default, "bic",
+        "mbic" with the published code's constants; "sbic", Schwarz's BIC; "icl").
         None (default): with a labeled source, the source classes present in the target plus
         each number of novel domains in `n_novel` (chosen by `criterion`); without a source 7.
     domains : "anchored" (default; with a labeled source): domain k is tied to a source class

@@ -57,7 +57,7 @@ def transst(
         `layer`, coordinates in `obsm[spatial_key]` (or a Visium/ST lattice, or a graph in
         `obsp["spatial_connectivities"]`); several sections with `library_key`.
     source : labeled AnnData (`obs[label_key]`) whose gene programs are transferred, or None.
-    n_domains : K, or a list / range of K chosen by the criterion (Schwarz's BIC for EM, PSIS-LOO for SVI);
+    n_domains : K, or a list / range of K chosen by the criterion (HBIC for EM, PSIS-LOO for SVI);
         None: with a labeled source the source classes present in the target plus novel domains
         (`n_novel`), without one 7. Domains are anchored to (and named after) the source classes
         by default (`domains="anchored"`; "free" for the paper's free clustering).
