@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from . import validate as V
 from .metrics import align_labels
 from .result import TransSTResult, entropy
 
@@ -76,11 +77,9 @@ def marker_genes(res: TransSTResult, domain: int | str | None = None, n_top: int
 
     if not 0 < credible < 1:
         raise ValueError(f"credible must be in (0, 1), got {credible}")
-    T = fit_temperature(res) if temperature is None else temperature
-    if isinstance(T, bool) or not isinstance(T, (int, float, np.floating, np.integer)) or not np.isfinite(T) \
-            or T <= 0:
-        raise ValueError(f"temperature must be a finite number > 0 or None (the fit's own), got {T!r}")
-    e = domain_expression(res, float(T))  # (S, p, K)
+    T = fit_temperature(res) if temperature is None else \
+        V.number("temperature (None: the fit's own)", temperature, 0.0, strict=True)
+    e = domain_expression(res, T)  # (S, p, K)
     S, p, K = e.shape
     names = res.names
     if isinstance(domain, str):

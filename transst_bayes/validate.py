@@ -11,14 +11,22 @@ from numbers import Integral, Real
 import numpy as np
 
 
+def _typed(name: str, value, kind: type, what: str, none_ok: bool) -> bool:
+    """True when `value` is an instance of `kind` (bools never are); False for an allowed None;
+    else a TypeError naming the argument."""
+    if value is None and none_ok:
+        return False
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {what}{' or None' if none_ok else ''}, got {value!r} "
+                        f"({type(value).__name__})")
+    return True
+
+
 def integer(name: str, value, minimum: int | None = None, maximum: int | None = None,
             none_ok: bool = False):
     """`value` as an int: Python or NumPy integers only (not bool, not 3.0, not "3")."""
-    if value is None and none_ok:
+    if not _typed(name, value, Integral, "an int", none_ok):
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int{' or None' if none_ok else ''}, got {value!r} "
-                        f"({type(value).__name__})")
     v = int(value)
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
@@ -31,11 +39,8 @@ def number(name: str, value, minimum: float | None = None, strict: bool = False,
            none_ok: bool = False):
     """`value` as a finite float: a real number (not bool, not a string), not NaN or inf, and
     >= `minimum` (> with `strict`)."""
-    if value is None and none_ok:
+    if not _typed(name, value, Real, "a number", none_ok):
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number{' or None' if none_ok else ''}, got {value!r} "
-                        f"({type(value).__name__})")
     v = float(value)
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
