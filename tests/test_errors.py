@@ -275,3 +275,61 @@ def test_empty_domains_warn(pair):
     with pytest.warns(UserWarning, match="domains hold no spot"):
         res = _fit(t, s, n_domains=9, domains="free", calibrate="none")
     assert any("hold no spot" in m for m in res.info["warnings"])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    s, t = tb.simulate(0, height=8, width=8, n_genes=30, n_factors=3, n_domains=2)
+    tb.tl.transst(t, s, n_domains=2, n_factors=3, n_restarts=1, max_iter=3, calibrate="none")
+    return s, t
+
+
+_SCANPY_STYLE_CASES = [
+    ("tl.transst", dict(key_added=3), TypeError, "key_added must be a non-empty str"),
+    ("tl.transst", dict(copy="yes"), TypeError, "copy must be True or False"),
+    ("tl.markers", dict(n_top=2.5), TypeError, "n_top must be an int"),
+    ("tl.markers", dict(n_top=-1), ValueError, "n_top must be >= 1"),
+    ("tl.markers", dict(credible="0.9"), TypeError, "credible must be a number"),
+    ("tl.markers", dict(domain=1.5), TypeError, "domain must be an int"),
+    ("tl.markers", dict(key_added=1), TypeError, "key_added must be a non-empty str or None"),
+    ("tl.transfer_breaking_genes", dict(n_top="3"), TypeError, "n_top must be an int"),
+    ("pp.log_normalize", dict(target_sum="1"), TypeError, "target_sum must be a number"),
+    ("pp.log_normalize", dict(target_sum=np.inf), ValueError, "target_sum must be finite"),
+    ("pp.log_normalize", dict(copy=1), TypeError, "copy must be True or False"),
+    ("pp.select_genes", dict(n_genes=True), TypeError, "n_genes must be an int"),
+    ("pp.select_genes", dict(key_added=None), TypeError, "key_added must be a non-empty str"),
+    ("pp.spatial_neighbors", dict(key_added=2), TypeError, "key_added must be a non-empty str"),
+    ("pp.spatial_neighbors", dict(spatial_key="nope"), ValueError, r"adata.obsm\['nope'\] is missing"),
+    ("pl.marker_heatmap", dict(n_top="5"), TypeError, "n_top must be an int"),
+    ("pl.calibration", dict(reference="label", bins=1.5), TypeError, "bins must be an int"),
+]
+
+
+@pytest.mark.parametrize("func, kw, exc, match", _SCANPY_STYLE_CASES,
+                         ids=[f"{c[0]}-{next(iter(c[1]))}" for c in _SCANPY_STYLE_CASES])
+def test_scanpy_style_entry_points_name_bad_arguments(fitted, func, kw, exc, match):
+    s, t = fitted
+    t = t.copy()
+    t.obs["label"] = t.obs["transst"].astype(str)
+    if func == "pp.log_normalize":
+        t.X = np.random.default_rng(0).poisson(2.0, t.shape).astype(np.float32)
+    mod, name = func.split(".")
+    f = getattr(getattr(tb, mod), name)
+    args = (t, s) if func == "tl.transst" else (t,)
+    with pytest.raises(exc, match=match):
+        f(*args, **kw)
+
+
+@pytest.mark.parametrize("func", ["tl.transst", "tl.markers", "pp.log_normalize", "pp.select_genes",
+                                  "pp.spatial_neighbors", "pl.domains"])
+def test_scanpy_style_entry_points_want_anndata(func):
+    mod, name = func.split(".")
+    with pytest.raises(TypeError, match="must be an AnnData"):
+        getattr(getattr(tb, mod), name)(np.zeros((5, 4)))
+
+
+def test_select_genes_refuses_duplicated_names(fitted):
+    t = fitted[1].copy()
+    t.var_names = ["g"] * t.n_vars
+    with pytest.raises(ValueError, match="var_names_make_unique"):
+        tb.pp.select_genes(t)

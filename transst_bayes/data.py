@@ -301,17 +301,18 @@ def target_graph(adata, s: DataSettings):
     return spatial_graph(adata, s)
 
 
-def spatial_graph(adata, s: DataSettings):
-    """Adjacency built from the spots' positions (s.graph: knn / radius / visium / st)."""
+def spatial_graph(adata, s: DataSettings, what: str = "target"):
+    """Adjacency built from the spots' positions (s.graph: knn / radius / visium / st); `what`
+    names the AnnData in error messages."""
     obs = adata.obs
     coords = _coords(adata, s.spatial_key)
     row = obs["array_row"].to_numpy() if "array_row" in obs else None
     col = obs["array_col"].to_numpy() if "array_col" in obs else None
     if s.graph in ("knn", "radius") and coords is None:
         raise ValueError(
-            f"target.obsm[{s.spatial_key!r}] is missing: spatial coordinates are needed for the "
+            f"{what}.obsm[{s.spatial_key!r}] is missing: spatial coordinates are needed for the "
             "neighbour graph; add them (or pass spatial_key=..., or a graph in "
-            f"target.obsp[{s.graph_key!r}])"
+            f"{what}.obsp[{s.graph_key!r}])"
         )
     libs = None
     if s.library_key is not None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from . import validate as V
 from .result import PALETTE
 
 __all__ = ["domains", "uncertainty", "marker_heatmap", "ridge", "embedding", "k_selection",
@@ -29,6 +30,8 @@ def _plt():
 
 
 def _check_key(adata, key: str) -> None:
+    V.anndata("adata", adata)
+    V.key("key", key)
     if key not in adata.obs:
         raise ValueError(f"no domains under obs['{key}']; run transst_bayes.tl.transst(adata, ...) "
                          "or TransSTResult.to_anndata first")
@@ -209,10 +212,9 @@ def marker_heatmap(adata, *, key: str = "transst", n_top: int = 5, markers_key: 
     shown once, in the first block), columns are domains; each row is z-scored across domains.
     A strip left of the heatmap and the colour of the gene labels give each block's domain.
     Returns the heatmap Axes (image in `ax.images[0]`, colourbar attached to its figure)."""
+    n_top = V.integer("n_top", n_top, minimum=1)
     _check_key(adata, key)
     df = _table(adata, key, "markers", "transst_bayes.tl.markers(adata)", markers_key)
-    if n_top < 1:
-        raise ValueError(f"n_top must be >= 1, got {n_top}")
     cats = [str(c) for c in _categorical(adata, key).categories]
     colors = _domain_colors(adata, key)
     dom = df["domain"].astype(str)
@@ -452,10 +454,9 @@ def transfer_breaking(adata, *, key: str = "transst", n_top: int = 20, ax=None):
     """Horizontal bars of the `n_top` genes with the largest transfer-breaking score in
     `uns[f"{key}_transfer_breaking"]` (the largest on top), labelled with the gene names.
     Returns the Axes."""
+    n_top = V.integer("n_top", n_top, minimum=1)
     _check_key(adata, key)
     df = _table(adata, key, "transfer_breaking", "transst_bayes.tl.transfer_breaking_genes(adata)")
-    if n_top < 1:
-        raise ValueError(f"n_top must be >= 1, got {n_top}")
     top = df.sort_values("score", ascending=False).head(n_top)
     (ax,) = _axes(ax, 1, size=(5.0, 0.25 * len(top) + 1.5))
     y = np.arange(len(top))
@@ -486,8 +487,7 @@ def calibration(adata, reference: str, *, key: str = "transst", bins: int = 10, 
     pk = f"{key}_proba"
     if pk not in adata.obsm:
         raise ValueError(f"no obsm['{pk}']; run TransSTResult.to_anndata first")
-    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or bins < 2:
-        raise ValueError(f"bins must be an int >= 2, got {bins!r}")
+    bins = V.integer("bins", bins, minimum=2)
     ref = adata.obs[reference]
     keep = ref.notna().to_numpy()
     if not keep.any():

@@ -9,8 +9,17 @@ from __future__ import annotations
 import numpy as np
 
 from .data import GENE_SELECTIONS, DataSettings, _is_counts, _log_normalise, _matrix, _select_genes
+from . import validate as V
 from .data import _check_finite, spatial_graph as _spatial_graph
 from .graph import GRAPH_KINDS, validate_adjacency
+
+
+def _boundary(adata, layer, key_added, copy, none_ok: bool = True) -> None:
+    """The checks every helper shares: an AnnData, str keys, a bool `copy`."""
+    V.anndata("adata", adata)
+    V.key("layer", layer, none_ok=True)
+    V.key("key_added", key_added, none_ok=none_ok)
+    V.flag("copy", copy)
 
 
 def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None,
@@ -20,8 +29,8 @@ def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None,
     Reads `X` or `layer` (raw counts: non-negative integers, else ValueError); writes the result
     to `layers[key_added]`, or in place of the input when key_added is None.
     """
-    if not target_sum > 0:
-        raise ValueError(f"target_sum must be > 0, got {target_sum}")
+    _boundary(adata, layer, key_added, copy)
+    target_sum = V.number("target_sum", target_sum, 0.0, strict=True)
     X = _matrix(adata, layer, "adata")
     _check_finite(X, "adata")
     if not _is_counts(X, "adata", None):
@@ -49,13 +58,14 @@ def select_genes(adata, *, n_genes: int = 2000, method: str = "variance", layer:
     """
     if method not in GENE_SELECTIONS:
         raise ValueError(f"method must be one of {GENE_SELECTIONS}, got {method!r}")
-    if not isinstance(n_genes, (int, np.integer)) or n_genes < 1:
-        raise ValueError(f"n_genes must be a positive integer, got {n_genes!r}")
+    _boundary(adata, layer, key_added, copy, none_ok=False)
+    n_genes = V.integer("n_genes", n_genes, minimum=1)
+    V.unique_names(adata.var_names, "adata.var_names")
     X = _matrix(adata, layer, "adata")
     _check_finite(X, "adata")
     if _is_counts(X, "adata", None):
         X = _log_normalise(X, 1e4)
-    idx = _select_genes(X, np.asarray(adata.var_names.astype(str)), method, int(n_genes))
+    idx = _select_genes(X, np.asarray(adata.var_names.astype(str)), method, n_genes)
     if copy:
         adata = adata.copy()
     mask = np.zeros(adata.n_vars, dtype=bool)
@@ -76,9 +86,10 @@ def spatial_neighbors(adata, *, method: str = "knn", n_neighbors: int = 6, radiu
     """
     if method not in GRAPH_KINDS:
         raise ValueError(f"method must be one of {GRAPH_KINDS}, got {method!r}")
+    _boundary(adata, None, key_added, copy, none_ok=False)
     s = DataSettings(spatial_key=spatial_key, graph=method, n_neighbors=n_neighbors, radius=radius,
                      library_key=library_key)
-    adj = validate_adjacency(_spatial_graph(adata, s), adata.n_obs)
+    adj = validate_adjacency(_spatial_graph(adata, s, "adata"), adata.n_obs)
     if copy:
         adata = adata.copy()
     adata.obsp[f"{key_added}_connectivities"] = adj

@@ -75,8 +75,10 @@ def marker_genes(res: TransSTResult, domain: int | str | None = None, n_top: int
         intervals widen by sqrt(T) and lfsr rises; posterior means and ranking do not change."""
     import pandas as pd
 
-    if not 0 < credible < 1:
-        raise ValueError(f"credible must be in (0, 1), got {credible}")
+    credible = V.fraction("credible", credible)
+    n_top = V.integer("n_top", n_top, minimum=1, none_ok=True)
+    if domain is not None and not isinstance(domain, str):
+        domain = V.integer("domain", domain)
     T = fit_temperature(res) if temperature is None else \
         V.number("temperature (None: the fit's own)", temperature, 0.0, strict=True)
     e = domain_expression(res, T)  # (S, p, K)
@@ -86,7 +88,7 @@ def marker_genes(res: TransSTResult, domain: int | str | None = None, n_top: int
         if domain not in names:
             raise ValueError(f"domain {domain!r} is not a domain of the fit; domains are {names}")
         domain = names.index(domain)
-    if domain is not None and not 0 <= int(domain) < K:
+    if domain is not None and not 0 <= domain < K:
         raise ValueError(f"domain must be in 0..{K - 1} or a domain name, got {domain}")
     lo_q, hi_q = (1 - credible) / 2, 1 - (1 - credible) / 2
     frames = []
@@ -115,6 +117,7 @@ def transfer_breaking_genes(res: TransSTResult, n_top: int | None = None):
     over draws when there are draws)."""
     import pandas as pd
 
+    n_top = V.integer("n_top", n_top, minimum=1, none_ok=True)
     if res.W_s is None:
         raise ValueError("the fit has no source loadings (fitted without a source); transfer-"
                          "breaking genes need a source")

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from . import validate as V
 from .result import TransSTResult
 from .summary import marker_genes, transfer_breaking_genes as _breaking
 
@@ -76,11 +77,11 @@ def transst(
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not hasattr(target, "obs"):
-        raise TypeError(f"target must be an AnnData, got {type(target).__name__}; for arrays use "
-                        "transst_bayes.fit_em")
-    if source is not None and not hasattr(source, "obs"):
-        raise TypeError(f"source must be an AnnData or None, got {type(source).__name__}")
+    V.anndata("target", target)
+    if source is not None:
+        V.anndata("source", source)
+    V.key("key_added", key_added)
+    V.flag("copy", copy)
     if isinstance(n_domains, range):
         n_domains = list(n_domains)
     fit = fit_em if method == "em" else fit_svi
@@ -90,7 +91,11 @@ def transst(
     return res.to_anndata(target, key_added=key_added, copy=copy)
 
 
-def _key_result(adata, key: str) -> TransSTResult:
+def _key_result(adata, key: str, key_added, copy) -> TransSTResult:
+    V.anndata("adata", adata)
+    V.key("key", key)
+    V.key("key_added", key_added, none_ok=True)
+    V.flag("copy", copy)
     return TransSTResult.from_anndata(adata, key)
 
 
@@ -105,7 +110,7 @@ def markers(adata, key: str = "transst", *, domain: int | None = None, n_top: in
     Writes the table (pandas DataFrame, all genes unless `n_top`) to
     `uns[key_added or key + "_markers"]`. Returns None, or the changed copy with `copy=True`.
     """
-    res = _key_result(adata, key)
+    res = _key_result(adata, key, key_added, copy)
     table = marker_genes(res, domain=domain, n_top=n_top, credible=credible, temperature=temperature)
     if copy:
         adata = adata.copy()
@@ -122,7 +127,8 @@ def transfer_breaking_genes(adata, key: str = "transst", *, n_top: int | None = 
     fitted gene to `var[key_added or key + "_transfer_breaking"]` (NaN for genes not used in the
     fit). Returns None, or the changed copy with `copy=True`.
     """
-    full = _breaking(_key_result(adata, key))
+    n_top = V.integer("n_top", n_top, minimum=1, none_ok=True)
+    full = _breaking(_key_result(adata, key, key_added, copy))
     table = full if n_top is None else full.head(n_top)
     name = key_added or f"{key}_transfer_breaking"
     if copy:

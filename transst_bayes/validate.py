@@ -49,6 +49,39 @@ def number(name: str, value, minimum: float | None = None, strict: bool = False,
     return v
 
 
+def fraction(name: str, value) -> float:
+    """A number strictly between 0 and 1 (a credible level, a quantile)."""
+    v = number(name, value)
+    if not 0 < v < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {v}")
+    return v
+
+
+def flag(name: str, value) -> bool:
+    """A bool (Python or NumPy): `copy=1` or `copy="yes"` are refused rather than guessed."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def key(name: str, value, none_ok: bool = False):
+    """A non-empty str used as an AnnData key (obs/obsm/uns/var column names)."""
+    if value is None and none_ok:
+        return None
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{name} must be a non-empty str{' or None' if none_ok else ''}, got "
+                        f"{value!r} ({type(value).__name__})")
+    return value
+
+
+def anndata(name: str, value):
+    """An AnnData (duck-typed: obs, var_names and X), else a TypeError saying what to pass."""
+    if not all(hasattr(value, a) for a in ("obs", "var_names", "X")):
+        raise TypeError(f"{name} must be an AnnData, got {type(value).__name__}; wrap arrays with "
+                        "anndata.AnnData(X, obsm={'spatial': coords}) or use transst_bayes.fit_em")
+    return value
+
+
 def unique_names(names, what: str) -> None:
     """Gene names must be unique: duplicates would pair loadings with the wrong gene."""
     names = np.asarray(names).astype(str)
