@@ -5,6 +5,7 @@ TypeError from this package; never another exception type, never NaN (issue 13).
 
 from __future__ import annotations
 
+import os
 import traceback
 import warnings
 
@@ -75,10 +76,8 @@ def _from_package(err: BaseException) -> bool:
     return any("transst_bayes" in f.filename for f in frames)
 
 
-@settings(max_examples=16, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(cases())
-def test_every_input_gives_a_finite_result_or_a_named_error(case):
+def _check(case, fit, extra: dict) -> None:
+    """Build the inputs `case` describes, call `fit`, and check the outcome."""
     rng = np.random.default_rng(case["seed"])
     tgt = _adata(rng, case["side"], case["p"], case["kind"], case["sparse"], "t", labels=False)
     src = _adata(rng, case["side"], case["p"], case["kind"], case["sparse"], "s", labels=True) \
@@ -96,11 +95,13 @@ def test_every_input_gives_a_finite_result_or_a_named_error(case):
         xy = tgt.obsm["spatial"]
         tgt.obsm["spatial"] = xy[:, :1] if case["coord_cols"] == 1 else np.c_[xy, np.zeros(len(xy))]
     kw = dict(n_domains=case["n_domains"], n_factors=case["n_factors"], seed=case["fit_seed"],
-              beta=case["beta"], n_genes=case["n_genes"], n_restarts=1, max_iter=3, calibrate="none")
+              n_genes=case["n_genes"], calibrate="none", **extra)
+    if fit is tb.fit_em:
+        kw.update(beta=case["beta"], n_restarts=1, max_iter=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            res = tb.fit_em(tgt, src, **kw)
+            res = fit(tgt, src, **kw)
         except (ValueError, TypeError) as err:
             assert _from_package(err), f"{type(err).__name__} raised outside transst_bayes: {err}"
             assert str(err), "an error without a message"
@@ -111,3 +112,37 @@ def test_every_input_gives_a_finite_result_or_a_named_error(case):
         assert np.all(np.isfinite(getattr(res, name))), name
     np.testing.assert_allclose(res.proba.sum(axis=1), 1.0, atol=1e-5)
     assert res.labels.shape == (tgt.n_obs,)
+
+
+_SETTINGS = dict(deadline=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@settings(max_examples=16, **_SETTINGS)
+@given(cases())
+def test_every_input_gives_a_finite_result_or_a_named_error(case):
+    _check(case, tb.fit_em, {})
+
+
+# The longer profile, opt-in because it takes minutes (36 EM + 12 SVI cases: 346 s on 2 cores):
+#   TRANSST_FUZZ_EXAMPLES=12 python -m pytest -m slow tests/test_fuzz.py
+# runs 3 x N EM cases (other seeds than the fast test) and N SVI cases with a few short rounds.
+_LONG = int(os.environ.get("TRANSST_FUZZ_EXAMPLES", "0"))
+long_profile = pytest.mark.skipif(_LONG < 1, reason="long fuzz profile: set TRANSST_FUZZ_EXAMPLES=N")
+
+
+@pytest.mark.slow
+@long_profile
+@settings(max_examples=max(3 * _LONG, 1), **_SETTINGS)
+@given(cases(), st.integers(0, 2**16))
+def test_long_profile_em(case, salt):
+    case = dict(case, seed=case["seed"] + salt)
+    _check(case, tb.fit_em, {})
+
+
+@pytest.mark.slow
+@long_profile
+@settings(max_examples=max(_LONG, 1), **_SETTINGS)
+@given(cases(), st.sampled_from(["delta", "normal"]))
+def test_long_profile_svi(case, guide):
+    _check(case, tb.fit_svi, dict(guide=guide, steps_per_round=5, max_rounds=2, num_samples=4))
