@@ -354,3 +354,18 @@ def test_reference_colours_match_free_domains_by_overlap():
     axs = pl.domains(a, reference="ref")
     fc = [to_hex(c) for c in axs[1].collections[0].get_facecolors()]
     assert fc == ["#ff0000"] * 5 + ["#0000ff"] * 5
+
+
+def test_match_colors_makes_every_plot_use_the_reference_matched_colours(fitted):
+    ad = fitted.copy()
+    axs = pl.domains(ad, reference="truth")
+    shown = {t.get_text(): to_hex(h.get_markerfacecolor())
+             for t, h in zip(_legend(axs[1]).get_texts(), _legend(axs[1]).legend_handles)}
+    plt.close("all")
+    colors = pl.match_colors(ad, "truth")
+    names = [str(c) for c in ad.obs["transst"].cat.categories]
+    assert dict(zip(names, colors)) == shown
+    assert list(ad.uns["transst_colors"]) == colors
+    assert _facecolors(pl.domains(ad)) == set(colors)  # the plain map now uses them too
+    with pytest.raises(ValueError, match="reference='nope'"):
+        pl.match_colors(ad, "nope")

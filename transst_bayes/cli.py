@@ -96,8 +96,14 @@ def _print_k_table(k_table: list) -> None:
             if c in k_table[0]]
     print(" | ".join(f"{c:>10}" for c in cols))
     for row in k_table:
-        print(" | ".join(f"{row[c]:>10.1f}" if isinstance(row[c], float) else f"{str(row[c]):>10}"
-                         for c in cols))
+        print(" | ".join(_cell(c, row[c]) for c in cols))
+
+
+def _cell(column: str, value) -> str:
+    """Criteria to 0.1; beta and kappa (small scales) to 3 significant digits."""
+    if not isinstance(value, float):
+        return f"{str(value):>10}"
+    return f"{value:>10.3g}" if column in ("beta", "kappa") else f"{value:>10.1f}"
 
 
 def _figures(adata, folder: Path, reference: str | None = None) -> list[Path]:
@@ -109,6 +115,8 @@ def _figures(adata, folder: Path, reference: str | None = None) -> list[Path]:
     from . import pl
 
     folder.mkdir(parents=True, exist_ok=True)
+    if reference is not None:  # one colour per domain in every figure, matched to the reference
+        pl.match_colors(adata, reference)
     plots = {
         "domains": lambda: pl.domains(adata, reference=reference),
         "uncertainty": lambda: pl.uncertainty(adata, which="maxprob"),

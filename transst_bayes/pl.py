@@ -16,7 +16,7 @@ import numpy as np
 from . import validate as V
 from .result import PALETTE
 
-__all__ = ["domains", "uncertainty", "marker_heatmap", "ridge", "embedding", "k_selection",
+__all__ = ["domains", "match_colors", "uncertainty", "marker_heatmap", "ridge", "embedding", "k_selection",
            "transfer_breaking", "calibration"]
 
 _MISSING = "#d3d3d3"  # spots without a category (NaN)
@@ -121,6 +121,32 @@ def _colors_matching(cat, ref, ref_colors: Sequence[str], own: Sequence[str]) ->
     return [c if c is not None else spare.pop(0) for c in out]
 
 
+def _check_reference(adata, reference: str) -> None:
+    V.key("reference", reference)
+    if reference not in adata.obs:
+        raise ValueError(f"reference={reference!r} is not a column of adata.obs; pass the obs column "
+                         "that holds the annotation to compare with")
+
+
+def _reference_matched(adata, reference: str, key: str) -> list[str]:
+    _check_reference(adata, reference)
+    ref = _categorical(adata, reference)
+    return _colors_matching(_categorical(adata, key), ref, _colors(adata, reference, len(ref.categories)),
+                            _domain_colors(adata, key))
+
+
+def match_colors(adata, reference: str, *, key: str = "transst") -> list[str]:
+    """Colour the domains after a reference annotation in every later plot: writes the colours
+    `domains(adata, reference=reference)` uses (a domain named like a reference category takes
+    its colour, the others the colour of the category they overlap most, by Hungarian matching)
+    to `uns[f"{key}_colors"]`, which `domains`, `embedding` and `marker_heatmap` read. Returns
+    the colours."""
+    _check_key(adata, key)
+    colors = _reference_matched(adata, reference, key)
+    adata.uns[f"{key}_colors"] = colors
+    return colors
+
+
 def _spatial_style(ax, spatial_key: str) -> None:
     ax.set_aspect("equal")
     ax.set_xlabel(f"{spatial_key}1")
@@ -169,8 +195,7 @@ def domains(adata, *, key: str = "transst", spatial_key: str = "spatial",
                             reference, legend_title=None)
         _spatial_style(axs[0], spatial_key)
     cat = _categorical(adata, key)
-    colors = _domain_colors(adata, key) if reference is None else \
-        _colors_matching(cat, ref, _colors(adata, reference, len(ref.categories)), _domain_colors(adata, key))
+    colors = _domain_colors(adata, key) if reference is None else _reference_matched(adata, reference, key)
     _scatter_categories(axs[-1], xy, cat, colors, size,
                         title if title is not None else "TransST domains", legend_title="domain")
     _spatial_style(axs[-1], spatial_key)
@@ -481,9 +506,7 @@ def calibration(adata, reference: str, *, key: str = "transst", bins: int = 10, 
     from .metrics import calibration_summary
 
     _check_key(adata, key)
-    if reference not in adata.obs:
-        raise ValueError(f"reference={reference!r} is not a column of adata.obs; pass the obs column "
-                         "that holds the annotation to compare with")
+    _check_reference(adata, reference)
     pk = f"{key}_proba"
     if pk not in adata.obsm:
         raise ValueError(f"no obsm['{pk}']; run TransSTResult.to_anndata first")
