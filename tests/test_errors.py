@@ -333,3 +333,44 @@ def test_select_genes_refuses_duplicated_names(fitted):
     t.var_names = ["g"] * t.n_vars
     with pytest.raises(ValueError, match="var_names_make_unique"):
         tb.pp.select_genes(t)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(height=0), ValueError, "height must be >= 2"),
+    (dict(n_domains=1.5), TypeError, "n_domains must be an int"),
+    (dict(seed="a"), TypeError, "seed must be an int"),
+    (dict(shift="huge"), ValueError, "shift must be one of"),
+    (dict(n_genes=5, n_factors=5), ValueError, "n_factors must be < n_genes"),
+    (dict(mixing=float("nan")), ValueError, "mixing must be finite"),
+    (dict(counts="yes"), TypeError, "counts must be True or False"),
+])
+def test_simulate_checks_its_arguments(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        tb.simulate(**kw)
+
+
+@pytest.mark.parametrize("genes, exc", [(5, TypeError), ([1, 2], TypeError), ("top", ValueError)])
+def test_bad_gene_choice_is_named(pair, genes, exc):
+    s, t = pair
+    with pytest.raises(exc, match="genes must be one of"):
+        _fit(t, s, genes=genes)
+
+
+@pytest.mark.parametrize("fit", [tb.fit_em, tb.fit_svi])
+def test_a_one_spot_target_is_named(pair, fit):
+    s, t = pair
+    with pytest.raises(ValueError, match="target has 1 spot"):
+        fit(t[:1].copy(), s, n_domains=2, n_factors=3)
+
+
+def test_result_paths_and_keys_are_checked(pair):
+    s, t = pair
+    res = _fit(t, s, calibrate="none")
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+        res.save(3)
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+        tb.load_result(None)
+    with pytest.raises(TypeError, match="key_added must be a non-empty str"):
+        res.to_anndata(t, key_added=1)
+    with pytest.raises(TypeError, match="must be an AnnData"):
+        res.to_anndata(np.zeros((3, 3)))

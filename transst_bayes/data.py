@@ -47,6 +47,14 @@ class DataSettings:
         V.number("target_sum", self.target_sum, 0.0, strict=True)
         V.integer("n_genes", self.n_genes, 1)
         V.integer("n_neighbors", self.n_neighbors, 1)
+        if isinstance(self.genes, str):
+            if self.genes not in GENE_SELECTIONS:
+                raise ValueError(f"genes must be one of {GENE_SELECTIONS} or a list of gene names, "
+                                 f"got {self.genes!r}")
+        elif not isinstance(self.genes, (list, tuple, np.ndarray)) and not hasattr(self.genes, "__array__") \
+                or not all(isinstance(g, (str, np.str_)) for g in self.genes):
+            raise TypeError(f"genes must be one of {GENE_SELECTIONS} or a list of gene names (str), got "
+                            f"{self.genes!r}")
         V.number("radius", self.radius, 0.0, strict=True, none_ok=True)
 
 

@@ -124,8 +124,8 @@ def _data_settings(kw: dict) -> DataSettings:
     bad = [k for k in kw if k not in names]
     if bad:
         raise TypeError(f"unexpected keyword argument(s) {bad}; data options are {sorted(names)}")
-    if "genes" in kw and not isinstance(kw["genes"], str):
-        kw = dict(kw, genes=tuple(kw["genes"]))
+    if "genes" in kw and not isinstance(kw["genes"], str) and hasattr(kw["genes"], "__iter__"):
+        kw = dict(kw, genes=tuple(kw["genes"]))  # else DataSettings names the bad value
     return DataSettings(**kw)
 
 
@@ -218,8 +218,7 @@ def fit_em(
     request = _k_request(n_domains, n_novel)
     target, source = _inputs(target, source, source_labels, spatial)
     check_calibrate(calibrate, source, ds)
-    if target.n_obs == 0:
-        raise ValueError("target is empty (0 spots)")
+    V.spots(target.n_obs)
     notes: list = []
     with V.recorded_warnings(notes):
         prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from . import validate as V
+
 # tab20 colours (hex), so no plotting library is needed to write uns["<key>_colors"]
 PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -99,6 +101,9 @@ class TransSTResult:
         """Write the keys of DESIGN section 5 into `adata` (matched by obs_names)."""
         import pandas as pd
 
+        V.anndata("adata", adata)
+        V.key("key_added", key_added)
+        V.flag("copy", copy)
         if copy:
             adata = adata.copy()
         names = list(map(str, adata.obs_names))
@@ -249,6 +254,9 @@ def _jsonable(o):
 
 
 def _npz_path(path) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike (a file name), got {path!r} "
+                        f"({type(path).__name__})")
     path = os.fspath(path)
     return path if path.endswith(".npz") else path + ".npz"
 

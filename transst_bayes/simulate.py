@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import potts
+from . import validate as V
 from .graph import lattice_adjacency, pad_graph
 
 SHIFTS = {"none": 0.0, "small": 0.1, "large": 1.0}
@@ -128,8 +129,28 @@ def simulate(
     import anndata as ad
     import pandas as pd
 
-    if error <= 0.1:
+    seed = V.integer("seed", seed, 0)
+    for name, value, low in (("height", height, 2), ("width", width, 2), ("n_genes", n_genes, 2),
+                             ("n_factors", n_factors, 1), ("n_domains", n_domains, 2),
+                             ("source_height", source_height, 2), ("source_width", source_width, 2),
+                             ("absent_classes", absent_classes, 0), ("novel_domains", novel_domains, 0)):
+        V.integer(name, value, low, none_ok=name.startswith("source_"))
+    for name, value in (("beta", beta), ("separation", separation), ("loading_scale", loading_scale),
+                        ("class_shift", class_shift), ("section_effect", section_effect),
+                        ("mixing", mixing)):
+        V.number(name, value, 0.0)
+    V.number("library_size", library_size, 0.0, strict=True)
+    V.number("dispersion", dispersion, 0.0, strict=True)
+    V.number("source_error", source_error, 0.1, strict=True, none_ok=True)
+    if V.number("error", error) <= 0.1:
         raise ValueError(f"error must be > 0.1 (psi ~ U(0.1, error)), got {error}")
+    if n_factors >= n_genes:
+        raise ValueError(f"n_factors must be < n_genes, got {n_factors} >= {n_genes}")
+    if isinstance(shift, str) and shift not in SHIFTS:
+        raise ValueError(f"shift must be one of {tuple(SHIFTS)} or a number, got {shift!r}")
+    if not isinstance(shift, str):
+        V.number("shift", shift, 0.0)
+    V.flag("counts", counts)
     shift_value = SHIFTS[shift] if isinstance(shift, str) else float(shift)
     rng = np.random.default_rng(seed)
     key = jax.random.PRNGKey(seed)

@@ -219,8 +219,7 @@ def fit_svi(
     request = _k_request(n_domains, n_novel)
     target, source = _inputs(target, source, source_labels, spatial)
     check_calibrate(calibrate, source, ds)
-    if target.n_obs == 0:
-        raise ValueError("target is empty (0 spots)")
+    V.spots(target.n_obs)
     notes: list = []
     with V.recorded_warnings(notes):
         prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)

@@ -82,6 +82,16 @@ def anndata(name: str, value):
     return value
 
 
+MIN_SPOTS = 3
+
+
+def spots(n: int, what: str = "target") -> None:
+    """A fit needs a few spots: with fewer than MIN_SPOTS no gene varies and no graph exists."""
+    if n < MIN_SPOTS:
+        raise ValueError(f"{what} has {n} spot{'s' if n != 1 else ''}{' (it is empty)' if n == 0 else ''}; a domain fit needs at least "
+                         f"{MIN_SPOTS} (with more spots than domains); pass the whole section")
+
+
 def unique_names(names, what: str) -> None:
     """Gene names must be unique: duplicates would pair loadings with the wrong gene."""
     names = np.asarray(names).astype(str)
