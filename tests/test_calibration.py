@@ -96,10 +96,11 @@ def test_without_sections_the_probabilities_are_the_models_and_the_reason_is_giv
     assert alone.info["calibration"] == "none: no labeled source to calibrate on"
 
 
-@pytest.mark.parametrize("bad", ["x", 0, -1.0, float("nan"), True])
-def test_bad_calibrate_is_named(bad):
+@pytest.mark.parametrize("bad, exc", [("x", ValueError), (0, ValueError), (-1.0, ValueError),
+                                      (float("nan"), ValueError), (True, TypeError), ([1], TypeError)])
+def test_bad_calibrate_is_named(bad, exc):
     src, tgt = tb.simulate(0, height=10, width=10, n_genes=50, n_factors=3, n_domains=2)
-    with pytest.raises(ValueError, match="calibrate"):
+    with pytest.raises(exc, match="calibrate"):
         tb.fit_em(tgt, src, n_domains=2, n_factors=3, calibrate=bad)
 
 

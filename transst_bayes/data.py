@@ -51,8 +51,7 @@ class DataSettings:
             if self.genes not in GENE_SELECTIONS:
                 raise ValueError(f"genes must be one of {GENE_SELECTIONS} or a list of gene names, "
                                  f"got {self.genes!r}")
-        elif not isinstance(self.genes, (list, tuple, np.ndarray)) and not hasattr(self.genes, "__array__") \
-                or not all(isinstance(g, (str, np.str_)) for g in self.genes):
+        elif not (hasattr(self.genes, "__iter__") and all(isinstance(g, str) for g in self.genes)):
             raise TypeError(f"genes must be one of {GENE_SELECTIONS} or a list of gene names (str), got "
                             f"{self.genes!r}")
         V.number("radius", self.radius, 0.0, strict=True, none_ok=True)

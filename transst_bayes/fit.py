@@ -246,9 +246,8 @@ def check_calibrate(calibrate, source=None, ds: DataSettings | None = None) -> N
     if isinstance(calibrate, str):
         if calibrate not in ("auto", "none"):
             raise ValueError(f"calibrate must be 'auto', 'none' or a temperature > 0, got {calibrate!r}")
-    elif isinstance(calibrate, bool) or not isinstance(calibrate, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(calibrate) or calibrate <= 0:
-        raise ValueError(f"calibrate must be 'auto', 'none' or a finite temperature > 0, got {calibrate!r}")
+    else:
+        V.number("calibrate ('auto', 'none' or a temperature)", calibrate, 0.0, strict=True)
     if calibrate == "auto" and source is not None and ds is not None:
         C.section_key(source, ds.source_batch_key)
 
