@@ -144,11 +144,12 @@ def init_state(Z, labels, W, psi, tau2, beta, K: int, kappa2=1.0) -> ClusterStat
 
 
 def fit_cluster(data, graph, W_s, lam_const, dprior: P.DomainPrior, state0: ClusterState,
-                s: Settings) -> ClusterFit:
-    """Run the Potts EM from `state0` (jit with `s` static)."""
+                s: Settings, limit=None) -> ClusterFit:
+    """Run the Potts EM from `state0` for at most `limit` (traced; default s.max_iter) iterations
+    (jit with `s` static)."""
     nbr, mask, colors = graph
     res = run_em(lambda st: _step(data, graph, W_s, lam_const, dprior, s, st), state0, s.max_iter, s.tol,
-                 data.shape[0], data.dtype)
+                 data.shape[0], data.dtype, limit)
     st = res.state
     comp = _components(data, st, s)
     ll = s.weight * comp.loglik

@@ -16,14 +16,17 @@ class LoopResult(NamedTuple):
     converged: jax.Array
 
 
-def run_em(step: Callable, state0, max_iter: int, tol: float, scale, dtype=jnp.float32) -> LoopResult:
+def run_em(step: Callable, state0, max_iter: int, tol: float, scale, dtype=jnp.float32,
+           limit=None) -> LoopResult:
     """Iterate `state, objective = step(state)` until the objective changes by less than
-    `tol * scale` (scale = number of spots: tol is in nats per spot) or `max_iter` iterations ran. The objective is the one of the state entering the
-    step (computed in its E-step)."""
+    `tol * scale` (scale = number of spots: tol is in nats per spot) or `max_iter` iterations ran
+    (or `limit`, a traced bound <= max_iter: one compiled loop serves several iteration budgets).
+    The objective is the one of the state entering the step (computed in its E-step)."""
+    bound = max_iter if limit is None else jnp.minimum(limit, max_iter)
 
     def cond(c):
         it, _, _, _, done = c
-        return jnp.logical_and(it < max_iter, jnp.logical_not(done))
+        return jnp.logical_and(it < bound, jnp.logical_not(done))
 
     def body(c):
         it, state, prev, trace, _ = c

@@ -371,18 +371,14 @@ def _free_inits(key, Z, src_ll, K: int, n_restarts: int):
     return inits
 
 
-@partial(jax.jit, static_argnames=("s",))
-def _restart(data, graph, W_prior, tr, lab0, dprior, beta0, kappa2_0, s: Settings):
-    """One restart from starting labels `lab0`."""
-    st0 = init_state(tr.Z, lab0, tr.W, tr.psi, tr.tau2, beta0, s.K, kappa2_0)
-    return fit_cluster(data, graph, W_prior, tr.lam, dprior, st0, s)
+_init_state = jax.jit(init_state, static_argnames=("K",))
 
 
 @partial(jax.jit, static_argnames=("s",))
-def _run_on(data, graph, W_prior, tr, best, dprior, s: Settings):
-    """Continue a restart's fit to convergence."""
-    st = ClusterState(best.W, best.psi, best.mu, best.Sigma, best.tau2, best.beta, best.R, best.kappa2)
-    return fit_cluster(data, graph, W_prior, tr.lam, dprior, st, s)
+def _run(data, graph, W_prior, tr, st0: ClusterState, dprior, limit, s: Settings):
+    """The Potts EM from `st0` for at most `limit` iterations: one compiled program for the short
+    restarts and for the continued run."""
+    return fit_cluster(data, graph, W_prior, tr.lam, dprior, st0, s, limit)
 
 
 def _fit_k(data, graph, W_prior, tr, inits, dprior, beta0, kappa2_0, s: Settings):
@@ -390,14 +386,16 @@ def _fit_k(data, graph, W_prior, tr, inits, dprior, beta0, kappa2_0, s: Settings
     `inits`) runs SHORT_EM_ITER iterations, the best finite objective runs on to convergence.
     The restarts are one compiled program called once each: a `lax.map` over them stalled
     XLA's CPU runtime once (README, Known issues), like the one `fit_svi` used to run."""
-    short = s._replace(max_iter=min(SHORT_EM_ITER, s.max_iter))
-    fits = [_restart(data, graph, W_prior, tr, inits[r], dprior, beta0, kappa2_0, short)
+    short = min(SHORT_EM_ITER, s.max_iter)
+    fits = [_run(data, graph, W_prior, tr, _init_state(tr.Z, inits[r], tr.W, tr.psi, tr.tau2, beta0, s.K,
+                                                       kappa2_0), dprior, short, s)
             for r in range(inits.shape[0])]
     obj = np.array([float(f.objective) for f in fits])
     best = fits[int(np.argmax(np.where(np.isfinite(obj), obj, -np.inf)))]
     if s.max_iter <= SHORT_EM_ITER:
         return best
-    return _run_on(data, graph, W_prior, tr, best, dprior, s)
+    st = ClusterState(best.W, best.psi, best.mu, best.Sigma, best.tau2, best.beta, best.R, best.kappa2)
+    return _run(data, graph, W_prior, tr, st, dprior, s.max_iter, s)
 
 
 def em_loglik(fit) -> float:
