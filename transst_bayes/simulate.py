@@ -21,10 +21,14 @@ from .graph import lattice_adjacency, pad_graph
 SHIFTS = {"none": 0.0, "small": 0.1, "large": 1.0}
 
 
+# compiled once per lattice shape (called eagerly, its sweep loop was compiled anew on every call)
+_potts_sample = jax.jit(potts.sample, static_argnames=("n_colors", "K", "n_sweeps"))
+
+
 def potts_labels(key, h: int, w: int, K: int, beta: float, n_sweeps: int = 300) -> np.ndarray:
     g = pad_graph(lattice_adjacency(h, w), warn_isolated=False)
-    y = potts.sample(key, jnp.asarray(g.nbr), jnp.asarray(g.mask), jnp.asarray(g.colors),
-                     g.n_colors, beta, K, n_sweeps=n_sweeps)
+    y = _potts_sample(key, jnp.asarray(g.nbr), jnp.asarray(g.mask), jnp.asarray(g.colors),
+                      g.n_colors, beta, K, n_sweeps=n_sweeps)
     return np.asarray(y)
 
 
