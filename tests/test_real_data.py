@@ -54,9 +54,10 @@ print("ARI", tb.adjusted_rand_index(res.labels, target.obs["celltype"].to_numpy(
 @pytest.mark.skipif(data_dir() is None or not (data_dir() / "seqfish_embryo").exists(),
                     reason="seqFISH data not found: set TRANSST_DATA to the folder holding seqfish_embryo/")
 def test_seqfish_svi_posterior_draws_finish():
-    """Regression: the per-draw spot terms, run as one lax.map scan, deadlocked XLA CPU on this
-    section (2221 spots, K = 21; every thread idle, forever). Run in a child process so that a
-    deadlock fails the test instead of hanging the suite; the fit takes ~25 s on 2 cores."""
+    """Regression: XLA's CPU runtime deadlocked in fit_svi on this section (2221 spots, K = 21),
+    in the posterior draws and (about one run in seven, and once in CI) in an SVI round: two
+    batched LAPACK calls at once, each blocking a pool thread (lapack_guard). Run in a child
+    process so that a deadlock fails the test instead of hanging the suite; ~40 s on 2 cores."""
     import os
     import subprocess
 

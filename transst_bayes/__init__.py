@@ -10,10 +10,14 @@ import importlib.util as _ilu
 import os as _os
 import sys as _sys
 
-from .fit import EMSettings, __version__, fit_em
-from .metrics import adjusted_rand_index, align_labels, normalized_mutual_info
-from .result import TransSTResult, load_result
-from .simulate import simulate
+from . import lapack_guard as _lapack_guard
+
+_lapack_guard.install()  # before any program compiles: batched LAPACK on the CPU can deadlock XLA
+
+from .fit import EMSettings, __version__, fit_em  # noqa: E402
+from .metrics import adjusted_rand_index, align_labels, normalized_mutual_info  # noqa: E402
+from .result import TransSTResult, load_result  # noqa: E402
+from .simulate import simulate  # noqa: E402
 
 
 def _attach_models() -> None:

@@ -384,8 +384,7 @@ def _run(data, graph, W_prior, tr, st0: ClusterState, dprior, limit, s: Settings
 def _fit_k(data, graph, W_prior, tr, inits, dprior, beta0, kappa2_0, s: Settings):
     """All restarts for one K ("small EM", Biernacki et al. 2003): every restart (a row of
     `inits`) runs SHORT_EM_ITER iterations, the best finite objective runs on to convergence.
-    The restarts are one compiled program called once each: a `lax.map` over them stalled
-    XLA's CPU runtime once (README, Known issues), like the one `fit_svi` used to run."""
+    The restarts and the continued run are one compiled program, called once each."""
     short = min(SHORT_EM_ITER, s.max_iter)
     fits = [_run(data, graph, W_prior, tr, _init_state(tr.Z, inits[r], tr.W, tr.psi, tr.tau2, beta0, s.K,
                                                        kappa2_0), dprior, short, s)

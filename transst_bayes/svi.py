@@ -340,9 +340,9 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     with numpyro.validation_enabled(False):
         samples = guide.sample_posterior(k_post, params, data, batch_size=None, sample_shape=(S,))
     samples = {k: np.asarray(v) for k, v in samples.items() if k != "x"}
-    # one compiled call per draw (draws sliced in NumPy), not lax.map: XLA CPU (jaxlib 0.10.2)
-    # deadlocks, with every thread idle, running the scan of these terms on some shapes (seqFISH
-    # embryo3_z2: 2221 spots, K = 21); vmap would hold the intermediates of all S draws at once
+    # one compiled call per draw (draws sliced in NumPy): vmap would hold the intermediates of
+    # all S draws at once (a lax.map of them was where XLA's CPU runtime first deadlocked, on
+    # batched LAPACK calls: lapack_guard)
     per_draw = [terms({k: v[s] for k, v in samples.items()}, data) for s in range(S)]
     dlp, ll = (jnp.stack(a) for a in zip(*per_draw))
     return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
