@@ -6,7 +6,7 @@ import contextlib
 import time
 from functools import partial
 from dataclasses import asdict, dataclass, replace
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -214,28 +214,63 @@ def fit_em(
                     criterion=criterion, n_restarts=n_restarts, max_iter=max_iter, tol=tol,
                     seed=seed, dtype=dtype, weight=weight, domains=domains)
     em.check()
-    ds = _data_settings(dict(data_options, dtype=dtype))
+    job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
+                data_options)
+    with V.recorded_warnings(job.notes), precision(dtype):
+        out = _fit_arrays(job.prep, job.request, em, job.mode, progress_bar)
+        res = _assemble(job.prep, out, em, job.ds, job.mode)
+    return finish(res, job, calibrate, label_key, em, t0)
+
+
+class FitJob(NamedTuple):
+    """What `setup` hands to a fit: the inputs as AnnData, the prepared matrices, the data
+    settings, the K request (n_domains, n_novel), the transfer mode used and the warnings so far."""
+    target: object
+    source: object
+    prep: Prepared
+    ds: DataSettings
+    request: tuple
+    mode: str
+    notes: list
+
+
+def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMSettings, source_labels,
+          spatial, data_options: dict) -> FitJob:
+    """The set-up both fits share, every check before any expensive work: data settings, the K
+    request, arrays turned into AnnData, `calibrate`, the target's size; then the data prepared
+    (its warnings recorded) and q checked against the genes and spots kept."""
+    ds = _data_settings(dict(data_options, dtype=em.dtype))
     request = _k_request(n_domains, n_novel)
     target, source = _inputs(target, source, source_labels, spatial)
     check_calibrate(calibrate, source, ds)
     V.spots(target.n_obs)
     notes: list = []
     with V.recorded_warnings(notes):
-        prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)
-        n, p = prep.X.shape
-        if n_factors >= p:
-            raise ValueError(f"n_factors={n_factors} must be smaller than the number of genes ({p})")
-        if n_factors >= n:
-            raise ValueError(f"n_factors={n_factors} must be smaller than the number of spots ({n})")
-        mode = em.transfer if prep.X_source is not None else "none"
-        with precision(dtype):
-            out = _fit_arrays(prep, request, em, mode, progress_bar)
-            res = _assemble(prep, out, em, ds, mode)
+        prep = prepare(target, source, label_key, ds, min_genes=em.n_factors + 1)
+    n, p = prep.X.shape
+    for what, size in (("genes", p), ("spots", n)):
+        if em.n_factors >= size:
+            raise ValueError(f"n_factors={em.n_factors} must be smaller than the number of {what} ({size})")
+    mode = em.transfer if prep.X_source is not None else "none"
+    return FitJob(target, source, prep, ds, request, mode, notes)
+
+
+def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSettings, t0: float,
+           draws=None) -> TransSTResult:
+    """What both fits do after fitting: warn of empty domains, keep the warnings in
+    `info["warnings"]`, temper the probabilities by the calibration temperature (with posterior
+    `draws`, (S, n, K) domain log-probabilities, each draw before they are averaged; labels stay
+    as they are) and record the seconds."""
+    with V.recorded_warnings(job.notes):
         V.empty_domains(res.labels, res.names)
-    res.info["warnings"] = notes
+    res.info["warnings"] = job.notes
     T, res.info["calibration"], res.info["calibration_ece"] = temperature(
-        calibrate, source if mode != "none" else None, label_key, em, ds)
-    res.proba = C.temper(res.proba, T)
+        calibrate, job.source if job.mode != "none" else None, label_key, em, job.ds)
+    if draws is None:
+        res.proba = C.temper(res.proba, T)
+    else:
+        dlp = np.asarray(draws, np.float64)
+        res.proba = C.temper(np.exp(dlp - np.logaddexp.reduce(dlp, axis=-1, keepdims=True)), T).mean(axis=0)
     res.info["temperature"] = T
     res.info["seconds"] = time.perf_counter() - t0
     return res

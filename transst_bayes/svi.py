@@ -26,10 +26,8 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from . import factor as F
 from . import potts
 from . import plan as D
-from . import calibration as C
-from .fit import (DEFAULT_N_NOVEL, EMSettings, __version__, _data_settings, _fit_arrays, _inputs,
-                  _k_request, check_calibrate, em_loglik, precision, resolve_variant, temperature)
-from .data import prepare
+from .fit import (DEFAULT_N_NOVEL, EMSettings, __version__, _fit_arrays, em_loglik, finish, precision,
+                  resolve_variant, setup)
 from .guides import GUIDES
 from .result import TransSTResult, entropy
 from . import validate as V
@@ -215,20 +213,12 @@ def fit_svi(
         raise ValueError(f"form must be one of {M.FORMS}, got {form!r}")
     em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
     em.check()
-    ds = _data_settings(dict(data_options, dtype=dtype))
-    request = _k_request(n_domains, n_novel)
-    target, source = _inputs(target, source, source_labels, spatial)
-    check_calibrate(calibrate, source, ds)
-    V.spots(target.n_obs)
-    notes: list = []
-    with V.recorded_warnings(notes):
-        prep = prepare(target, source, label_key, ds, min_genes=n_factors + 1)
-    n, p = prep.X.shape
-    if n_factors >= min(n, p):
-        raise ValueError(f"n_factors={n_factors} must be smaller than the numbers of genes ({p}) and spots ({n})")
+    job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
+                data_options)
+    prep, mode = job.prep, job.mode
+    n = prep.X.shape[0]
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} target spots; lower it or pass None")
-    mode = em.transfer if prep.X_source is not None else "none"
     opts = dict(model_options or {})
     if (model is not None or form is not None) and em.variant is None:
         em = replace(em, variant="joint")  # a user's model, or a loadings prior: the expression
@@ -240,24 +230,15 @@ def fit_svi(
             opts.setdefault("form", form or "global")
         else:
             model = M.no_transfer_model
-    with precision(dtype):
-        out = _fit_arrays(prep, request, em, mode)
+    with V.recorded_warnings(job.notes), precision(dtype):
+        out = _fit_arrays(prep, job.request, em, mode)
         Ks = out["Ks"]
         fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar) for K in Ks}
         res = _assemble_svi(prep, out, fits, Ks, st, em, mode, criterion, opts, model)
-    with V.recorded_warnings(notes):
-        V.empty_domains(res.labels, res.names)
-    res.info["warnings"] = notes
     # the temperature is found by EM fits of held-out source sections (calibration.py) and
     # tempers each posterior draw's probabilities before they are averaged; labels stay the
     # argmax of the model's average
-    T, res.info["calibration"], res.info["calibration_ece"] = temperature(
-        calibrate, source if mode != "none" else None, label_key, em, ds)
-    dlp = np.asarray(fits[res.n_domains]["dlp"], np.float64)
-    res.proba = C.temper(np.exp(dlp - np.logaddexp.reduce(dlp, axis=-1, keepdims=True)), T).mean(axis=0)
-    res.info["temperature"] = T
-    res.info["seconds"] = time.perf_counter() - t0
-    return res
+    return finish(res, job, calibrate, label_key, em, t0, draws=fits[res.n_domains]["dlp"])
 
 
 def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
