@@ -42,9 +42,9 @@ def _run(guard: str, timeout: float):
                           cwd=str(REPO))
 
 
-def test_concurrent_batched_cholesky_finishes_with_the_guard():
+def test_concurrent_batched_cholesky_finishes_once_the_package_is_imported():
     try:
-        out = _run("from transst_bayes import lapack_guard; assert lapack_guard.install() >= 6", 120)
+        out = _run("import transst_bayes  # importing the package installs the guard", 120)
     except subprocess.TimeoutExpired:
         pytest.fail("four concurrent batched Cholesky calls did not finish in 120 s with the guard")
     assert out.returncode == 0, out.stderr[-2000:]
