@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import keys
+
 EXIT_BAD_INPUT = 2
 
 
@@ -124,7 +126,7 @@ def _figures(adata, folder: Path, reference: str | None = None) -> list[Path]:
         "k_selection": lambda: pl.k_selection(adata),
         "embedding": lambda: pl.embedding(adata, basis="pca"),
     }
-    if "transst_transfer_breaking" in adata.uns:
+    if keys.transfer_breaking(keys.DEFAULT) in adata.uns:
         plots["transfer_breaking"] = lambda: pl.transfer_breaking(adata, n_top=20)
     out = []
     for name, draw in plots.items():
@@ -140,8 +142,8 @@ def _summaries(adata, folder: Path) -> None:
     """k_table.tsv and markers.tsv (top 10 genes per domain) beside the .h5ad."""
     import pandas as pd
 
-    pd.DataFrame(json.loads(adata.uns["transst"]["k_table"])).to_csv(folder / "k_table.tsv", sep="\t", index=False)
-    m = adata.uns["transst_markers"]
+    pd.DataFrame(json.loads(adata.uns[keys.DEFAULT]["k_table"])).to_csv(folder / "k_table.tsv", sep="\t", index=False)
+    m = adata.uns[keys.markers(keys.DEFAULT)]
     m.groupby("domain", sort=True).head(10).to_csv(folder / "markers.tsv", sep="\t", index=False)
 
 
@@ -169,8 +171,8 @@ def _demo(args) -> int:
     tl.markers(target)
     tl.transfer_breaking_genes(target)
     t2 = time.perf_counter()
-    uns = target.uns["transst"]
-    labels = target.obs["transst"].astype(str).to_numpy()
+    uns = target.uns[keys.DEFAULT]
+    labels = target.obs[keys.DEFAULT].astype(str).to_numpy()
     ari = adjusted_rand_index(labels, target.obs["truth"].astype(str).to_numpy())
     k_table = json.loads(uns["k_table"])
     print(f"simulated {target.n_obs} target spots, {source.n_obs} source spots, "
@@ -185,7 +187,7 @@ def _demo(args) -> int:
     summary = {"ari": ari, "chosen_K": int(uns["n_domains"]), "beta": float(uns["beta"]),
                "tau": float(uns["tau"]), "kappa": float(uns["kappa"]),
                "domains": list(map(str, uns["domain_names"])), "seconds_fit": t2 - t1, "k_table": k_table,
-               "mean_maxprob": float(np.mean(target.obs["transst_maxprob"])),
+               "mean_maxprob": float(np.mean(target.obs[keys.maxprob(keys.DEFAULT)])),
                "seconds_total": time.perf_counter() - t0}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=float))
     print(f"wrote {out / 'demo_target.h5ad'}, {out / 'demo_summary.json'}, k_table.tsv, "
@@ -288,7 +290,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--graph", choices=("knn", "visium", "st", "radius"), default="knn")
     f.add_argument("--n-factors", type=int, default=15)
     f.add_argument("--n-genes", type=int, default=None)
-    f.add_argument("--key-added", default="transst")
+    f.add_argument("--key-added", default=keys.DEFAULT)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True, help="output .h5ad")
     f.set_defaults(func=_fit)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from . import keys
 from . import validate as V
 from .result import PALETTE
 
@@ -51,7 +52,7 @@ def _categorical(adata, column: str):
 
 def _colors(adata, column: str, n: int) -> list[str]:
     """uns[f"{column}_colors"] when it has one colour per category, else the tab20 palette."""
-    cols = adata.uns.get(f"{column}_colors")
+    cols = adata.uns.get(keys.colors(column))
     if cols is not None and len(cols) == n:
         return [str(c) for c in cols]
     return [PALETTE[i % len(PALETTE)] for i in range(n)]
@@ -135,7 +136,7 @@ def _reference_matched(adata, reference: str, key: str) -> list[str]:
                             _domain_colors(adata, key))
 
 
-def match_colors(adata, reference: str, *, key: str = "transst") -> list[str]:
+def match_colors(adata, reference: str, *, key: str = keys.DEFAULT) -> list[str]:
     """Colour the domains after a reference annotation in every later plot: writes the colours
     `domains(adata, reference=reference)` uses (a domain named like a reference category takes
     its colour, the others the colour of the category they overlap most, by Hungarian matching)
@@ -143,7 +144,7 @@ def match_colors(adata, reference: str, *, key: str = "transst") -> list[str]:
     the colours."""
     _check_key(adata, key)
     colors = _reference_matched(adata, reference, key)
-    adata.uns[f"{key}_colors"] = colors
+    adata.uns[keys.colors(key)] = colors
     return colors
 
 
@@ -159,10 +160,9 @@ def _default_size(n: int) -> float:
     return float(np.clip(20000.0 / max(n, 1), 1.0, 60.0))
 
 
-def _table(adata, key: str, suffix: str, hint: str, name: str | None = None):
+def _table(adata, name: str, hint: str):
     import pandas as pd
 
-    name = name or f"{key}_{suffix}"
     df = adata.uns.get(name)
     if df is None:
         raise ValueError(f"no table under uns['{name}']; run {hint} first")
@@ -170,7 +170,7 @@ def _table(adata, key: str, suffix: str, hint: str, name: str | None = None):
 
 
 # ------------------------------------------------------------------ plots
-def domains(adata, *, key: str = "transst", spatial_key: str = "spatial",
+def domains(adata, *, key: str = keys.DEFAULT, spatial_key: str = "spatial",
             reference: str | None = None, size: float | None = None, ax=None,
             title: str | None = None):
     """Spatial map of the domains in `obs[key]`, coloured by `uns[f"{key}_colors"]`, with a
@@ -202,7 +202,7 @@ def domains(adata, *, key: str = "transst", spatial_key: str = "spatial",
     return axs if reference is not None else axs[0]
 
 
-def uncertainty(adata, *, key: str = "transst", which: str = "maxprob",
+def uncertainty(adata, *, key: str = keys.DEFAULT, which: str = "maxprob",
                 spatial_key: str = "spatial", cmap: str | None = None, size: float | None = None,
                 ax=None):
     """Spatial map of the domain uncertainty with a colourbar: which="maxprob" (largest
@@ -212,7 +212,7 @@ def uncertainty(adata, *, key: str = "transst", which: str = "maxprob",
     if which not in ("maxprob", "entropy"):
         raise ValueError(f"which must be 'maxprob' or 'entropy', got {which!r}")
     _check_key(adata, key)
-    col = f"{key}_{which}"
+    col = {"maxprob": keys.maxprob, "entropy": keys.entropy}[which](key)
     if col not in adata.obs:
         raise ValueError(f"no obs['{col}']; run TransSTResult.to_anndata first")
     v = np.asarray(adata.obs[col], dtype=float)
@@ -228,7 +228,7 @@ def uncertainty(adata, *, key: str = "transst", which: str = "maxprob",
     return ax
 
 
-def marker_heatmap(adata, *, key: str = "transst", n_top: int = 5, markers_key: str | None = None,
+def marker_heatmap(adata, *, key: str = keys.DEFAULT, n_top: int = 5, markers_key: str | None = None,
                    ax=None, cmap: str = "RdBu_r"):
     """Heatmap of the domains' expected expression of the top `n_top` marker genes per domain
     (by posterior mean contrast) from `uns[markers_key or f"{key}_markers"]`.
@@ -239,7 +239,7 @@ def marker_heatmap(adata, *, key: str = "transst", n_top: int = 5, markers_key: 
     Returns the heatmap Axes (image in `ax.images[0]`, colourbar attached to its figure)."""
     n_top = V.integer("n_top", n_top, minimum=1)
     _check_key(adata, key)
-    df = _table(adata, key, "markers", "transst_bayes.tl.markers(adata)", markers_key)
+    df = _table(adata, markers_key or keys.markers(key), "transst_bayes.tl.markers(adata)")
     cats = [str(c) for c in _categorical(adata, key).categories]
     colors = _domain_colors(adata, key)
     dom = df["domain"].astype(str)
@@ -305,7 +305,7 @@ def _expression(adata, gene: str, layer: str | None) -> np.ndarray:
     return x
 
 
-def ridge(adata, gene: str, *, key: str = "transst", layer: str | None = None, ax=None):
+def ridge(adata, gene: str, *, key: str = keys.DEFAULT, layer: str | None = None, ax=None):
     """Ridge plot of one gene's expression per domain: a Gaussian KDE per domain (a histogram
     for a domain with fewer than 2 distinct values), one row per domain (domain 0 on top), filled
     in the domain's colour. Expression: `adata.layers[layer]` or `adata.X` (dense or sparse);
@@ -379,7 +379,7 @@ def _embed(X: np.ndarray, basis: str) -> tuple[np.ndarray, str]:
     return Y, "PC"
 
 
-def embedding(adata, *, key: str = "transst", library_key: str | None = None,
+def embedding(adata, *, key: str = keys.DEFAULT, library_key: str | None = None,
               basis: str = "auto", size: float | None = None, ax=None):
     """2-D embedding of the latent factors `obsm[f"X_{key}"]` coloured by domain; with
     `library_key` (an obs column) a second panel on the right coloured by section.
@@ -389,7 +389,7 @@ def embedding(adata, *, key: str = "transst", library_key: str | None = None,
 
     Returns the Axes, or [domain Axes, section Axes] with `library_key`."""
     _check_key(adata, key)
-    name = f"X_{key}"
+    name = keys.factors(key)
     if name not in adata.obsm:
         raise ValueError(f"no latent factors under obsm['{name}']; run TransSTResult.to_anndata first")
     X = np.asarray(adata.obsm[name], dtype=float)
@@ -427,7 +427,7 @@ def _k_table(adata, key: str):
     return pd.DataFrame(t)
 
 
-def k_selection(adata, *, key: str = "transst", criteria: Sequence[str] | None = None, ax=None):
+def k_selection(adata, *, key: str = keys.DEFAULT, criteria: Sequence[str] | None = None, ax=None):
     """Model-selection criteria against K, one line per criterion, each min-max scaled to [0, 1]
     so they share one axis (0 = best for every criterion; a criterion constant over K is drawn at
     0). waic and loo are plotted on the deviance scale (-2 elpd, lower is better). The chosen K
@@ -475,13 +475,13 @@ def k_selection(adata, *, key: str = "transst", criteria: Sequence[str] | None =
     return ax
 
 
-def transfer_breaking(adata, *, key: str = "transst", n_top: int = 20, ax=None):
+def transfer_breaking(adata, *, key: str = keys.DEFAULT, n_top: int = 20, ax=None):
     """Horizontal bars of the `n_top` genes with the largest transfer-breaking score in
     `uns[f"{key}_transfer_breaking"]` (the largest on top), labelled with the gene names.
     Returns the Axes."""
     n_top = V.integer("n_top", n_top, minimum=1)
     _check_key(adata, key)
-    df = _table(adata, key, "transfer_breaking", "transst_bayes.tl.transfer_breaking_genes(adata)")
+    df = _table(adata, keys.transfer_breaking(key), "transst_bayes.tl.transfer_breaking_genes(adata)")
     top = df.sort_values("score", ascending=False).head(n_top)
     (ax,) = _axes(ax, 1, size=(5.0, 0.25 * len(top) + 1.5))
     y = np.arange(len(top))
@@ -494,7 +494,7 @@ def transfer_breaking(adata, *, key: str = "transst", n_top: int = 20, ax=None):
     return ax
 
 
-def calibration(adata, reference: str, *, key: str = "transst", bins: int = 10, ax=None):
+def calibration(adata, reference: str, *, key: str = keys.DEFAULT, bins: int = 10, ax=None):
     """Reliability diagram of the per-spot domain probabilities against an annotation in
     `obs[reference]`: per confidence bin (the most probable domain's probability, `bins`
     equal-width bins) the share of spots whose domain's label is the annotation, beside the
@@ -507,7 +507,7 @@ def calibration(adata, reference: str, *, key: str = "transst", bins: int = 10, 
 
     _check_key(adata, key)
     _check_reference(adata, reference)
-    pk = f"{key}_proba"
+    pk = keys.proba(key)
     if pk not in adata.obsm:
         raise ValueError(f"no obsm['{pk}']; run TransSTResult.to_anndata first")
     bins = V.integer("bins", bins, minimum=2)

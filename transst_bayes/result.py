@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from . import keys
 from . import validate as V
 
 # tab20 colours (hex), so no plotting library is needed to write uns["<key>_colors"]
@@ -97,7 +98,7 @@ class TransSTResult:
         return pd.DataFrame(self.k_table)
 
     # ---------------------------------------------------------------- AnnData
-    def to_anndata(self, adata, key_added: str = "transst", copy: bool = False):
+    def to_anndata(self, adata, key_added: str = keys.DEFAULT, copy: bool = False):
         """Write the keys of DESIGN section 5 into `adata` (matched by obs_names)."""
         import pandas as pd
 
@@ -114,16 +115,16 @@ class TransSTResult:
             )
         K = self.n_domains
         adata.obs[key_added] = pd.Categorical.from_codes(self.labels, categories=self.names)
-        adata.obs[f"{key_added}_maxprob"] = self.maxprob
-        adata.obs[f"{key_added}_entropy"] = self.entropy
-        adata.obsm[f"{key_added}_proba"] = self.proba
-        adata.obsm[f"X_{key_added}"] = self.factors
+        adata.obs[keys.maxprob(key_added)] = self.maxprob
+        adata.obs[keys.entropy(key_added)] = self.entropy
+        adata.obsm[keys.proba(key_added)] = self.proba
+        adata.obsm[keys.factors(key_added)] = self.factors
         load = np.full((adata.n_vars, self.W_t.shape[1]), np.nan)
         pos = {g: i for i, g in enumerate(map(str, adata.var_names))}
         rows = [pos[g] for g in self.genes if g in pos]
         if len(rows) == len(self.genes):
             load[rows] = self.W_t
-        adata.varm[f"{key_added}_loadings"] = load
+        adata.varm[keys.loadings(key_added)] = load
         adata.uns[key_added] = {
             "settings": json.dumps(self.settings),
             "beta": float(self.beta),
@@ -142,7 +143,7 @@ class TransSTResult:
         adata.uns[key_added]["fit"] = {k: v for k, v in arrays.items()
                                        if k not in ("labels", "proba", "factors")}
         adata.uns[key_added]["meta"] = json.dumps(meta, default=_jsonable)
-        adata.uns[f"{key_added}_colors"] = [PALETTE[k % len(PALETTE)] for k in range(K)]
+        adata.uns[keys.colors(key_added)] = [PALETTE[k % len(PALETTE)] for k in range(K)]
         return adata if copy else None
 
     def _payload(self) -> tuple[dict, dict]:
@@ -171,7 +172,7 @@ class TransSTResult:
         return cls(**{k: v for k, v in kw.items() if k in known})
 
     @classmethod
-    def from_anndata(cls, adata, key: str = "transst") -> "TransSTResult":
+    def from_anndata(cls, adata, key: str = keys.DEFAULT) -> "TransSTResult":
         """Rebuild the fit that `to_anndata(adata, key_added=key)` wrote (per-spot arrays from
         obs/obsm, the rest from uns[key]["fit"])."""
         uns = adata.uns.get(key)
@@ -188,8 +189,8 @@ class TransSTResult:
                 f"key {key!r} (subset or reordered after the fit); use the fitted AnnData"
             )
         arrays = {k: np.asarray(v) for k, v in uns["fit"].items()}
-        arrays["proba"] = np.asarray(adata.obsm[f"{key}_proba"])
-        arrays["factors"] = np.asarray(adata.obsm[f"X_{key}"])
+        arrays["proba"] = np.asarray(adata.obsm[keys.proba(key)])
+        arrays["factors"] = np.asarray(adata.obsm[keys.factors(key)])
         col = adata.obs[key]
         names = meta.get("domain_names") or [str(k) for k in range(arrays["proba"].shape[1])]
         pos = {str(c): i for i, c in enumerate(names)}

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from . import keys
 from . import validate as V
 from .result import TransSTResult
 from .summary import marker_genes, transfer_breaking_genes as _breaking
@@ -48,7 +49,7 @@ def transst(
     library_key: str | None = None,
     layer: str | None = None,
     rng=0,
-    key_added: str = "transst",
+    key_added: str = keys.DEFAULT,
     copy: bool = False,
     **kwargs,
 ):
@@ -99,7 +100,7 @@ def _key_result(adata, key: str, key_added, copy) -> TransSTResult:
     return TransSTResult.from_anndata(adata, key)
 
 
-def markers(adata, key: str = "transst", *, domain: int | None = None, n_top: int | None = None,
+def markers(adata, key: str = keys.DEFAULT, *, domain: int | None = None, n_top: int | None = None,
             credible: float = 0.9, temperature: float | None = None, key_added: str | None = None,
             copy: bool = False):
     """Marker genes per domain from the fit under `key` (posterior draws when fitted by SVI):
@@ -114,11 +115,11 @@ def markers(adata, key: str = "transst", *, domain: int | None = None, n_top: in
     table = marker_genes(res, domain=domain, n_top=n_top, credible=credible, temperature=temperature)
     if copy:
         adata = adata.copy()
-    adata.uns[key_added or f"{key}_markers"] = table
+    adata.uns[key_added or keys.markers(key)] = table
     return adata if copy else None
 
 
-def transfer_breaking_genes(adata, key: str = "transst", *, n_top: int | None = None,
+def transfer_breaking_genes(adata, key: str = keys.DEFAULT, *, n_top: int | None = None,
                             key_added: str | None = None, copy: bool = False):
     """Genes whose target loadings break from the source (horseshoe phi_g when fitted with
     form="horseshoe", else ||W_t[g] - W_s[g]||), ranked.
@@ -130,7 +131,7 @@ def transfer_breaking_genes(adata, key: str = "transst", *, n_top: int | None = 
     n_top = V.integer("n_top", n_top, minimum=1, none_ok=True)
     full = _breaking(_key_result(adata, key, key_added, copy))
     table = full if n_top is None else full.head(n_top)
-    name = key_added or f"{key}_transfer_breaking"
+    name = key_added or keys.transfer_breaking(key)
     if copy:
         adata = adata.copy()
     score = np.full(adata.n_vars, np.nan)
