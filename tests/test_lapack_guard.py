@@ -75,22 +75,13 @@ def test_batched_results_equal_one_matrix_calls():
     assert lapack_guard.install() == lapack_guard.install() >= 6  # idempotent
     S = _spd(jax.random.PRNGKey(1), (3, 4, 6, 6))
     B = jax.random.normal(jax.random.PRNGKey(2), (3, 4, 6, 5))
-    batched = jax.jit(lambda S, B: (
-        jnp.linalg.cholesky(S),
-        jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(S), B, lower=True),
-        jnp.linalg.eigh(S)[0],
-        jnp.linalg.solve(S, B),
-        jnp.linalg.svd(B, compute_uv=False),
-        jnp.linalg.qr(B)[1],
-    ))(S, B)
-    one = jax.jit(lambda s, b: (
-        jnp.linalg.cholesky(s),
-        jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(s), b, lower=True),
-        jnp.linalg.eigh(s)[0],
-        jnp.linalg.solve(s, b),
-        jnp.linalg.svd(b, compute_uv=False),
-        jnp.linalg.qr(b)[1],
-    ))
+    def ops(S, B):
+        L = jnp.linalg.cholesky(S)
+        return (L, jax.scipy.linalg.solve_triangular(L, B, lower=True), jnp.linalg.eigh(S)[0],
+                jnp.linalg.solve(S, B), jnp.linalg.svd(B, compute_uv=False), jnp.linalg.qr(B)[1])
+
+    batched = jax.jit(ops)(S, B)  # batch dimensions (3, 4): the guarded lowering
+    one = jax.jit(ops)  # called on one matrix at a time below: the kernels' own path
     for i in range(3):
         for j in range(4):
             ref = one(S[i, j], B[i, j])
