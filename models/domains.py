@@ -14,6 +14,7 @@ import numpyro.distributions as dist
 
 from transst_bayes import priors as P
 
+from . import sites as S
 from .potts import BETA_MAX
 
 DOMAIN_FORMS = ("free", "anchored")
@@ -22,7 +23,7 @@ DOMAIN_FORMS = ("free", "anchored")
 def noise_variances(p: int, dtype=jnp.float32):
     """psi_g ~ InverseGamma(PSI_A, PSI_B) (2, 1: weak, mean 1 on standardised genes). Site shape (p, 1)."""
     with numpyro.plate("gene", p, dim=-2):  # the same dim as in the loadings' plates
-        psi = numpyro.sample("psi", dist.InverseGamma(jnp.asarray(P.PSI_A, dtype), jnp.asarray(P.PSI_B, dtype)))
+        psi = numpyro.sample(S.PSI, dist.InverseGamma(jnp.asarray(P.PSI_A, dtype), jnp.asarray(P.PSI_B, dtype)))
     return psi[..., 0]
 
 
@@ -40,15 +41,15 @@ def domain_distributions(K: int, q: int, dtype=jnp.float32, prior: P.DomainPrior
     prior = P.free_prior(K, q, dtype) if prior is None else prior
     if form == "anchored":
         if kappa is None:
-            kappa = numpyro.sample("kappa", dist.HalfCauchy(jnp.asarray(kappa_scale, dtype)))
+            kappa = numpyro.sample(S.KAPPA, dist.HalfCauchy(jnp.asarray(kappa_scale, dtype)))
         scale = jnp.sqrt(P.mean_scale2(prior, jnp.asarray(kappa, dtype) ** 2))
     else:
         scale = jnp.full((K,), P.MU_SCALE, dtype)
     nu = P.sigma_dof(q)
     with numpyro.plate("domain", K, dim=-2):
         with numpyro.plate("factor", q, dim=-1):
-            mu = numpyro.sample("mu", dist.Normal(prior.mean, scale[:, None]))
-        Sigma = numpyro.sample("Sigma", dist.InverseWishart(
+            mu = numpyro.sample(S.MU, dist.Normal(prior.mean, scale[:, None]))
+        Sigma = numpyro.sample(S.SIGMA, dist.InverseWishart(
             jnp.asarray(nu, dtype), scale_matrix=(nu + q + 1.0) * prior.cov[:, None]))[..., 0, :, :]
     return mu, jnp.linalg.cholesky(Sigma)
 
@@ -56,4 +57,4 @@ def domain_distributions(K: int, q: int, dtype=jnp.float32, prior: P.DomainPrior
 def smoothness():
     """beta ~ Uniform(0, BETA_MAX): the Potts smoothness, learned. The bounds are Python floats:
     a support with fixed bounds lets the guides constrain draws without re-running the model."""
-    return numpyro.sample("beta", dist.Uniform(0.0, float(BETA_MAX)))
+    return numpyro.sample(S.BETA, dist.Uniform(0.0, float(BETA_MAX)))

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
+from . import sites as S
+
 FORMS = ("ridge", "global", "horseshoe")
 
 
@@ -29,15 +31,15 @@ def transfer_loadings(W_s, form: str = "global", tau=None, tau_scale: float = 1.
             raise ValueError("form='ridge' needs a fixed tau > 0 (tau=...)")
         scale = jnp.asarray(tau, W_s.dtype)
     else:
-        scale = numpyro.sample("tau", dist.HalfCauchy(jnp.asarray(tau_scale, W_s.dtype)))
+        scale = numpyro.sample(S.TAU, dist.HalfCauchy(jnp.asarray(tau_scale, W_s.dtype)))
     with numpyro.plate("gene", p, dim=-2):
         if form == "horseshoe":
-            scale = scale * numpyro.sample("phi", dist.HalfCauchy(jnp.ones((), W_s.dtype)))
+            scale = scale * numpyro.sample(S.PHI, dist.HalfCauchy(jnp.ones((), W_s.dtype)))
         with numpyro.plate("factor", q, dim=-1):
-            return numpyro.sample("W", dist.Normal(W_s, scale))
+            return numpyro.sample(S.W, dist.Normal(W_s, scale))
 
 
 def free_loadings(p: int, q: int, scale: float = 1.0, dtype=jnp.float32):
     """Loadings without a source: W[g, f] ~ N(0, scale^2) (the no-transfer model)."""
     with numpyro.plate("gene", p, dim=-2), numpyro.plate("factor", q, dim=-1):
-        return numpyro.sample("W", dist.Normal(jnp.zeros((), dtype), jnp.asarray(scale, dtype)))
+        return numpyro.sample(S.W, dist.Normal(jnp.zeros((), dtype), jnp.asarray(scale, dtype)))

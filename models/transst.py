@@ -22,6 +22,7 @@ import numpyro.distributions as dist
 
 from transst_bayes.priors import DomainPrior
 
+from . import sites as S
 from .domains import domain_distributions, noise_variances, smoothness
 from .likelihood import DomainMixture, factor_components, integrated_components
 from .potts import mean_field_logits
@@ -51,7 +52,7 @@ def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size, dom
     comps = integrated_components(W, psi, mu, L)
     with _spots(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])
-        numpyro.sample("x", DomainMixture(logits, comps), obs=data.X[idx])
+        numpyro.sample(S.X, DomainMixture(logits, comps), obs=data.X[idx])
 
 
 def transst_model(data: SpotData, K: int, n_factors: int, batch_size=None, form: str = "global",
@@ -78,7 +79,7 @@ def scores_model(data: SpotData, K: int, n_factors: int, batch_size=None, domain
     beta = smoothness()
     with _spots(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])
-        numpyro.sample("x", DomainMixture(logits, factor_components(mu, L)), obs=data.X[idx])
+        numpyro.sample(S.X, DomainMixture(logits, factor_components(mu, L)), obs=data.X[idx])
 
 
 def no_transfer_model(data: SpotData, K: int, n_factors: int, batch_size=None):
@@ -103,5 +104,5 @@ def explicit_z_model(data: SpotData, K: int, n_factors: int, batch_size=None, fo
     beta = smoothness()
     with _spots(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])
-        z = numpyro.sample("z", DomainMixture(logits, factor_components(mu, L)))
-        numpyro.sample("x", dist.Normal(z @ W.T, psi**0.5).to_event(1), obs=data.X[idx])
+        z = numpyro.sample(S.Z, DomainMixture(logits, factor_components(mu, L)))
+        numpyro.sample(S.X, dist.Normal(z @ W.T, psi**0.5).to_event(1), obs=data.X[idx])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import transst_bayes as tb
+from transst_bayes.result import _jsonable
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,44 @@ def test_to_anndata_writes_documented_keys(fitted):
     assert u["beta"] == pytest.approx(res.beta) and u["seed"] == 0
     assert [r["K"] for r in json.loads(u["k_table"])] == [2, 3]
     assert len(a.uns["dom_colors"]) == K
+
+
+def _leaves(obj, prefix=""):
+    """(path, value) of every scalar or list leaf of a nested mapping (JSON strings parsed)."""
+    if isinstance(obj, str) and obj[:1] in "[{":
+        obj = json.loads(obj)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, f"{prefix}/{k}")
+    else:
+        yield prefix, obj
+
+
+def test_uns_holds_each_value_once_and_rebuilds_the_fit(fitted, tmp_path):
+    """Issue 14: to_anndata wrote settings, beta, tau, kappa, the K table, genes, seed, version,
+    temperature and calibration twice into uns (readable entries and the JSON meta)."""
+    import anndata as ad
+
+    tgt, res = fitted
+    res.info["temperature"], res.info["calibration"] = 2.5, "given"
+    a = res.to_anndata(tgt, copy=True)
+    u = a.uns["transst"]
+    # the settings hold what was asked (their beta is the starting value); the rest what was fitted
+    names = [path.rsplit("/", 1)[-1] for path, _ in _leaves({k: v for k, v in u.items()
+                                                             if k not in ("fit", "settings")})]
+    once = ("seed", "version", "beta", "tau", "kappa", "k_table", "genes", "domain_names",
+            "temperature", "calibration", "settings", "obs_names")
+    twice = sorted(n for n in once if names.count(n) > 1)
+    twice += sorted(n for n in ("seed", "version") if n in json.loads(u["settings"]))
+    assert not twice, f"written more than once into uns: {twice}"
+    a.write_h5ad(tmp_path / "a.h5ad")
+    back = tb.TransSTResult.from_anndata(ad.read_h5ad(tmp_path / "a.h5ad"))
+    for name in ("labels", "proba", "factors", "W_t", "W_s", "psi", "mu", "Sigma", "trace"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(res, name))
+    assert (back.beta, back.tau, back.kappa) == (res.beta, res.tau, res.kappa)
+    assert back.k_table == res.k_table and back.genes == res.genes and back.names == res.names
+    same = lambda d: json.dumps(d, sort_keys=True, default=_jsonable)  # noqa: E731 (NaN == NaN)
+    assert same(back.settings) == same(res.settings) and same(back.info) == same(res.info)
 
 
 def test_to_anndata_rejects_other_spots(fitted, small_pair):

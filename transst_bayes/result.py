@@ -125,24 +125,8 @@ class TransSTResult:
         if len(rows) == len(self.genes):
             load[rows] = self.W_t
         adata.varm[keys.loadings(key_added)] = load
-        adata.uns[key_added] = {
-            "settings": json.dumps(self.settings),
-            "beta": float(self.beta),
-            "tau": float(self.tau),
-            "kappa": float("nan") if self.kappa is None else float(self.kappa),
-            "temperature": float(self.info.get("temperature", 1.0)),  # of proba (calibration)
-            "calibration": str(self.info.get("calibration", "")),
-            "domain_names": np.asarray(self.names, dtype=str),
-            "n_domains": K,
-            "k_table": json.dumps(self.k_table),
-            "genes": np.asarray(self.genes, dtype=str),
-            "version": self.settings.get("version", ""),
-            "seed": int(self.settings.get("seed", 0)),
-        }
         arrays, meta = self._payload()
-        adata.uns[key_added]["fit"] = {k: v for k, v in arrays.items()
-                                       if k not in ("labels", "proba", "factors")}
-        adata.uns[key_added]["meta"] = json.dumps(meta, default=_jsonable)
+        adata.uns[key_added] = _uns_entry(arrays, meta, self.names)
         adata.uns[keys.colors(key_added)] = [PALETTE[k % len(PALETTE)] for k in range(K)]
         return adata if copy else None
 
@@ -181,7 +165,7 @@ class TransSTResult:
                 f"adata.uns[{key!r}] holds no TransST fit; run transst_bayes.tl.transst(adata, ...) "
                 f"(or TransSTResult.to_anndata(adata, key_added={key!r})) first"
             )
-        meta = json.loads(str(uns["meta"]))
+        meta = _meta_from_uns(uns)
         names = list(map(str, adata.obs_names))
         if names != list(meta["obs_names"]):
             raise ValueError(
@@ -242,6 +226,56 @@ class TransSTResult:
             return cls._from_payload(arrays, meta)
         except TypeError as e:
             raise ValueError(f"{bad} ({e})") from None
+
+
+# uns[key] holds every value once: the readable entries at its top level (settings without seed
+# and version, which have their own entries; temperature and calibration out of info), the
+# arrays under "fit", and under "meta" (JSON) only what has no entry of its own.
+_TOP = ("beta", "tau", "kappa", "k_table", "genes", "domain_names", "settings")
+_OWN_SETTINGS = ("seed", "version")
+_OWN_INFO = ("temperature", "calibration")
+
+
+def _uns_entry(arrays: dict, meta: dict, names: list) -> dict:
+    """The `uns[key]` mapping of a fit from its payload (`TransSTResult._payload`)."""
+    meta = dict(meta)
+    top = {k: meta.pop(k) for k in _TOP}
+    settings = dict(top["settings"])
+    own = {k: settings.pop(k, d) for k, d in zip(_OWN_SETTINGS, (0, ""))}
+    info = dict(meta.pop("info") or {})
+    T, how = info.pop("temperature", 1.0), info.pop("calibration", "")
+    meta["info"] = info
+    return {
+        "settings": json.dumps(settings, default=_jsonable),
+        "beta": float(top["beta"]),
+        "tau": float(top["tau"]),
+        "kappa": float("nan") if top["kappa"] is None else float(top["kappa"]),
+        "temperature": float(T),  # of proba (calibration)
+        "calibration": str(how),
+        "domain_names": np.asarray(names, dtype=str),
+        "n_domains": len(names),
+        "k_table": json.dumps(top["k_table"], default=_jsonable),
+        "genes": np.asarray(top["genes"], dtype=str),
+        "version": str(own["version"]),
+        "seed": int(own["seed"]),
+        "fit": {k: v for k, v in arrays.items() if k not in ("labels", "proba", "factors")},
+        "meta": json.dumps(meta, default=_jsonable),
+    }
+
+
+def _meta_from_uns(uns) -> dict:
+    """The payload metadata that `_uns_entry` spread over `uns[key]`, gathered again."""
+    meta = json.loads(str(uns["meta"]))
+    settings = json.loads(str(uns["settings"]))
+    settings.update({k: (int(uns[k]) if k == "seed" else str(uns[k])) for k in _OWN_SETTINGS if k in uns})
+    kappa = float(uns["kappa"])
+    meta.update(settings=settings, beta=float(uns["beta"]), tau=float(uns["tau"]),
+                kappa=None if np.isnan(kappa) else kappa, k_table=json.loads(str(uns["k_table"])),
+                genes=[str(g) for g in np.asarray(uns["genes"])],
+                domain_names=[str(g) for g in np.asarray(uns["domain_names"])])
+    meta["info"] = dict(meta.get("info") or {}, temperature=float(uns["temperature"]),
+                        calibration=str(uns["calibration"]))
+    return meta
 
 
 def _jsonable(o):

@@ -28,6 +28,7 @@ from . import potts
 from . import plan as D
 from .fit import (DEFAULT_N_NOVEL, EMSettings, __version__, _fit_arrays, em_loglik, finish, precision,
                   resolve_variant, setup)
+from .models import sites as S
 from .guides import GUIDES
 from .result import TransSTResult, entropy
 from . import validate as V
@@ -88,16 +89,13 @@ def spot_terms(model, data, values: dict):
 
 
 def _init_values(fit, W_s, form: str, has_source: bool, anchored: bool) -> dict:
-    dt = fit.W.dtype
-    vals = {"W": fit.W, "psi": fit.psi[:, None], "mu": fit.mu, "Sigma": fit.Sigma[:, None],
-            "beta": jnp.clip(fit.beta, 1e-3, potts.BETA_MAX - 1e-3)}
-    if has_source:
-        vals["tau"] = jnp.sqrt(jnp.maximum(fit.tau2, 1e-8))
-        if form == "horseshoe":
-            vals["phi"] = jnp.ones((fit.W.shape[0], 1), dt)
-    if anchored:
-        vals["kappa"] = jnp.sqrt(fit.kappa2)
-    return vals
+    """The model's site values at the EM fit (the guide's starting point)."""
+    return S.to_sites(S.Params(
+        W=fit.W, psi=fit.psi, mu=fit.mu, Sigma=fit.Sigma,
+        beta=jnp.clip(fit.beta, 1e-3, potts.BETA_MAX - 1e-3),
+        tau=jnp.sqrt(jnp.maximum(fit.tau2, 1e-8)) if has_source else None,
+        phi=jnp.ones((fit.W.shape[0],), fit.W.dtype) if has_source and form == "horseshoe" else None,
+        kappa=jnp.sqrt(fit.kappa2) if anchored else None))
 
 
 def _point(guide, params, full_model, data) -> dict:
@@ -135,10 +133,6 @@ def _round_runner(svi, n_steps: int, batch_size):
         return state, losses, avg
 
     return run
-
-
-def _sigma(sample: dict):
-    return np.asarray(sample["Sigma"])[..., 0, :, :] if "Sigma" in sample else None
 
 
 def fit_svi(
@@ -320,7 +314,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     params = avg if st.batch_size is not None else svi.get_params(state)
     with numpyro.validation_enabled(False):
         samples = guide.sample_posterior(k_post, params, data, batch_size=None, sample_shape=(S,))
-    samples = {k: np.asarray(v) for k, v in samples.items() if k != "x"}
+    samples = {k: np.asarray(v) for k, v in samples.items() if k != S.X}
     # one compiled call per draw (draws sliced in NumPy): vmap would hold the intermediates of
     # all S draws at once (a lax.map of them was where XLA's CPU runtime first deadlocked, on
     # batched LAPACK calls: lapack_guard)
@@ -336,8 +330,8 @@ def _waic_loo(ll: np.ndarray, beta: np.ndarray) -> dict:
     if ll.shape[0] < 2:
         return {"elpd_waic": float("nan"), "p_waic": float("nan"), "elpd_loo": float("nan"),
                 "p_loo": float("nan")}
-    idata = az.from_dict(posterior={"beta": np.asarray(beta).reshape(1, -1)},
-                         log_likelihood={"x": ll[None]})
+    idata = az.from_dict(posterior={S.BETA: np.asarray(beta).reshape(1, -1)},
+                         log_likelihood={S.X: ll[None]})
     import warnings
 
     with warnings.catch_warnings():
@@ -368,7 +362,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         ll_em = em_loglik(em_fit)
         row = {"K": K, "loglik": ll_em}
         row.update(criteria(ll_em, K, q, n, float(entropy(proba).sum())))
-        beta_draws = np.asarray(f["samples"].get("beta", np.zeros(f["spot_loglik"].shape[0])))
+        beta_draws = np.asarray(f["samples"].get(S.BETA, np.zeros(f["spot_loglik"].shape[0])))
         row.update(_waic_loo(np.asarray(f["spot_loglik"], np.float64), beta_draws))
         row.update({"elbo": -float(f["losses"][-1]), "n_rounds": f["n_rounds"],
                     "converged": bool(f["converged"])})
@@ -386,29 +380,29 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         r["chosen"] = r["K"] == chosen
     f = fits[chosen]
     smp = f["samples"]
-    mean = {k: v.mean(0) for k, v in smp.items()}
-    Sig = _sigma(smp)
-    Sigma = np.asarray(Sig.mean(0)) if Sig is not None else np.asarray(out["fits"][chosen].Sigma)
-    W = mean.get("W", np.asarray(out["fits"][chosen].W))
-    psi = mean["psi"][:, 0] if "psi" in mean else np.asarray(out["fits"][chosen].psi)
-    mu = mean.get("mu", np.asarray(out["fits"][chosen].mu))
+    em_fit = out["fits"][chosen]
+    mean = S.from_sites({k: v.mean(0) for k, v in smp.items()})  # sites the model lacks: EM's
+    W = np.asarray(em_fit.W if mean.W is None else mean.W)
+    psi = np.asarray(em_fit.psi if mean.psi is None else mean.psi)
+    mu = np.asarray(em_fit.mu if mean.mu is None else mean.mu)
+    Sigma = np.asarray(em_fit.Sigma if mean.Sigma is None else mean.Sigma)
     proba = f["proba"]
     dt = jnp.dtype(st.dtype)
     if out["variant"] == "two_stage":  # the scores the model clustered
         factors = np.asarray(out["transfer"].Z)
-    elif "z" in smp:
-        factors = smp["z"].mean(0)
+    elif S.Z in smp:
+        factors = smp[S.Z].mean(0)
     else:
         factors = np.asarray(_mean_factors(*(jnp.asarray(a, dt) for a in (prep.X, W, psi, mu, Sigma, proba))))
     plan = D.named_after_fit(out["plans"][chosen], proba, out["class_post"], prep.source_classes)
-    if "kappa" in smp:
-        kappa = float(np.mean(smp["kappa"]))
+    if mean.kappa is not None:
+        kappa = float(mean.kappa)
     elif plan.classes:
-        kappa = float(opts["kappa"]) if opts.get("kappa") is not None else float(np.sqrt(out["fits"][chosen].kappa2))
+        kappa = float(opts["kappa"]) if opts.get("kappa") is not None else float(np.sqrt(em_fit.kappa2))
     else:
         kappa = None
-    if "tau" in smp:
-        tau = float(np.mean(smp["tau"]))
+    if mean.tau is not None:
+        tau = float(mean.tau)
     elif "tau" in opts:
         tau = float(opts["tau"])
     else:
@@ -423,7 +417,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         proba=proba,
         factors=np.asarray(factors),
         W_t=np.asarray(W), psi=np.asarray(psi), mu=np.asarray(mu), Sigma=Sigma,
-        tau=tau, beta=float(np.mean(smp["beta"])) if "beta" in smp else float("nan"),
+        tau=tau, beta=float("nan") if mean.beta is None else float(mean.beta),
         trace=-np.asarray(f["losses"]),
         k_table=table, settings=settings, genes=prep.genes, obs_names=prep.obs_names,
         W_s=None if src is None else np.asarray(src.W),
@@ -434,6 +428,6 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         domain_names=list(plan.names), kappa=kappa,
         info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
               "classes_present": out["present"], "domains_renamed": D.renamed(out["plans"][chosen], plan)},
-        posterior={k: v for k, v in smp.items() if k != "z"},
+        posterior={k: v for k, v in smp.items() if k != S.Z},
         spot_loglik=np.asarray(f["spot_loglik"]),
     )
