@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from transst_bayes import potts as _potts
+from transst_bayes import mrf
 
-BETA_MAX = _potts.BETA_MAX
+BETA_MAX = mrf.BETA_MAX
 
 
 class Graph(NamedTuple):
@@ -69,8 +69,8 @@ class Potts(dist.Distribution):
 
         def one(y, beta):
             oh = jax.nn.one_hot(y, self.K, dtype=g.mask.dtype)
-            counts = _potts.neighbour_sums(oh, g.nbr, g.mask)
-            return _potts.pseudo_loglik(beta, oh, counts)
+            counts = mrf.neighbour_sums(oh, g.nbr, g.mask)
+            return mrf.pseudo_loglik(beta, oh, counts)
 
         value = jnp.asarray(value)
         batch = jnp.broadcast_shapes(value.shape[:-1], self.batch_shape)
@@ -85,7 +85,7 @@ class Potts(dist.Distribution):
         keys = jax.random.split(key, betas.shape[0])
 
         def one(k, b):
-            return _potts.sample(k, g.nbr, g.mask, g.colors, g.n_colors, b, self.K,
+            return mrf.sample(k, g.nbr, g.mask, g.colors, g.n_colors, b, self.K,
                                  n_sweeps=self.n_sweeps)
 
         out = jax.vmap(one)(keys, betas)

@@ -110,7 +110,7 @@ def test_unknown_source_batch_key_is_named_before_any_work(monkeypatch):
     def no_work(*a, **k):
         raise AssertionError("data were prepared before the bad source_batch_key was reported")
 
-    monkeypatch.setattr("transst_bayes.fit.prepare", no_work)
+    monkeypatch.setattr("transst_bayes.job.prepare", no_work)
     with pytest.raises(ValueError, match="source_batch_key='nope'"):
         tb.fit_em(tgt, src, n_domains=3, n_factors=5, source_batch_key="nope")
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transst_bayes import cluster as C
+from transst_bayes.em import cluster as C
 from transst_bayes import priors as P
 from transst_bayes.graph import lattice_adjacency, pad_graph
 

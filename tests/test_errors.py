@@ -123,7 +123,7 @@ def _no_work(monkeypatch):
     """Make any data preparation fail loudly: the check must come before it."""
     def boom(*a, **k):
         raise AssertionError("data were prepared before the bad argument was reported")
-    monkeypatch.setattr("transst_bayes.fit.prepare", boom)
+    monkeypatch.setattr("transst_bayes.job.prepare", boom)
 
 
 @pytest.mark.parametrize("kw, exc, match", [

@@ -1,4 +1,4 @@
-"""transst_bayes.guides: the one-trace set-up gives the guide and SVI state NumPyro's own set-up gives."""
+"""transst_bayes.svi.guides: the one-trace set-up gives the guide and SVI state NumPyro's own set-up gives."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from numpyro.infer import SVI, Trace_ELBO, init_to_value
 from numpyro.infer import autoguide as ng
 
-from transst_bayes import guides as G
+from transst_bayes.svi import guides as G
 from transst_bayes import models as M
 
 N, P, Q, K = 24, 10, 3, 2

@@ -13,7 +13,7 @@ from scipy.stats import multivariate_normal
 
 from transst_bayes import graph as G
 from transst_bayes import models as M
-from transst_bayes import potts
+from transst_bayes import mrf
 
 
 def _grid_graph(h, w):
@@ -44,7 +44,7 @@ def test_potts_pseudo_likelihood_orders_configurations_like_the_energy_on_2x2():
     d = M.Potts(1.0, g, 2)
     ys = np.array(list(itertools.product([0, 1], repeat=4)))
     lp = np.asarray(d.log_prob(jnp.asarray(ys)))
-    en = np.array([float(potts.energy(jnp.asarray(y), g.nbr, g.mask, 1.0)) for y in ys])
+    en = np.array([float(mrf.energy(jnp.asarray(y), g.nbr, g.mask, 1.0)) for y in ys])
     assert lp.shape == (16,)
     assert set(np.flatnonzero(lp == lp.max())) == set(np.flatnonzero(en == en.min()))
 
@@ -55,7 +55,7 @@ def test_potts_sampler_same_label_fraction_rises_with_beta():
     for beta in (0.0, 0.7, 1.5):
         y = M.Potts(beta, g, 4, n_sweeps=60).sample(jax.random.PRNGKey(1))
         assert y.shape == (900,) and int(y.min()) >= 0 and int(y.max()) < 4
-        fr.append(float(potts.same_label_fraction(y, g.nbr, g.mask)))
+        fr.append(float(mrf.same_label_fraction(y, g.nbr, g.mask)))
     assert fr[0] < 0.35 and fr[0] < fr[1] < fr[2] and fr[2] > 0.8
 
 

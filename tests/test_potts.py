@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transst_bayes import potts
+from transst_bayes import mrf
 from transst_bayes.graph import lattice_adjacency, pad_graph
 
 
@@ -31,7 +31,7 @@ def test_energy_matches_brute_force_on_3x3():
     alpha = np.array([0.3, -0.2, 0.5])
     for _ in range(50):
         y = rng.integers(0, 3, 9)
-        e = float(potts.energy(jnp.asarray(y), nbr, mask, 0.7, jnp.asarray(alpha)))
+        e = float(mrf.energy(jnp.asarray(y), nbr, mask, 0.7, jnp.asarray(alpha)))
         assert e == pytest.approx(_brute_energy(y, 3, 3, 0.7, alpha), abs=1e-5)
 
 
@@ -41,15 +41,15 @@ def test_pseudo_likelihood_matches_brute_force_conditionals():
     nbr, mask, _, _ = _graph(h, w)
     alpha = jnp.array([0.2, -0.1])
     configs = np.array(list(itertools.product(range(K), repeat=h * w)))
-    logp = np.array([-float(potts.energy(jnp.asarray(c), nbr, mask, beta, alpha)) for c in configs])
+    logp = np.array([-float(mrf.energy(jnp.asarray(c), nbr, mask, beta, alpha)) for c in configs])
     y = configs[13]
     brute = 0.0
     for j in range(h * w):
         same = np.all(np.delete(configs, j, 1) == np.delete(y, j), axis=1)
         lp = logp[same]
         brute += logp[same & (configs[:, j] == y[j])][0] - np.logaddexp.reduce(lp)
-    counts = potts.label_counts(jnp.asarray(y), nbr, mask, K)
-    pl = float(potts.pseudo_loglik(beta, jax.nn.one_hot(y, K), counts, alpha))
+    counts = mrf.label_counts(jnp.asarray(y), nbr, mask, K)
+    pl = float(mrf.pseudo_loglik(beta, jax.nn.one_hot(y, K), counts, alpha))
     assert pl == pytest.approx(brute, abs=1e-5)
 
 
@@ -61,11 +61,11 @@ def test_icm_sweep_never_raises_energy():
     y = jnp.asarray(rng.integers(0, K, 144))
 
     def total(y):
-        return float(potts.energy(y, nbr, mask, 1.2) - jnp.sum(loglik[jnp.arange(144), y]))
+        return float(mrf.energy(y, nbr, mask, 1.2) - jnp.sum(loglik[jnp.arange(144), y]))
 
     prev = total(y)
     for _ in range(10):
-        y = potts.icm_sweep(y, loglik, nbr, mask, colors, nc, 1.2)
+        y = mrf.icm_sweep(y, loglik, nbr, mask, colors, nc, 1.2)
         cur = total(y)
         assert cur <= prev + 1e-6
         prev = cur
@@ -80,17 +80,17 @@ def test_coloring_is_proper():
 @pytest.mark.parametrize("beta, lo, hi", [(0.0, 0.20, 0.30), (3.0, 0.9, 1.0)])
 def test_same_label_fraction_with_beta(beta, lo, hi):
     nbr, mask, colors, nc = _graph(30, 30)
-    y = potts.sample(jax.random.PRNGKey(0), nbr, mask, colors, nc, beta, 4, n_sweeps=100)
-    frac = float(potts.same_label_fraction(y, nbr, mask))
+    y = mrf.sample(jax.random.PRNGKey(0), nbr, mask, colors, nc, beta, 4, n_sweeps=100)
+    frac = float(mrf.same_label_fraction(y, nbr, mask))
     assert lo <= frac <= hi
 
 
 @pytest.mark.parametrize("beta_true", [0.6, 1.0])
 def test_pseudo_likelihood_recovers_beta(beta_true):
     nbr, mask, colors, nc = _graph(50, 50)
-    y = potts.sample(jax.random.PRNGKey(3), nbr, mask, colors, nc, beta_true, 4, n_sweeps=300)
-    counts = potts.label_counts(y, nbr, mask, 4)
-    b = float(potts.newton_beta(0.2, jax.nn.one_hot(y, 4), counts, n_steps=20))
+    y = mrf.sample(jax.random.PRNGKey(3), nbr, mask, colors, nc, beta_true, 4, n_sweeps=300)
+    counts = mrf.label_counts(y, nbr, mask, 4)
+    b = float(mrf.newton_beta(0.2, jax.nn.one_hot(y, 4), counts, n_steps=20))
     assert abs(b - beta_true) < 0.2
 
 
@@ -99,6 +99,6 @@ def test_mean_field_rows_are_distributions():
     rng = np.random.default_rng(2)
     loglik = jnp.asarray(rng.normal(size=(64, 3)))
     r = jnp.full((64, 3), 1 / 3)
-    r = potts.mean_field_sweep(r, loglik, nbr, mask, colors, nc, 1.0)
+    r = mrf.mean_field_sweep(r, loglik, nbr, mask, colors, nc, 1.0)
     np.testing.assert_allclose(np.asarray(r).sum(1), 1.0, atol=1e-5)
     assert np.all(np.asarray(r) > 0)

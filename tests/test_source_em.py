@@ -8,8 +8,10 @@ import numpy as np
 import scipy.linalg
 
 import transst_bayes as tb
-from transst_bayes.fit import precision
-from transst_bayes.source_em import fit_source_jit
+from transst_bayes.job import precision
+from transst_bayes.em.source import fit_source
+
+fit_source_jit = jax.jit(fit_source, static_argnames=("C", "q", "max_iter", "tol"))
 
 
 def _source(seed=0, h=30, w=30, p=300, q=6, K=4):

@@ -38,6 +38,13 @@ def test_delta_guide_reproduces_em(pair, em):
     assert rel < 0.1, rel
     assert abs(r.beta - em.beta) < 0.25
     assert r.posterior["W"].shape == (1, 200, 5)
+    # one assembly (issue 14): the data, source and gene fields and the shared settings agree
+    for name in ("genes", "obs_names", "source_classes"):
+        assert list(getattr(r, name)) == list(getattr(em, name)), name
+    for name in ("W_s", "psi_s", "mu_s", "Sigma_s", "gene_mean", "gene_scale"):
+        np.testing.assert_array_equal(getattr(r, name), getattr(em, name), err_msg=name)
+    shared = [k for k in em.settings if k.startswith("data_")] + ["transfer_used", "version", "domains_used"]
+    assert {k: r.settings[k] for k in shared} == {k: em.settings[k] for k in shared}
 
 
 def test_tau_limits(pair, em):

@@ -14,7 +14,8 @@ from . import lapack_guard as _lapack_guard
 
 _lapack_guard.install()  # before any program compiles: batched LAPACK on the CPU can deadlock XLA
 
-from .fit import EMSettings, __version__, fit_em  # noqa: E402
+from ._version import __version__  # noqa: E402
+from .em.driver import EMSettings, fit_em  # noqa: E402
 from .metrics import adjusted_rand_index, align_labels, normalized_mutual_info  # noqa: E402
 from .result import TransSTResult, load_result  # noqa: E402
 from .simulate import simulate  # noqa: E402
@@ -38,7 +39,7 @@ def _attach_models() -> None:
 
 _attach_models()
 from . import models  # noqa: E402
-from .svi import SVISettings, fit_svi  # noqa: E402
+from .svi.runner import SVISettings, fit_svi  # noqa: E402
 from . import pp, tl  # noqa: E402
 from .summary import (align_result, domain_expression, marker_genes, spot_summary,  # noqa: E402
                       to_inference_data, transfer_breaking_genes)

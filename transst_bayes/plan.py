@@ -36,7 +36,6 @@ class DomainPlan(NamedTuple):
         return self.K - len(self.classes)
 
 
-@jax.jit
 def class_loglik(X, W, psi, mu, Sigma):
     """(n, C) log N(x_j | W m_c, W S_c W^T + Psi): the target under the source's classes."""
     return F.components(F.precompute(X, W, psi), mu, Sigma, X.shape[1]).loglik

@@ -1,6 +1,6 @@
 """Built-in simulator: a labeled source and an unlabeled target from the TransST model.
 
-Labels on an h x w square lattice are drawn from the Potts model (chromatic Gibbs, potts.py);
+Labels on an h x w square lattice are drawn from the Potts model (chromatic Gibbs, mrf.py);
 factors z | y = k ~ N(mu_k, Sigma_k) with K = 4 means at separation `separation` and two domains
 with wide covariances, as in the paper; expression x = W z + e with heteroscedastic noise
 psi_g ~ U(0.1, error). The target's loadings depart from the source's by a controllable shift.
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import potts
+from . import mrf
 from . import validate as V
 from .graph import lattice_adjacency, pad_graph
 
@@ -22,7 +22,7 @@ SHIFTS = {"none": 0.0, "small": 0.1, "large": 1.0}
 
 
 # compiled once per lattice shape (called eagerly, its sweep loop was compiled anew on every call)
-_potts_sample = jax.jit(potts.sample, static_argnames=("n_colors", "K", "n_sweeps"))
+_potts_sample = jax.jit(mrf.sample, static_argnames=("n_colors", "K", "n_sweeps"))
 
 
 def potts_labels(key, h: int, w: int, K: int, beta: float, n_sweeps: int = 300) -> np.ndarray:

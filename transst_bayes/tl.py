@@ -73,8 +73,8 @@ def transst(
     seed, and the fit itself for `markers` / `transfer_breaking_genes`) and
     `uns[key_added + "_colors"]`. Returns None, or the changed copy with `copy=True`.
     """
-    from .fit import fit_em
-    from .svi import fit_svi
+    from .em.driver import fit_em
+    from .svi.runner import fit_svi
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

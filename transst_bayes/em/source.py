@@ -15,10 +15,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import factor as F
-from . import priors as P
-from .em_loop import run_em
-from .linalg import pca
+from .. import factor as F
+from .. import priors as P
+from ..pca_kmeans import pca
+from .loop import run_em
 
 
 class SourceFit(NamedTuple):
@@ -71,5 +71,3 @@ def fit_source(X, labels, C: int, q: int, key, max_iter: int = 100, tol: float =
     s = res.state
     return SourceFit(s.W, s.psi, s.mu, s.Sigma, res.trace, res.n_iter)
 
-
-fit_source_jit = jax.jit(fit_source, static_argnames=("C", "q", "max_iter", "tol"))

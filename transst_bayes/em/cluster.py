@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from . import factor as F
-from . import potts
-from . import priors as P
-from .em_loop import run_em
+from .. import factor as F
+from .. import mrf
+from .. import priors as P
+from .loop import run_em
 
 VARIANTS = ("joint", "two_stage")
 
@@ -106,8 +106,8 @@ def _step(data, graph, W_s, lam_const, dprior, s: Settings, state: ClusterState)
     ll = s.weight * comp.loglik
     R = state.R
     for _ in range(s.n_mean_field):
-        R = potts.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, state.beta)
-    counts = potts.neighbour_sums(R, nbr, mask)
+        R = mrf.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, state.beta)
+    counts = mrf.neighbour_sums(R, nbr, mask)
     obj = pseudo_marginal(ll, counts, state.beta) + log_prior(state, W_s, dprior, s)
     dst = F.domain_stats(R, comp, s.weight)
     kappa2 = P.eb_kappa2(dst, dprior, state.Sigma) if s.learn_kappa else state.kappa2
@@ -124,7 +124,7 @@ def _step(data, graph, W_s, lam_const, dprior, s: Settings, state: ClusterState)
             W, mu, Sigma = F.whiten(W, mu, Sigma, R.sum(0))
     beta = state.beta
     if s.learn_beta:
-        beta = potts.newton_beta(beta, R, counts, n_steps=3)
+        beta = mrf.newton_beta(beta, R, counts, n_steps=3)
     return ClusterState(W, psi, mu, Sigma, tau2, beta, R, kappa2), obj
 
 
@@ -155,11 +155,11 @@ def fit_cluster(data, graph, W_s, lam_const, dprior: P.DomainPrior, state0: Clus
     ll = s.weight * comp.loglik
     R = st.R
     for _ in range(3):
-        R = potts.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, st.beta)
-    counts = potts.neighbour_sums(R, nbr, mask)
+        R = mrf.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, st.beta)
+    counts = mrf.neighbour_sums(R, nbr, mask)
     lp = log_prior(st, W_s, dprior, s)
     obj = pseudo_marginal(ll, counts, st.beta) + lp
-    labels = potts.icm(jnp.argmax(R, axis=1), ll, nbr, mask, colors, s.n_colors, st.beta)
+    labels = mrf.icm(jnp.argmax(R, axis=1), ll, nbr, mask, colors, s.n_colors, st.beta)
     Z = F.mean_factors(R, comp)
     return ClusterFit(st.W, st.psi, st.mu, st.Sigma, st.tau2, st.beta, R, st.kappa2, labels, Z,
                       comp.loglik, obj, lp, res.trace, res.n_iter, res.converged)

@@ -23,16 +23,17 @@ from numpyro import handlers
 from numpyro.infer import SVI, Trace_ELBO, init_to_value
 from numpyro.infer.autoguide import AutoDelta, AutoNormal
 
-from . import factor as F
-from . import potts
-from . import plan as D
-from .fit import (DEFAULT_N_NOVEL, EMSettings, __version__, _fit_arrays, em_loglik, finish, precision,
-                  resolve_variant, setup)
-from .models import sites as S
+from .. import factor as F
+from .. import mrf
+from .. import plan as D
+from .. import validate as V
+from ..em.driver import EMSettings, _fit_arrays, em_loglik, finish, resolve_variant
+from ..job import (DEFAULT_N_NOVEL, k_table_row, mark_chosen, precision, settings_record, setup,
+                   shared_fields)
+from ..models import sites as S
+from ..result import TransSTResult, entropy
+from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
 from .guides import GUIDES
-from .result import TransSTResult, entropy
-from . import validate as V
-from .selection import CRITERIA, DEFAULT_CRITERION, criteria
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class SVISettings:
 
 
 def _mixture_site(tr: dict):
-    from .models.likelihood import DomainMixture
+    from ..models.likelihood import DomainMixture
 
     sites = [s for s in tr.values() if s["type"] == "sample" and isinstance(s["fn"], DomainMixture)]
     if len(sites) != 1:
@@ -92,7 +93,7 @@ def _init_values(fit, W_s, form: str, has_source: bool, anchored: bool) -> dict:
     """The model's site values at the EM fit (the guide's starting point)."""
     return S.to_sites(S.Params(
         W=fit.W, psi=fit.psi, mu=fit.mu, Sigma=fit.Sigma,
-        beta=jnp.clip(fit.beta, 1e-3, potts.BETA_MAX - 1e-3),
+        beta=jnp.clip(fit.beta, 1e-3, mrf.BETA_MAX - 1e-3),
         tau=jnp.sqrt(jnp.maximum(fit.tau2, 1e-8)) if has_source else None,
         phi=jnp.ones((fit.W.shape[0],), fit.W.dtype) if has_source and form == "horseshoe" else None,
         kappa=jnp.sqrt(fit.kappa2) if anchored else None))
@@ -194,7 +195,7 @@ def fit_svi(
     Returns a TransSTResult with posterior draws of the globals in `.posterior`, the per-spot
     log-likelihood per draw in `.spot_loglik`, and domain probabilities averaged over draws.
     """
-    from . import models as M
+    from .. import models as M
 
     t0 = time.perf_counter()
     st = SVISettings(guide=guide, n_factors=n_factors, lr=lr, steps_per_round=steps_per_round,
@@ -228,7 +229,7 @@ def fit_svi(
         out = _fit_arrays(prep, job.request, em, mode)
         Ks = out["Ks"]
         fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar) for K in Ks}
-        res = _assemble_svi(prep, out, fits, Ks, st, em, mode, criterion, opts, model)
+        res = _assemble_svi(prep, out, fits, Ks, st, em, job.ds, mode, criterion, opts, model)
     # the temperature is found by EM fits of held-out source sections (calibration.py) and
     # tempers each posterior draw's probabilities before they are averaged; labels stay the
     # argmax of the model's average
@@ -236,7 +237,7 @@ def fit_svi(
 
 
 def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
-    from .models import SpotData
+    from ..models import SpotData
 
     dt = jnp.dtype(st.dtype)
     fit = out["fits"][K]
@@ -253,7 +254,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     anchored = bool(plan.classes) and "domains" in inspect.signature(model).parameters
     if anchored:
         opts.setdefault("domains", "anchored")
-    data = SpotData(X=X, field=potts.neighbour_sums(R, nbr, mask), W_s=W_s,
+    data = SpotData(X=X, field=mrf.neighbour_sums(R, nbr, mask), W_s=W_s,
                     prior=prior if anchored else None)
     m = partial(model, K=K, n_factors=st.n_factors, **opts)
     learn_kappa = anchored and opts.get("kappa") is None
@@ -279,7 +280,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     # point estimate) and the posterior draws
     terms = jax.jit(lambda v, d: spot_terms(full, d, v))
     point = jax.jit(lambda state, d: _point(guide, svi.get_params(state), full, d))
-    field = jax.jit(lambda dlp: potts.neighbour_sums(jax.nn.softmax(dlp, axis=-1), nbr, mask))
+    field = jax.jit(lambda dlp: mrf.neighbour_sums(jax.nn.softmax(dlp, axis=-1), nbr, mask))
 
     def refresh(state, data):
         dlp, _ = terms(point(state, data), data)
@@ -350,7 +351,7 @@ def _mean_factors(X, W, psi, mu, Sigma, proba):
     return F.mean_factors(proba, comp)
 
 
-def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opts, model):
+def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion, opts, model):
     n, p = prep.X.shape
     q = st.n_factors
     table = []
@@ -367,7 +368,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         row.update({"elbo": -float(f["losses"][-1]), "n_rounds": f["n_rounds"],
                     "converged": bool(f["converged"])})
         f["proba"] = proba
-        table.append({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
+        table.append(k_table_row(row))
     if criterion in ("loo", "waic"):
         key = f"elpd_{criterion}"
         if all(np.isfinite(r[key]) for r in table):
@@ -376,8 +377,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
             chosen = min(table, key=lambda r: r[DEFAULT_CRITERION])["K"]
     else:
         chosen = min(table, key=lambda r: r[criterion])["K"]
-    for r in table:
-        r["chosen"] = r["K"] == chosen
+    mark_chosen(table, chosen)
     f = fits[chosen]
     smp = f["samples"]
     em_fit = out["fits"][chosen]
@@ -408,10 +408,10 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
     else:
         tau = float("inf")
     src = out["source"]
-    settings = dict(asdict(st), method="svi", model=getattr(model, "__name__", str(model)),
-                    model_options={k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in opts.items()},
-                    transfer_used=mode, variant_used=out["variant"], criterion=criterion, n_domains_tried=list(Ks), version=__version__,
-                    em=asdict(em))
+    settings = settings_record(
+        asdict(st), ds, mode, out["variant"], Ks, method="svi", model=getattr(model, "__name__", str(model)),
+        model_options={k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in opts.items()},
+        criterion=criterion, em=asdict(em), domains_used="anchored" if plan.classes else "free")
     return TransSTResult(
         labels=np.argmax(proba, axis=1).astype(np.int64),
         proba=proba,
@@ -419,12 +419,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, mode, criterion, opt
         W_t=np.asarray(W), psi=np.asarray(psi), mu=np.asarray(mu), Sigma=Sigma,
         tau=tau, beta=float("nan") if mean.beta is None else float(mean.beta),
         trace=-np.asarray(f["losses"]),
-        k_table=table, settings=settings, genes=prep.genes, obs_names=prep.obs_names,
-        W_s=None if src is None else np.asarray(src.W),
-        psi_s=None if src is None else np.asarray(src.psi),
-        mu_s=None if src is None else np.asarray(src.mu),
-        Sigma_s=None if src is None else np.asarray(src.Sigma),
-        source_classes=prep.source_classes, gene_mean=prep.gene_mean, gene_scale=prep.gene_scale,
+        k_table=table, settings=settings, **shared_fields(prep, src),
         domain_names=list(plan.names), kappa=kappa,
         info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
               "classes_present": out["present"], "domains_renamed": D.renamed(out["plans"][chosen], plan)},

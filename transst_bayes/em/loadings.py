@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from . import factor as F
-from . import priors as P
-from .em_loop import run_em
-from .linalg import pca
+from .. import factor as F
+from .. import priors as P
+from ..pca_kmeans import pca
+from .loop import run_em
 
 TRANSFER_MODES = ("eb", "cv", "none")
 CV_GRID = tuple(round(0.01 * i, 2) for i in range(21))
@@ -135,5 +135,3 @@ def fit_transfer(X, W_s, key, mode: str = "eb", max_iter: int = 100, tol: float 
     lam = s.psi / s.tau2 if mode == "eb" else jnp.zeros((p,), X.dtype)
     return TransferFit(s.W, s.psi, s.tau2, lam, _scores(X, s.W, s.psi), res.trace, res.n_iter, nan)
 
-
-fit_transfer_jit = jax.jit(fit_transfer, static_argnames=("mode", "max_iter", "tol", "q"))

@@ -1,32 +1,32 @@
-"""fit_em: the three TransST steps on the compiled EM/ICM path."""
+"""fit_em: the three TransST steps on the compiled EM/ICM path (the driver: the only place the
+EM kernels are compiled), and what every fit does after fitting (`finish`: calibration on
+held-out source sections, which are EM fits)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from functools import partial
 from dataclasses import asdict, dataclass, replace
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import calibration as C
+from .. import calibration as C
+from .. import plan as D
+from .. import validate as V
+from ..data import DataSettings, Prepared
+from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, k_table_row, mark_chosen, precision,
+                   settings_record, setup, shared_fields)
+from ..pca_kmeans import kmeans
+from ..result import TransSTResult, entropy
+from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
 from .cluster import VARIANTS, ClusterState, Settings, fit_cluster, init_state
-from .data import DataSettings, Prepared, as_anndata, prepare
-from .linalg import kmeans
-from . import plan as D
-from .result import TransSTResult, entropy
-from . import validate as V
-from .selection import CRITERIA, DEFAULT_CRITERION, criteria
-from .source_em import fit_source_jit
-from .transfer import TRANSFER_MODES, fit_transfer_jit
+from .loadings import TRANSFER_MODES, fit_transfer
+from .source import fit_source
 
-__version__ = "0.1.0"
 SHORT_EM_ITER = 15  # iterations each restart runs before the best one is continued
-DOMAIN_MODES = ("anchored", "free")
-DEFAULT_N_NOVEL = (0, 1, 2)
 DEFAULT_K_NO_SOURCE = 7
 KAPPA2_INIT = 0.1
 
@@ -72,16 +72,6 @@ class EMSettings:
         V.number("beta (None to learn it)", self.beta, 0.0, none_ok=True)
 
 
-def precision(dtype: str):
-    """Context in which JAX computes in `dtype` (float64 needs x64 switched on locally)."""
-    if dtype == "float64":
-        enable = getattr(jax, "enable_x64", None)
-        if enable is None:  # pragma: no cover - older JAX
-            from jax.experimental import enable_x64 as enable
-        return enable(True)
-    return contextlib.nullcontext()
-
-
 def resolve_variant(em: EMSettings, mode: str) -> str:
     """The clustering variant a fit uses: `em.variant`, or by default "two_stage" for domains
     anchored to a labeled source (the loadings stay where the transfer step put them; the joint
@@ -90,61 +80,6 @@ def resolve_variant(em: EMSettings, mode: str) -> str:
     if em.variant is not None:
         return em.variant
     return "two_stage" if mode != "none" and em.domains == "anchored" else "joint"
-
-
-def _check_k(Ks: Sequence[int], n: int) -> list[int]:
-    out = []
-    for K in Ks:
-        if isinstance(K, bool) or not isinstance(K, (int, np.integer)):
-            raise TypeError(f"n_domains must be an int or a list of ints, got {K!r}")
-        K = int(K)
-        if K < 2:
-            raise ValueError(f"n_domains must be >= 2, got {K}")
-        if 2 * K > n:
-            raise ValueError(
-                f"n_domains={K} is too large for {n} target spots (need at least 2 spots per "
-                f"domain, so K <= {n // 2}); lower n_domains"
-            )
-        out.append(K)
-    if not out:
-        raise ValueError("n_domains is empty; give K or a list of K")
-    return out
-
-
-def _k_request(n_domains, n_novel) -> tuple:
-    """(n_domains, n_novel) checked for type now, resolved once the source classes are known."""
-    if n_domains is not None:
-        D._ints(n_domains, "n_domains")
-    D._ints(n_novel, "n_novel")
-    return n_domains, n_novel
-
-
-def _data_settings(kw: dict) -> DataSettings:
-    names = DataSettings.__dataclass_fields__.keys()
-    bad = [k for k in kw if k not in names]
-    if bad:
-        raise TypeError(f"unexpected keyword argument(s) {bad}; data options are {sorted(names)}")
-    if "genes" in kw and not isinstance(kw["genes"], str) and hasattr(kw["genes"], "__iter__"):
-        kw = dict(kw, genes=tuple(kw["genes"]))  # else DataSettings names the bad value
-    return DataSettings(**kw)
-
-
-def _inputs(target, source, source_labels, spatial):
-    """Arrays become AnnData here, at the boundary."""
-    if not hasattr(target, "obs"):
-        target = as_anndata(target, spatial=spatial)
-    if source is not None and not hasattr(source, "obs"):
-        if source_labels is None:
-            raise ValueError("source given as an array needs source_labels=... (one per row)")
-        labels = np.asarray(source_labels)
-        if labels.shape[0] != source.shape[0]:
-            raise ValueError(f"source_labels has {labels.shape[0]} entries for {source.shape[0]} rows")
-        if source.shape[1] != target.n_vars:
-            raise ValueError(f"source has {source.shape[1]} columns and target {target.n_vars}: arrays "
-                             "without gene names are matched by position, so they need the same genes "
-                             "in the same order; pass AnnData objects (genes matched by name) instead")
-        source = as_anndata(source, genes=list(map(str, target.var_names)), obs={"label": labels})
-    return target, source
 
 
 def fit_em(
@@ -222,39 +157,6 @@ def fit_em(
     return finish(res, job, calibrate, label_key, em, t0)
 
 
-class FitJob(NamedTuple):
-    """What `setup` hands to a fit: the inputs as AnnData, the prepared matrices, the data
-    settings, the K request (n_domains, n_novel), the transfer mode used and the warnings so far."""
-    target: object
-    source: object
-    prep: Prepared
-    ds: DataSettings
-    request: tuple
-    mode: str
-    notes: list
-
-
-def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMSettings, source_labels,
-          spatial, data_options: dict) -> FitJob:
-    """The set-up both fits share, every check before any expensive work: data settings, the K
-    request, arrays turned into AnnData, `calibrate`, the target's size; then the data prepared
-    (its warnings recorded) and q checked against the genes and spots kept."""
-    ds = _data_settings(dict(data_options, dtype=em.dtype))
-    request = _k_request(n_domains, n_novel)
-    target, source = _inputs(target, source, source_labels, spatial)
-    check_calibrate(calibrate, source, ds)
-    V.spots(target.n_obs)
-    notes: list = []
-    with V.recorded_warnings(notes):
-        prep = prepare(target, source, label_key, ds, min_genes=em.n_factors + 1)
-    n, p = prep.X.shape
-    for what, size in (("genes", p), ("spots", n)):
-        if em.n_factors >= size:
-            raise ValueError(f"n_factors={em.n_factors} must be smaller than the number of {what} ({size})")
-    mode = em.transfer if prep.X_source is not None else "none"
-    return FitJob(target, source, prep, ds, request, mode, notes)
-
-
 def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSettings, t0: float,
            draws=None) -> TransSTResult:
     """What both fits do after fitting: warn of empty domains, keep the warnings in
@@ -274,17 +176,6 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
     res.info["temperature"] = T
     res.info["seconds"] = time.perf_counter() - t0
     return res
-
-
-def check_calibrate(calibrate, source=None, ds: DataSettings | None = None) -> None:
-    """`calibrate`, and the source's section column when one is named, before any fitting."""
-    if isinstance(calibrate, str):
-        if calibrate not in ("auto", "none"):
-            raise ValueError(f"calibrate must be 'auto', 'none' or a temperature > 0, got {calibrate!r}")
-    else:
-        V.number("calibrate ('auto', 'none' or a temperature)", calibrate, 0.0, strict=True)
-    if calibrate == "auto" and source is not None and ds is not None:
-        C.section_key(source, ds.source_batch_key)
 
 
 def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:
@@ -331,20 +222,20 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     src = None
     if mode != "none":
         C = len(prep.source_classes)
-        src = fit_source_jit(jnp.asarray(prep.X_source, dt), jnp.asarray(prep.source_labels), C=C,
-                             q=q, key=k_src, max_iter=em.source_max_iter)
+        src = _fit_source(jnp.asarray(prep.X_source, dt), jnp.asarray(prep.source_labels), C=C,
+                          q=q, key=k_src, max_iter=em.source_max_iter)
         W_prior = src.W
     else:
         W_prior = jnp.zeros((prep.X.shape[1], q), dt)
-    tr = fit_transfer_jit(X, W_prior if mode != "none" else None, k_tr, mode=mode, q=q,
-                          max_iter=em.transfer_max_iter)
+    tr = _fit_transfer(X, W_prior if mode != "none" else None, k_tr, mode=mode, q=q,
+                       max_iter=em.transfer_max_iter)
     anchored = src is not None and em.domains == "anchored"
     src_ll = present = None
     if src is not None:
-        src_ll = D.class_loglik(X, tr.W, tr.psi, src.mu, src.Sigma)
+        src_ll = _class_loglik(X, tr.W, tr.psi, src.mu, src.Sigma)
         present = D.present_classes(D.class_counts(np.asarray(src_ll)))
     n_domains, n_novel = request
-    Ks = _check_k(D.resolve_k(n_domains, n_novel, None if present is None else len(present),
+    Ks = check_k(D.resolve_k(n_domains, n_novel, None if present is None else len(present),
                               anchored, DEFAULT_K_NO_SOURCE), prep.X.shape[0])
     g = prep.graph
     graph = (jnp.asarray(g.nbr), jnp.asarray(g.mask, dt), jnp.asarray(g.colors))
@@ -390,6 +281,10 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
             "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
 
+# the compiled programs of the three steps (jit here only: the kernels stay plain functions)
+_fit_source = jax.jit(fit_source, static_argnames=("C", "q", "max_iter", "tol"))
+_fit_transfer = jax.jit(fit_transfer, static_argnames=("mode", "max_iter", "tol", "q"))
+_class_loglik = jax.jit(D.class_loglik)
 _kmeans = jax.jit(kmeans, static_argnames=("K", "n_iter"))
 
 
@@ -462,18 +357,14 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         row.update(criteria(ll, K, q, n, float(entropy(R).sum())))
         row.update({"beta": float(f.beta), "kappa": float(np.sqrt(f.kappa2)) if plan.classes else None,
                     "n_iter": int(f.n_iter), "converged": bool(f.converged)})
-        table.append({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
-    chosen = min(table, key=lambda r: r[em.criterion])["K"]
-    for r in table:
-        r["chosen"] = r["K"] == chosen
+        table.append(k_table_row(row))
+    chosen = mark_chosen(table, min(table, key=lambda r: r[em.criterion])["K"])
     f = out["fits"][chosen]
     plan = D.named_after_fit(out["plans"][chosen], np.asarray(f.R), out["class_post"], prep.source_classes)
     src, tr = out["source"], out["transfer"]
     tau = float(np.sqrt(f.tau2)) if mode == "eb" else float(np.sqrt(tr.tau2)) if mode == "cv" else float("inf")
-    settings = dict(asdict(em), **{f"data_{k}": v for k, v in asdict(ds).items()})
-    settings.update(transfer_used=mode, variant_used=out["variant"], n_domains_tried=list(Ks), version=__version__,
-                    domains_used="anchored" if plan.classes else "free")
-    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    settings = settings_record(asdict(em), ds, mode, out["variant"], Ks,
+                               domains_used="anchored" if plan.classes else "free")
     trace = np.asarray(f.trace)
     return TransSTResult(
         labels=np.asarray(f.labels, np.int64),
@@ -488,19 +379,11 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         trace=trace[np.isfinite(trace)],
         k_table=table,
         settings=settings,
-        genes=prep.genes,
-        obs_names=prep.obs_names,
-        W_s=None if src is None else np.asarray(src.W),
-        psi_s=None if src is None else np.asarray(src.psi),
-        mu_s=None if src is None else np.asarray(src.mu),
-        Sigma_s=None if src is None else np.asarray(src.Sigma),
-        source_classes=prep.source_classes,
-        gene_mean=prep.gene_mean,
-        gene_scale=prep.gene_scale,
         domain_names=list(plan.names),
         kappa=float(np.sqrt(f.kappa2)) if plan.classes else None,
         info={"cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
               "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
               "domains_renamed": D.renamed(out["plans"][chosen], plan),
               **_classes_found(prep, plan, np.asarray(f.labels), src is not None)},
+        **shared_fields(prep, src),
     )

@@ -1,0 +1,53 @@
+"""The package layout that CONTRIBUTING.md describes (issue 14): no two modules share a name,
+the NumPyro models use only the numerical core of the package, and only the drivers compile."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+PACKAGE, MODELS = REPO / "transst_bayes", REPO / "models"
+CORE = {"priors", "factor", "mrf"}  # what models/ may import from the package
+DRIVERS = {"em/driver.py", "svi/runner.py", "simulate.py"}  # where jax.jit may appear
+
+
+def _modules():
+    for root in (PACKAGE, MODELS):
+        for path in sorted(root.rglob("*.py")):
+            if path.name not in ("__init__.py", "__main__.py"):
+                yield root, path
+
+
+def test_no_two_modules_share_a_name():
+    seen: dict[str, list[str]] = {}
+    for root, path in _modules():
+        seen.setdefault(path.stem, []).append(str(path.relative_to(REPO)))
+    clashes = {k: v for k, v in seen.items() if len(v) > 1}
+    assert not clashes, f"modules that share a name: {clashes}"
+
+
+def test_models_import_only_the_numerical_core():
+    bad = []
+    for path in sorted(MODELS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("transst_bayes"):
+                parts = node.module.split(".")[1:]
+                names = parts[:1] if parts else [a.name for a in node.names]
+                bad += [f"{path.name}: {node.module} {n}" for n in names if n not in CORE]
+            elif isinstance(node, ast.Import):
+                bad += [f"{path.name}: {a.name}" for a in node.names
+                        if a.name.startswith("transst_bayes.") and a.name.split(".")[1] not in CORE]
+    assert not bad, f"models/ imports beyond {sorted(CORE)}: {bad}"
+
+
+def test_only_the_drivers_compile():
+    jitting = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "jit" and getattr(node.value, "id", "") == "jax":
+                if rel not in DRIVERS:
+                    jitting.append(f"{rel}:{node.lineno}")
+    assert not jitting, f"jax.jit outside the drivers {sorted(DRIVERS)}: {jitting}"

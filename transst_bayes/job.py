@@ -1,0 +1,165 @@
+"""What both fits share: before fitting, the inputs turned into AnnData at the boundary, every
+check before any expensive work, the data prepared, the K request and the transfer mode
+(`setup` -> `FitJob`), the precision context; after it, the parts of the result that do not
+depend on the path (`shared_fields`, `settings_record`, `k_table_row`, `mark_chosen`)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict
+from typing import TYPE_CHECKING, NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+from . import calibration as C
+from . import plan as D
+from . import validate as V
+from ._version import __version__
+from .data import DataSettings, Prepared, as_anndata, prepare
+
+if TYPE_CHECKING:
+    from .em.driver import EMSettings
+
+DOMAIN_MODES = ("anchored", "free")
+DEFAULT_N_NOVEL = (0, 1, 2)
+
+
+def precision(dtype: str):
+    """Context in which JAX computes in `dtype` (float64 needs x64 switched on locally)."""
+    if dtype == "float64":
+        enable = getattr(jax, "enable_x64", None)
+        if enable is None:  # pragma: no cover - older JAX
+            from jax.experimental import enable_x64 as enable
+        return enable(True)
+    return contextlib.nullcontext()
+
+
+def check_k(Ks: Sequence[int], n: int) -> list[int]:
+    out = []
+    for K in Ks:
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)):
+            raise TypeError(f"n_domains must be an int or a list of ints, got {K!r}")
+        K = int(K)
+        if K < 2:
+            raise ValueError(f"n_domains must be >= 2, got {K}")
+        if 2 * K > n:
+            raise ValueError(
+                f"n_domains={K} is too large for {n} target spots (need at least 2 spots per "
+                f"domain, so K <= {n // 2}); lower n_domains"
+            )
+        out.append(K)
+    if not out:
+        raise ValueError("n_domains is empty; give K or a list of K")
+    return out
+
+
+def k_request(n_domains, n_novel) -> tuple:
+    """(n_domains, n_novel) checked for type now, resolved once the source classes are known."""
+    if n_domains is not None:
+        D._ints(n_domains, "n_domains")
+    D._ints(n_novel, "n_novel")
+    return n_domains, n_novel
+
+
+def data_settings(kw: dict) -> DataSettings:
+    names = DataSettings.__dataclass_fields__.keys()
+    bad = [k for k in kw if k not in names]
+    if bad:
+        raise TypeError(f"unexpected keyword argument(s) {bad}; data options are {sorted(names)}")
+    if "genes" in kw and not isinstance(kw["genes"], str) and hasattr(kw["genes"], "__iter__"):
+        kw = dict(kw, genes=tuple(kw["genes"]))  # else DataSettings names the bad value
+    return DataSettings(**kw)
+
+
+def inputs(target, source, source_labels, spatial):
+    """Arrays become AnnData here, at the boundary."""
+    if not hasattr(target, "obs"):
+        target = as_anndata(target, spatial=spatial)
+    if source is not None and not hasattr(source, "obs"):
+        if source_labels is None:
+            raise ValueError("source given as an array needs source_labels=... (one per row)")
+        labels = np.asarray(source_labels)
+        if labels.shape[0] != source.shape[0]:
+            raise ValueError(f"source_labels has {labels.shape[0]} entries for {source.shape[0]} rows")
+        if source.shape[1] != target.n_vars:
+            raise ValueError(f"source has {source.shape[1]} columns and target {target.n_vars}: arrays "
+                             "without gene names are matched by position, so they need the same genes "
+                             "in the same order; pass AnnData objects (genes matched by name) instead")
+        source = as_anndata(source, genes=list(map(str, target.var_names)), obs={"label": labels})
+    return target, source
+
+
+class FitJob(NamedTuple):
+    """What `setup` hands to a fit: the inputs as AnnData, the prepared matrices, the data
+    settings, the K request (n_domains, n_novel), the transfer mode used and the warnings so far."""
+    target: object
+    source: object
+    prep: Prepared
+    ds: DataSettings
+    request: tuple
+    mode: str
+    notes: list
+
+
+def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMSettings, source_labels,
+          spatial, data_options: dict) -> FitJob:
+    """The set-up both fits share, every check before any expensive work: data settings, the K
+    request, arrays turned into AnnData, `calibrate`, the target's size; then the data prepared
+    (its warnings recorded) and q checked against the genes and spots kept."""
+    ds = data_settings(dict(data_options, dtype=em.dtype))
+    request = k_request(n_domains, n_novel)
+    target, source = inputs(target, source, source_labels, spatial)
+    check_calibrate(calibrate, source, ds)
+    V.spots(target.n_obs)
+    notes: list = []
+    with V.recorded_warnings(notes):
+        prep = prepare(target, source, label_key, ds, min_genes=em.n_factors + 1)
+    n, p = prep.X.shape
+    for what, size in (("genes", p), ("spots", n)):
+        if em.n_factors >= size:
+            raise ValueError(f"n_factors={em.n_factors} must be smaller than the number of {what} ({size})")
+    mode = em.transfer if prep.X_source is not None else "none"
+    return FitJob(target, source, prep, ds, request, mode, notes)
+
+
+def check_calibrate(calibrate, source=None, ds: DataSettings | None = None) -> None:
+    """`calibrate`, and the source's section column when one is named, before any fitting."""
+    if isinstance(calibrate, str):
+        if calibrate not in ("auto", "none"):
+            raise ValueError(f"calibrate must be 'auto', 'none' or a temperature > 0, got {calibrate!r}")
+    else:
+        V.number("calibrate ('auto', 'none' or a temperature)", calibrate, 0.0, strict=True)
+    if calibrate == "auto" and source is not None and ds is not None:
+        C.section_key(source, ds.source_batch_key)
+
+
+def shared_fields(prep: Prepared, src) -> dict:
+    """The result fields that come from the data and the source fit (`src`, None without a
+    source), the same on both paths."""
+    arr = (lambda v: None) if src is None else np.asarray
+    return dict(genes=prep.genes, obs_names=prep.obs_names, source_classes=prep.source_classes,
+                gene_mean=prep.gene_mean, gene_scale=prep.gene_scale,
+                W_s=arr(getattr(src, "W", None)), psi_s=arr(getattr(src, "psi", None)),
+                mu_s=arr(getattr(src, "mu", None)), Sigma_s=arr(getattr(src, "Sigma", None)))
+
+
+def settings_record(fit_settings: dict, ds: DataSettings, mode: str, variant: str, Ks, **extra) -> dict:
+    """A result's `settings`: the fit's settings, the data settings (prefixed "data_"), what was
+    used (transfer mode, variant, the K tried), the version; tuples as lists (JSON)."""
+    out = dict(fit_settings, **{f"data_{k}": v for k, v in asdict(ds).items()})
+    out.update(transfer_used=mode, variant_used=variant, n_domains_tried=list(Ks), version=__version__,
+               **extra)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+def k_table_row(row: dict) -> dict:
+    """One row of the K table with NumPy floats as Python floats."""
+    return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()}
+
+
+def mark_chosen(table: list, chosen: int) -> int:
+    """Mark the row of K = `chosen` (and no other) as chosen; returns `chosen`."""
+    for r in table:
+        r["chosen"] = r["K"] == chosen
+    return chosen
