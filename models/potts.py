@@ -7,7 +7,7 @@ spatial graph:
 
 Its normaliser is intractable, so `log_prob` is the pseudo-log-likelihood
 sum_j log p(y_j | y_N(j), beta) (Besag), and `sample` runs chromatic Gibbs sweeps. Both come from
-the one Potts module of the package (`transst_bayes.potts`); nothing is re-implemented here.
+the one Potts module of the package (`transst_bayes.mrf`); nothing is re-implemented here.
 
 Inside the SVI models the labels are summed out per spot under the mean-field form of the same
 prior: p(y_j = k | neighbours) = softmax_k(beta * sum_{i ~ j} r_ik), with r the current
@@ -15,8 +15,6 @@ responsibilities (`mean_field_logits`).
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,13 +26,7 @@ from transst_bayes import mrf
 BETA_MAX = mrf.BETA_MAX
 
 
-class Graph(NamedTuple):
-    """Padded neighbour lists (see transst_bayes.graph.pad_graph) in JAX form."""
-
-    nbr: jax.Array  # (n, D) int
-    mask: jax.Array  # (n, D) float, 1 for a real neighbour
-    colors: jax.Array  # (n,) int greedy colouring
-    n_colors: int
+Graph = mrf.Graph  # the package's one graph type (JAX arrays here: `mrf.on_device`)
 
 
 def mean_field_logits(beta, field):

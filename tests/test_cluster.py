@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from transst_bayes.em import cluster as C
+from transst_bayes import mrf
 from transst_bayes import priors as P
 from transst_bayes.graph import lattice_adjacency, pad_graph
 
@@ -27,12 +28,12 @@ def test_cluster_em_objective_never_decreases_at_beta_zero(seed):
     s = C.Settings(K=K, variant="two_stage", learn_beta=False, max_iter=40, tol=0.0, n_colors=g.n_colors)
     with jax.enable_x64(True):
         Zj = jnp.asarray(Z)
-        graph = (jnp.asarray(g.nbr), jnp.asarray(g.mask, Zj.dtype), jnp.asarray(g.colors))
-        st0 = C.init_state(Zj, jnp.asarray(rng.integers(0, K, size=h * w)), jnp.zeros((1, q)), jnp.ones(1),
-                           1.0, 0.0, K)
-        fit = jax.jit(partial(C.fit_cluster, s=s))(Zj, graph, jnp.zeros((1, q)), jnp.zeros(()),
-                                                   P.free_prior(K, q, Zj.dtype), st0)
-        trace = np.asarray(fit.trace)[: int(fit.n_iter)]
+        data = C.ClusterData(Zj, mrf.on_device(g, Zj.dtype), jnp.zeros((1, q)), jnp.zeros(()),
+                             P.free_prior(K, q, Zj.dtype))
+        st0 = C.init(Zj, jnp.asarray(rng.integers(0, K, size=h * w)), jnp.zeros((1, q)), jnp.ones(1), 1.0, 0.0, K)
+        fit = jax.jit(partial(C.fit_cluster, s=s))(data, st0)
+        trace = np.asarray(fit.trace.objective)[: int(fit.n_iter)]
+        betas = np.asarray(fit.trace.beta)[: int(fit.n_iter)]
     assert trace.size == 40 and np.all(np.isfinite(trace))
     steps = np.diff(trace)
     assert steps.min() >= -1e-9 * np.abs(trace).max(), steps.min()
@@ -40,4 +41,6 @@ def test_cluster_em_objective_never_decreases_at_beta_zero(seed):
     # and it found the bands (up to label names)
     from transst_bayes.metrics import adjusted_rand_index
 
-    assert adjusted_rand_index(np.asarray(fit.R).argmax(1), truth) > 0.6
+    assert adjusted_rand_index(np.asarray(fit.state.R).argmax(1), truth) > 0.6
+    # every iteration's beta is recorded beside its objective (fixed here at 0)
+    assert betas.shape == trace.shape and np.all(betas == 0.0)

@@ -21,7 +21,15 @@ def test_small_fit_recovers_domains(small_pair):
     np.testing.assert_allclose(res.proba.sum(1), 1.0, atol=1e-5)
     assert res.W_t.shape == res.W_s.shape == (200, 5)
     assert np.isfinite(res.tau) and 0 <= res.beta <= 6
-    assert np.all(np.isfinite(res.trace)) and res.trace.size >= 1
+    # the trace of the chosen fit's final run: one objective per iteration, and the parameters
+    # entering each iteration (issue 14); it ends where the run converged or stopped
+    n_iter = res.k_table[0]["n_iter"]
+    assert res.trace.shape == (n_iter,) and np.all(np.isfinite(res.trace))
+    par = res.info["trace"]
+    assert set(par) == {"beta", "tau", "kappa"} and all(len(v) == n_iter for v in par.values())
+    assert par["beta"][0] != par["beta"][-1]  # beta is learned: it moved
+    if res.k_table[0]["converged"]:
+        assert abs(res.trace[-1] - res.trace[-2]) <= 1e-4 * n
     assert np.all((res.maxprob >= 1 / K - 1e-6) & (res.maxprob <= 1 + 1e-6))
     assert np.all(res.entropy >= -1e-9) and np.all(res.entropy <= np.log(K) + 1e-6)
 

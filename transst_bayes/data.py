@@ -15,7 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import validate as V
-from .graph import PaddedGraph, build_graph, pad_graph, validate_adjacency
+from .graph import build_graph, pad_graph, validate_adjacency
+from .mrf import Graph
 
 GENE_SELECTIONS = ("variance", "cv", "source")
 MIN_DETECTED_SHARE = 0.01  # a selected gene is non-zero in at least this share of the spots...
@@ -66,7 +67,7 @@ class Prepared(NamedTuple):
     gene_mean: np.ndarray  # (p,) on the log-normalised scale (target side)
     gene_scale: np.ndarray  # (p,)
     adjacency: sp.csr_matrix
-    graph: PaddedGraph
+    graph: Graph
     obs_names: list
 
 

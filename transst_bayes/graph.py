@@ -1,7 +1,7 @@
 """Spatial neighbour graphs: construction (numpy/scipy) and the padded JAX form.
 
 A graph is a symmetric scipy CSR adjacency matrix with an empty diagonal. For JAX it becomes a
-`PaddedGraph`: `nbr[n, D]` neighbour indices (padding points at the spot itself), `mask[n, D]`
+`mrf.Graph`: `nbr[n, D]` neighbour indices (padding points at the spot itself), `mask[n, D]`
 (1 for a real neighbour) and a greedy colouring `colors[n]` so that no two neighbours share a
 colour: sweeping one colour class at a time gives exact sequential (Gauss-Seidel) semantics.
 """
@@ -9,20 +9,13 @@ colour: sweeping one colour class at a time gives exact sequential (Gauss-Seidel
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
-
 import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from .mrf import Graph
+
 GRAPH_KINDS = ("knn", "visium", "st", "radius")
-
-
-class PaddedGraph(NamedTuple):
-    nbr: np.ndarray  # (n, D) int32, padding = own index
-    mask: np.ndarray  # (n, D) float32, 1 = real neighbour
-    colors: np.ndarray  # (n,) int32, proper colouring
-    n_colors: int
 
 
 def _symmetrise(adj: sp.spmatrix) -> sp.csr_matrix:
@@ -181,7 +174,7 @@ def greedy_coloring(adj: sp.csr_matrix) -> np.ndarray:
     return colors
 
 
-def pad_graph(adj: sp.csr_matrix, warn_isolated: bool = True) -> PaddedGraph:
+def pad_graph(adj: sp.csr_matrix, warn_isolated: bool = True) -> Graph:
     """Padded neighbour arrays + colouring for the JAX kernels."""
     adj = sp.csr_matrix(adj)
     n = adj.shape[0]
@@ -202,7 +195,7 @@ def pad_graph(adj: sp.csr_matrix, warn_isolated: bool = True) -> PaddedGraph:
     nbr[rows, pos] = adj.indices
     mask[rows, pos] = 1.0
     colors = greedy_coloring(adj)
-    return PaddedGraph(nbr=nbr, mask=mask, colors=colors,
+    return Graph(nbr=nbr, mask=mask, colors=colors,
                        n_colors=int(colors.max()) + 1 if n else 1)
 
 

@@ -2,18 +2,35 @@
 
     p(y | alpha, beta) ∝ exp( sum_j alpha[y_j] + beta * sum_{(i,j) in E} 1[y_i = y_j] )
 
-The graph is a padded neighbour array `nbr[n, D]` with `mask[n, D]` and a colouring `colors[n]`
-(see graph.py). Label arrays are int; "soft" labels are (n, K) responsibilities. All functions
+The graph (`Graph`) is a padded neighbour array `nbr[n, D]` with `mask[n, D]` and a colouring
+`colors[n]` (built by graph.py); the kernels take its arrays. Label arrays are int; "soft" labels are (n, K) responsibilities. All functions
 are pure and jit-able; loops over colour classes are `lax.fori_loop`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 BETA_MAX = 6.0
+
+
+class Graph(NamedTuple):
+    """The spots' neighbour graph (the one graph type of the package): padded neighbour lists
+    (`graph.pad_graph` builds them from an adjacency matrix) and a proper colouring. NumPy
+    arrays as built; `on_device` gives the JAX form the kernels take."""
+    nbr: object  # (n, D) int32 neighbour indices, padding = the spot itself
+    mask: object  # (n, D) 1.0 for a real neighbour, 0.0 for padding
+    colors: object  # (n,) int32 colour classes: neighbours never share one
+    n_colors: int
+
+
+def on_device(g: Graph, dtype=jnp.float32) -> Graph:
+    """`g` with JAX arrays (mask in `dtype`); n_colors stays a Python int."""
+    return Graph(jnp.asarray(g.nbr), jnp.asarray(g.mask, dtype), jnp.asarray(g.colors), int(g.n_colors))
 
 
 def neighbour_sums(r: jax.Array, nbr: jax.Array, mask: jax.Array) -> jax.Array:

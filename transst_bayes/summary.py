@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import validate as V
-from .models import sites as S
+from .models import sites
 from .metrics import align_labels
 from .result import TransSTResult, entropy
 
@@ -34,8 +34,8 @@ def widen(draws: np.ndarray, T: float) -> np.ndarray:
 def _draws(res: TransSTResult):
     """Posterior draws of W (S, p, q) and mu (S, K, q); a fit without a posterior gives S = 1."""
     post = res.posterior or {}
-    W = post.get(S.W, res.W_t[None])
-    mu = post.get(S.MU, res.mu[None])
+    W = post.get(sites.W, res.W_t[None])
+    mu = post.get(sites.MU, res.mu[None])
     return np.asarray(W, np.float64), np.asarray(mu, np.float64)
 
 
@@ -126,8 +126,8 @@ def transfer_breaking_genes(res: TransSTResult, n_top: int | None = None):
     dist = np.linalg.norm(W - np.asarray(res.W_s)[None], axis=2).mean(0)
     df = pd.DataFrame({"gene": list(res.genes), "distance": dist})
     post = res.posterior or {}
-    if S.PHI in post:
-        df["phi"] = np.asarray(S.from_sites(post).phi).mean(0)
+    if sites.PHI in post:
+        df["phi"] = np.asarray(sites.from_sites(post).phi).mean(0)
         df["score"] = df["phi"]
     else:
         df["score"] = df["distance"]
@@ -149,7 +149,7 @@ def align_result(res: TransSTResult, reference, K: int | None = None) -> TransST
     inv = np.argsort(perm)  # inv[new] = old
     post = None
     if res.posterior is not None:
-        post = {k: (v[:, inv] if k in (S.MU, S.SIGMA) else v) for k, v in res.posterior.items()}
+        post = {k: (v[:, inv] if k in (sites.MU, sites.SIGMA) else v) for k, v in res.posterior.items()}
     names = [res.domain_names[i] for i in inv] if res.domain_names else []
     return replace(res, labels=perm[res.labels], proba=res.proba[:, inv], mu=res.mu[inv],
                    Sigma=res.Sigma[inv], posterior=post, domain_names=names)
@@ -176,11 +176,11 @@ def to_inference_data(res: TransSTResult):
     q = res.W_t.shape[1]
     coords = {"spot": list(map(str, res.obs_names)), "gene": list(map(str, res.genes)),
               "factor": np.arange(q), "domain": list(map(str, res.names)), "factor_": np.arange(q)}
-    params = {k: v for k, v in S.from_sites(post)._asdict().items() if v is not None}
+    params = {k: v for k, v in sites.from_sites(post)._asdict().items() if v is not None}
     data = {k: np.asarray(params.get(k, v))[None] for k, v in post.items()}  # one chain
-    log_lik = None if res.spot_loglik is None else {S.X: np.asarray(res.spot_loglik)[None]}
+    log_lik = None if res.spot_loglik is None else {sites.X: np.asarray(res.spot_loglik)[None]}
     idata = az.from_dict(posterior=data, log_likelihood=log_lik, coords=coords,
-                         dims={k: list(v) for k, v in S.DIMS.items() if k in data} | {S.X: ["spot"]},
+                         dims={k: list(v) for k, v in sites.DIMS.items() if k in data} | {sites.X: ["spot"]},
                          attrs={"model": str(res.settings.get("model", "")),
                                 "guide": str(res.settings.get("guide", ""))})
     import xarray as xr

@@ -40,25 +40,36 @@ class ClusterState(NamedTuple):
     Sigma: jax.Array
     tau2: jax.Array
     beta: jax.Array
-    R: jax.Array
+    R: jax.Array  # (n, K) responsibilities
     kappa2: jax.Array  # () prior variance of the anchored domains' means around their classes
 
 
-class ClusterFit(NamedTuple):
-    W: jax.Array
-    psi: jax.Array
-    mu: jax.Array
-    Sigma: jax.Array
-    tau2: jax.Array
+class ClusterData(NamedTuple):
+    """What a step reads and never changes."""
+    X: jax.Array  # (n, p) expression ("joint") or (n, q) factor scores ("two_stage")
+    graph: mrf.Graph  # the spots' neighbour graph (n_colors: Settings.n_colors)
+    W_s: jax.Array  # (p, q) centre of the loadings' prior (zeros without a source)
+    lam: jax.Array  # (p,) fixed ridge strength toward W_s ("cv" mode)
+    prior: P.DomainPrior  # the domains' prior (free or anchored)
+
+
+class StepInfo(NamedTuple):
+    """What one step records: the objective of the state entering it and that state's beta,
+    tau^2 and kappa^2 (`run_em` keeps one per iteration: the trace of each)."""
+    objective: jax.Array
     beta: jax.Array
-    R: jax.Array  # (n, K) responsibilities
+    tau2: jax.Array
     kappa2: jax.Array
+
+
+class ClusterFit(NamedTuple):
+    state: ClusterState  # the parameters at the end
     labels: jax.Array  # (n,) ICM labels
     Z: jax.Array  # (n, q) posterior mean factors
     loglik: jax.Array  # (n, K) expression log-likelihood per domain
     objective: jax.Array  # () final objective: pseudo-marginal log-likelihood + log-prior
     log_prior: jax.Array  # () the log-prior part of the objective
-    trace: jax.Array
+    trace: StepInfo  # per iteration, (max_iter,) each, NaN after the last
     n_iter: jax.Array
     converged: jax.Array
 
@@ -100,36 +111,40 @@ def log_prior(state: ClusterState, W_s, dprior: P.DomainPrior, s: Settings):
     return lp
 
 
-def _step(data, graph, W_s, lam_const, dprior, s: Settings, state: ClusterState):
-    nbr, mask, colors = graph
-    comp = _components(data, state, s)
+def step(state: ClusterState, data: ClusterData, s: Settings) -> tuple[ClusterState, StepInfo]:
+    """One EM iteration (pure): mean-field E-step, MAP M-step of the domains (and, joint, of the
+    loadings, noise and tau^2), empirical-Bayes kappa^2, a Newton step for beta."""
+    nbr, mask, colors = data.graph.nbr, data.graph.mask, data.graph.colors
+    comp = _components(data.X, state, s)
     ll = s.weight * comp.loglik
     R = state.R
     for _ in range(s.n_mean_field):
         R = mrf.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, state.beta)
     counts = mrf.neighbour_sums(R, nbr, mask)
-    obj = pseudo_marginal(ll, counts, state.beta) + log_prior(state, W_s, dprior, s)
+    obj = pseudo_marginal(ll, counts, state.beta) + log_prior(state, data.W_s, data.prior, s)
     dst = F.domain_stats(R, comp, s.weight)
-    kappa2 = P.eb_kappa2(dst, dprior, state.Sigma) if s.learn_kappa else state.kappa2
-    mu, Sigma = P.domain_map(dst, dprior, kappa2, state.Sigma)
+    kappa2 = P.eb_kappa2(dst, data.prior, state.Sigma) if s.learn_kappa else state.kappa2
+    mu, Sigma = P.domain_map(dst, data.prior, kappa2, state.Sigma)
     W, psi, tau2 = state.W, state.psi, state.tau2
     if s.variant == "joint":
-        st = F.loading_stats(data, R, comp)
-        lam = {"eb": psi / tau2, "cv": lam_const, "none": jnp.zeros_like(psi)}[s.mode]
-        W = F.update_loadings(st, W_s, lam)
+        st = F.loading_stats(data.X, R, comp)
+        lam = {"eb": psi / tau2, "cv": data.lam, "none": jnp.zeros_like(psi)}[s.mode]
+        W = F.update_loadings(st, data.W_s, lam)
         psi = P.update_psi(st, W, s.weight)
         if s.mode == "eb":
-            tau2 = jnp.maximum(F.eb_tau2(st, W_s, psi), 1e-8)
+            tau2 = jnp.maximum(F.eb_tau2(st, data.W_s, psi), 1e-8)
         if s.mode == "none":
             W, mu, Sigma = F.whiten(W, mu, Sigma, R.sum(0))
     beta = state.beta
     if s.learn_beta:
         beta = mrf.newton_beta(beta, R, counts, n_steps=3)
-    return ClusterState(W, psi, mu, Sigma, tau2, beta, R, kappa2), obj
+    info = StepInfo(obj, state.beta, state.tau2, state.kappa2)
+    return ClusterState(W, psi, mu, Sigma, tau2, beta, R, kappa2), info
 
 
-def init_state(Z, labels, W, psi, tau2, beta, K: int, kappa2=1.0) -> ClusterState:
-    """Domain parameters from initial labels on the factor scores Z."""
+def init(Z, labels, W, psi, tau2, beta, K: int, kappa2=1.0) -> ClusterState:
+    """The starting state: domain parameters from initial labels on the factor scores Z (the
+    labels carry the randomness: k-means++ or the source classification, made by the driver)."""
     q = Z.shape[1]
     oh = jax.nn.one_hot(labels, K, dtype=Z.dtype)
     Nk = oh.sum(0)
@@ -143,24 +158,21 @@ def init_state(Z, labels, W, psi, tau2, beta, K: int, kappa2=1.0) -> ClusterStat
                         jnp.asarray(kappa2, Z.dtype))
 
 
-def fit_cluster(data, graph, W_s, lam_const, dprior: P.DomainPrior, state0: ClusterState,
-                s: Settings, limit=None) -> ClusterFit:
-    """Run the Potts EM from `state0` for at most `limit` (traced; default s.max_iter) iterations
-    (jit with `s` static)."""
-    nbr, mask, colors = graph
-    res = run_em(lambda st: _step(data, graph, W_s, lam_const, dprior, s, st), state0, s.max_iter, s.tol,
-                 data.shape[0], data.dtype, limit)
+def fit_cluster(data: ClusterData, state0: ClusterState, s: Settings, limit=None) -> ClusterFit:
+    """Run `step` from `state0` for at most `limit` (traced; default s.max_iter) iterations, then
+    three mean-field sweeps and ICM for the labels (pure; the driver jits it with `s` static)."""
+    g = data.graph
+    res = run_em(lambda st: step(st, data, s), state0, s.max_iter, s.tol, data.X.shape[0], limit)
     st = res.state
-    comp = _components(data, st, s)
+    comp = _components(data.X, st, s)
     ll = s.weight * comp.loglik
     R = st.R
     for _ in range(3):
-        R = mrf.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, st.beta)
-    counts = mrf.neighbour_sums(R, nbr, mask)
-    lp = log_prior(st, W_s, dprior, s)
+        R = mrf.mean_field_sweep(R, ll, g.nbr, g.mask, g.colors, s.n_colors, st.beta)
+    counts = mrf.neighbour_sums(R, g.nbr, g.mask)
+    lp = log_prior(st, data.W_s, data.prior, s)
     obj = pseudo_marginal(ll, counts, st.beta) + lp
-    labels = mrf.icm(jnp.argmax(R, axis=1), ll, nbr, mask, colors, s.n_colors, st.beta)
+    labels = mrf.icm(jnp.argmax(R, axis=1), ll, g.nbr, g.mask, g.colors, s.n_colors, st.beta)
     Z = F.mean_factors(R, comp)
-    return ClusterFit(st.W, st.psi, st.mu, st.Sigma, st.tau2, st.beta, R, st.kappa2, labels, Z,
-                      comp.loglik, obj, lp, res.trace, res.n_iter, res.converged)
-
+    return ClusterFit(st._replace(R=R), labels, Z, comp.loglik, obj, lp, res.trace, res.n_iter,
+                      res.converged)

@@ -22,7 +22,8 @@ from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, k_table_row, 
 from ..pca_kmeans import kmeans
 from ..result import TransSTResult, entropy
 from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
-from .cluster import VARIANTS, ClusterState, Settings, fit_cluster, init_state
+from .. import mrf
+from .cluster import VARIANTS, ClusterData, Settings, fit_cluster, init
 from .loadings import TRANSFER_MODES, fit_transfer
 from .source import fit_source
 
@@ -238,7 +239,7 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     Ks = check_k(D.resolve_k(n_domains, n_novel, None if present is None else len(present),
                               anchored, DEFAULT_K_NO_SOURCE), prep.X.shape[0])
     g = prep.graph
-    graph = (jnp.asarray(g.nbr), jnp.asarray(g.mask, dt), jnp.asarray(g.colors))
+    graph = mrf.on_device(g, dt)
     variant = resolve_variant(em, mode)
     data = tr.Z if variant == "two_stage" else X
     anchors = D.class_anchors(src, tr, variant)
@@ -265,7 +266,7 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         else:
             seed_from = src_ll is not None and src_ll.shape[1] >= K
             inits = _free_inits(k_K, tr.Z, src_ll if seed_from else None, K, n_restarts)
-        best = _fit_k(data, graph, W_prior, tr, inits, dprior, jnp.asarray(beta0, dt),
+        best = _fit_k(ClusterData(data, graph, W_prior, tr.lam, dprior), tr, inits, jnp.asarray(beta0, dt),
                       jnp.asarray(KAPPA2_INIT, dt), s=s)
         if not bool(jnp.isfinite(best.objective)):
             raise FloatingPointError(
@@ -301,30 +302,37 @@ def _free_inits(key, Z, src_ll, K: int, n_restarts: int):
     return inits
 
 
-_init_state = jax.jit(init_state, static_argnames=("K",))
+_init = jax.jit(init, static_argnames=("K",))
+# the Potts EM for at most `limit` iterations: one compiled program for the short restarts and
+# for the continued run
+_run = jax.jit(fit_cluster, static_argnames=("s",))
 
 
-@partial(jax.jit, static_argnames=("s",))
-def _run(data, graph, W_prior, tr, st0: ClusterState, dprior, limit, s: Settings):
-    """The Potts EM from `st0` for at most `limit` iterations: one compiled program for the short
-    restarts and for the continued run."""
-    return fit_cluster(data, graph, W_prior, tr.lam, dprior, st0, s, limit)
-
-
-def _fit_k(data, graph, W_prior, tr, inits, dprior, beta0, kappa2_0, s: Settings):
+def _fit_k(data: ClusterData, tr, inits, beta0, kappa2_0, s: Settings):
     """All restarts for one K ("small EM", Biernacki et al. 2003): every restart (a row of
     `inits`) runs SHORT_EM_ITER iterations, the best finite objective runs on to convergence.
     The restarts and the continued run are one compiled program, called once each."""
     short = min(SHORT_EM_ITER, s.max_iter)
-    fits = [_run(data, graph, W_prior, tr, _init_state(tr.Z, inits[r], tr.W, tr.psi, tr.tau2, beta0, s.K,
-                                                       kappa2_0), dprior, short, s)
+    fits = [_run(data, _init(tr.Z, inits[r], tr.W, tr.psi, tr.tau2, beta0, s.K, kappa2_0), s=s, limit=short)
             for r in range(inits.shape[0])]
     obj = np.array([float(f.objective) for f in fits])
     best = fits[int(np.argmax(np.where(np.isfinite(obj), obj, -np.inf)))]
     if s.max_iter <= SHORT_EM_ITER:
         return best
-    st = ClusterState(best.W, best.psi, best.mu, best.Sigma, best.tau2, best.beta, best.R, best.kappa2)
-    return _run(data, graph, W_prior, tr, st, dprior, s.max_iter, s)
+    return _run(data, best.state, s=s, limit=s.max_iter)
+
+
+def _parameter_trace(f, mode: str, anchored: bool) -> dict:
+    """beta, tau and kappa entering each iteration of the chosen fit's final run (the
+    objective's trace is `res.trace`); tau only where the fit learns it ("eb" mode), kappa
+    only for anchored domains."""
+    n = int(f.n_iter)
+    out = {"beta": np.asarray(f.trace.beta[:n], np.float64).tolist()}
+    if mode == "eb":
+        out["tau"] = np.sqrt(np.asarray(f.trace.tau2[:n], np.float64)).tolist()
+    if anchored:
+        out["kappa"] = np.sqrt(np.asarray(f.trace.kappa2[:n], np.float64)).tolist()
+    return out
 
 
 def em_loglik(fit) -> float:
@@ -351,39 +359,40 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
     table = []
     for K in Ks:
         f, plan = out["fits"][K], out["plans"][K]
-        R = np.asarray(f.R, np.float64)
+        R = np.asarray(f.state.R, np.float64)
         ll = em_loglik(f)
         row = {"K": K, "n_novel": plan.n_novel if plan.classes else None, "loglik": ll}
         row.update(criteria(ll, K, q, n, float(entropy(R).sum())))
-        row.update({"beta": float(f.beta), "kappa": float(np.sqrt(f.kappa2)) if plan.classes else None,
+        row.update({"beta": float(f.state.beta), "kappa": float(np.sqrt(f.state.kappa2)) if plan.classes else None,
                     "n_iter": int(f.n_iter), "converged": bool(f.converged)})
         table.append(k_table_row(row))
     chosen = mark_chosen(table, min(table, key=lambda r: r[em.criterion])["K"])
     f = out["fits"][chosen]
-    plan = D.named_after_fit(out["plans"][chosen], np.asarray(f.R), out["class_post"], prep.source_classes)
+    plan = D.named_after_fit(out["plans"][chosen], np.asarray(f.state.R), out["class_post"], prep.source_classes)
     src, tr = out["source"], out["transfer"]
-    tau = float(np.sqrt(f.tau2)) if mode == "eb" else float(np.sqrt(tr.tau2)) if mode == "cv" else float("inf")
+    tau = float(np.sqrt(f.state.tau2)) if mode == "eb" else float(np.sqrt(tr.tau2)) if mode == "cv" else float("inf")
     settings = settings_record(asdict(em), ds, mode, out["variant"], Ks,
                                domains_used="anchored" if plan.classes else "free")
-    trace = np.asarray(f.trace)
+    trace = np.asarray(f.trace.objective)
     return TransSTResult(
         labels=np.asarray(f.labels, np.int64),
-        proba=np.asarray(f.R, np.float64),
+        proba=np.asarray(f.state.R, np.float64),
         factors=np.asarray(f.Z),
-        W_t=np.asarray(tr.W) if out["variant"] == "two_stage" else np.asarray(f.W),
-        psi=np.asarray(tr.psi) if out["variant"] == "two_stage" else np.asarray(f.psi),
-        mu=np.asarray(f.mu),
-        Sigma=np.asarray(f.Sigma),
+        W_t=np.asarray(tr.W) if out["variant"] == "two_stage" else np.asarray(f.state.W),
+        psi=np.asarray(tr.psi) if out["variant"] == "two_stage" else np.asarray(f.state.psi),
+        mu=np.asarray(f.state.mu),
+        Sigma=np.asarray(f.state.Sigma),
         tau=tau,
-        beta=float(f.beta),
+        beta=float(f.state.beta),
         trace=trace[np.isfinite(trace)],
         k_table=table,
         settings=settings,
         domain_names=list(plan.names),
-        kappa=float(np.sqrt(f.kappa2)) if plan.classes else None,
+        kappa=float(np.sqrt(f.state.kappa2)) if plan.classes else None,
         info={"cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
               "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
               "domains_renamed": D.renamed(out["plans"][chosen], plan),
+              "trace": _parameter_trace(f, mode, bool(plan.classes)),
               **_classes_found(prep, plan, np.asarray(f.labels), src is not None)},
         **shared_fields(prep, src),
     )

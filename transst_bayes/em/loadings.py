@@ -130,7 +130,7 @@ def fit_transfer(X, W_s, key, mode: str = "eb", max_iter: int = 100, tol: float 
         prior = jnp.zeros((p, q), X.dtype)
     psi0 = jnp.maximum(jnp.mean((X - Z0 @ W0.T) ** 2, axis=0), 0.05)
     state0 = _State(W0, psi0, jnp.asarray(tau2_0, X.dtype))
-    res = run_em(lambda s: _fa_step(X, prior, mode, s), state0, max_iter, tol, n, X.dtype)
+    res = run_em(lambda s: _fa_step(X, prior, mode, s), state0, max_iter, tol, n)
     s = res.state
     lam = s.psi / s.tau2 if mode == "eb" else jnp.zeros((p,), X.dtype)
     return TransferFit(s.W, s.psi, s.tau2, lam, _scores(X, s.W, s.psi), res.trace, res.n_iter, nan)

@@ -67,7 +67,7 @@ def fit_source(X, labels, C: int, q: int, key, max_iter: int = 100, tol: float =
     """Fit the source model (jit this with C, q, max_iter static)."""
     R = jax.nn.one_hot(labels, C, dtype=X.dtype)
     state0 = init_source(X, labels, C, q, key)
-    res = run_em(lambda s: source_step(X, R, s), state0, max_iter, tol, X.shape[0], X.dtype)
+    res = run_em(lambda s: source_step(X, R, s), state0, max_iter, tol, X.shape[0])
     s = res.state
     return SourceFit(s.W, s.psi, s.mu, s.Sigma, res.trace, res.n_iter)
 

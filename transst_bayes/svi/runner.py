@@ -30,7 +30,7 @@ from .. import validate as V
 from ..em.driver import EMSettings, _fit_arrays, em_loglik, finish, resolve_variant
 from ..job import (DEFAULT_N_NOVEL, k_table_row, mark_chosen, precision, settings_record, setup,
                    shared_fields)
-from ..models import sites as S
+from ..models import sites
 from ..result import TransSTResult, entropy
 from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
 from .guides import GUIDES
@@ -66,13 +66,13 @@ class SVISettings:
 def _mixture_site(tr: dict):
     from ..models.likelihood import DomainMixture
 
-    sites = [s for s in tr.values() if s["type"] == "sample" and isinstance(s["fn"], DomainMixture)]
-    if len(sites) != 1:
+    found = [s for s in tr.values() if s["type"] == "sample" and isinstance(s["fn"], DomainMixture)]
+    if len(found) != 1:
         raise ValueError(
             "the model must have exactly one DomainMixture site (the per-spot domain label summed "
-            f"out), found {len(sites)}; build the spot likelihood with models.DomainMixture"
+            f"out), found {len(found)}; build the spot likelihood with models.DomainMixture"
         )
-    return sites[0]
+    return found[0]
 
 
 def spot_terms(model, data, values: dict):
@@ -91,7 +91,7 @@ def spot_terms(model, data, values: dict):
 
 def _init_values(fit, W_s, form: str, has_source: bool, anchored: bool) -> dict:
     """The model's site values at the EM fit (the guide's starting point)."""
-    return S.to_sites(S.Params(
+    return sites.to_sites(sites.Params(
         W=fit.W, psi=fit.psi, mu=fit.mu, Sigma=fit.Sigma,
         beta=jnp.clip(fit.beta, 1e-3, mrf.BETA_MAX - 1e-3),
         tau=jnp.sqrt(jnp.maximum(fit.tau2, 1e-8)) if has_source else None,
@@ -245,7 +245,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     g = prep.graph
     nbr, mask = jnp.asarray(g.nbr), jnp.asarray(g.mask, dt)
     X = out["transfer"].Z.astype(dt) if out["variant"] == "two_stage" else jnp.asarray(prep.X, dt)
-    R = fit.R.astype(dt)
+    R = fit.state.R.astype(dt)
     plan = out["plans"][K]
     prior = D.domain_prior(plan, *out["anchors"], st.n_factors, dt)
     opts = dict(opts)
@@ -258,7 +258,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
                     prior=prior if anchored else None)
     m = partial(model, K=K, n_factors=st.n_factors, **opts)
     learn_kappa = anchored and opts.get("kappa") is None
-    init = init_to_value(values=_init_values(fit, W_s, opts.get("form", "global"), W_s is not None,
+    init = init_to_value(values=_init_values(fit.state, W_s, opts.get("form", "global"), W_s is not None,
                                              learn_kappa))
     kw = {"init_loc_fn": init}
     if st.guide != "delta":
@@ -315,7 +315,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     params = avg if st.batch_size is not None else svi.get_params(state)
     with numpyro.validation_enabled(False):
         samples = guide.sample_posterior(k_post, params, data, batch_size=None, sample_shape=(S,))
-    samples = {k: np.asarray(v) for k, v in samples.items() if k != S.X}
+    samples = {k: np.asarray(v) for k, v in samples.items() if k != sites.X}
     # one compiled call per draw (draws sliced in NumPy): vmap would hold the intermediates of
     # all S draws at once (a lax.map of them was where XLA's CPU runtime first deadlocked, on
     # batched LAPACK calls: lapack_guard)
@@ -331,8 +331,8 @@ def _waic_loo(ll: np.ndarray, beta: np.ndarray) -> dict:
     if ll.shape[0] < 2:
         return {"elpd_waic": float("nan"), "p_waic": float("nan"), "elpd_loo": float("nan"),
                 "p_loo": float("nan")}
-    idata = az.from_dict(posterior={S.BETA: np.asarray(beta).reshape(1, -1)},
-                         log_likelihood={S.X: ll[None]})
+    idata = az.from_dict(posterior={sites.BETA: np.asarray(beta).reshape(1, -1)},
+                         log_likelihood={sites.X: ll[None]})
     import warnings
 
     with warnings.catch_warnings():
@@ -363,7 +363,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         ll_em = em_loglik(em_fit)
         row = {"K": K, "loglik": ll_em}
         row.update(criteria(ll_em, K, q, n, float(entropy(proba).sum())))
-        beta_draws = np.asarray(f["samples"].get(S.BETA, np.zeros(f["spot_loglik"].shape[0])))
+        beta_draws = np.asarray(f["samples"].get(sites.BETA, np.zeros(f["spot_loglik"].shape[0])))
         row.update(_waic_loo(np.asarray(f["spot_loglik"], np.float64), beta_draws))
         row.update({"elbo": -float(f["losses"][-1]), "n_rounds": f["n_rounds"],
                     "converged": bool(f["converged"])})
@@ -381,24 +381,25 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
     f = fits[chosen]
     smp = f["samples"]
     em_fit = out["fits"][chosen]
-    mean = S.from_sites({k: v.mean(0) for k, v in smp.items()})  # sites the model lacks: EM's
-    W = np.asarray(em_fit.W if mean.W is None else mean.W)
-    psi = np.asarray(em_fit.psi if mean.psi is None else mean.psi)
-    mu = np.asarray(em_fit.mu if mean.mu is None else mean.mu)
-    Sigma = np.asarray(em_fit.Sigma if mean.Sigma is None else mean.Sigma)
+    mean = sites.from_sites({k: v.mean(0) for k, v in smp.items()})  # sites the model lacks: EM's
+    em_state = em_fit.state
+    W = np.asarray(em_state.W if mean.W is None else mean.W)
+    psi = np.asarray(em_state.psi if mean.psi is None else mean.psi)
+    mu = np.asarray(em_state.mu if mean.mu is None else mean.mu)
+    Sigma = np.asarray(em_state.Sigma if mean.Sigma is None else mean.Sigma)
     proba = f["proba"]
     dt = jnp.dtype(st.dtype)
     if out["variant"] == "two_stage":  # the scores the model clustered
         factors = np.asarray(out["transfer"].Z)
-    elif S.Z in smp:
-        factors = smp[S.Z].mean(0)
+    elif sites.Z in smp:
+        factors = smp[sites.Z].mean(0)
     else:
         factors = np.asarray(_mean_factors(*(jnp.asarray(a, dt) for a in (prep.X, W, psi, mu, Sigma, proba))))
     plan = D.named_after_fit(out["plans"][chosen], proba, out["class_post"], prep.source_classes)
     if mean.kappa is not None:
         kappa = float(mean.kappa)
     elif plan.classes:
-        kappa = float(opts["kappa"]) if opts.get("kappa") is not None else float(np.sqrt(em_fit.kappa2))
+        kappa = float(opts["kappa"]) if opts.get("kappa") is not None else float(np.sqrt(em_state.kappa2))
     else:
         kappa = None
     if mean.tau is not None:
@@ -423,6 +424,6 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         domain_names=list(plan.names), kappa=kappa,
         info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
               "classes_present": out["present"], "domains_renamed": D.renamed(out["plans"][chosen], plan)},
-        posterior={k: v for k, v in smp.items() if k != S.Z},
+        posterior={k: v for k, v in smp.items() if k != sites.Z},
         spot_loglik=np.asarray(f["spot_loglik"]),
     )
