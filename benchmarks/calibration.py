@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 
 from _common import markdown_table, release_compiled_programs, write_json
-from datasets import her2st_sections, seqfish_sections, transfer_protocol
+from real_data import her2st_sections, seqfish_sections, transfer_protocol
 
 import transst_bayes as tb
 from transst_bayes.metrics import calibration_summary

@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from _common import markdown_table, pca_gmm, pca_kmeans, release_compiled_programs, write_json
-from datasets import her2st_protocol, her2st_sections
+from real_data import her2st_protocol, her2st_sections
 
 import transst_bayes as tb
 from transst_bayes.data import DataSettings, prepare

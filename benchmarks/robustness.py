@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 
 from _common import markdown_table, release_compiled_programs, write_json
-from datasets import her2st_protocol, load_her2st_section, load_wu2021, seqfish_protocol
+from real_data import her2st_protocol, load_her2st_section, load_wu2021, seqfish_protocol
 
 import transst_bayes as tb
 from transst_bayes.factor import PSI_FLOOR

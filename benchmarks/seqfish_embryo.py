@@ -34,7 +34,7 @@ import numpy as np
 
 from _common import (markdown_table, pca_gmm, pca_kmeans, peak_rss_gb, release_compiled_programs,
                      write_json)
-from datasets import seqfish_protocol, seqfish_sections
+from real_data import seqfish_protocol, seqfish_sections
 
 import transst_bayes as tb
 from transst_bayes.data import DataSettings, prepare

@@ -42,7 +42,7 @@ import numpy as np
 
 from _common import (label_transfer, markdown_table, pca_gmm,
                      release_compiled_programs, smooth_majority, standardised_pair, write_json)
-from datasets import her2st_sections, seqfish_sections, transfer_protocol
+from real_data import her2st_sections, seqfish_sections, transfer_protocol
 
 import transst_bayes as tb
 from transst_bayes.metrics import calibration_summary, named_predictions

@@ -4,7 +4,6 @@ the NumPyro models use only the numerical core of the package, and only the driv
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from conftest import REPO
 
@@ -51,3 +50,20 @@ def test_only_the_drivers_compile():
                 if rel not in DRIVERS:
                     jitting.append(f"{rel}:{node.lineno}")
     assert not jitting, f"jax.jit outside the drivers {sorted(DRIVERS)}: {jitting}"
+
+
+def test_fit_signatures_agree_with_their_settings():
+    """fit_em / fit_svi build their settings from their arguments (`job.settings_from`): every
+    argument that is a settings field has the field's default."""
+    import inspect
+    from dataclasses import MISSING, fields
+
+    import transst_bayes as tb
+
+    for fit, cls in ((tb.fit_em, tb.EMSettings), (tb.fit_svi, tb.SVISettings)):
+        params = inspect.signature(fit).parameters
+        shared = [f for f in fields(cls) if f.name in params]
+        assert len(shared) >= 8, [f.name for f in shared]
+        differ = {f.name: (params[f.name].default, f.default) for f in shared
+                  if f.default is not MISSING and params[f.name].default != f.default}
+        assert not differ, f"{fit.__name__} defaults differ from {cls.__name__}: {differ}"

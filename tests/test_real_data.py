@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import transst_bayes as tb
-from conftest import REPO, ari, data_dir
+from conftest import REPO, ari, benchmark, data_dir
 
 pytestmark = pytest.mark.skipif(
     data_dir() is None or not (data_dir() / "her2st").exists(),
@@ -17,10 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def h1():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from datasets import her2st_protocol
-
-    return her2st_protocol("H1")
+    return benchmark("real_data").her2st_protocol("H1")
 
 
 @pytest.mark.slow
@@ -41,7 +38,7 @@ import sys
 sys.path.insert(0, {bench!r})
 import numpy as np
 import transst_bayes as tb
-from datasets import seqfish_protocol
+from real_data import seqfish_protocol
 target, source, K = seqfish_protocol("embryo3_z2")
 res = tb.fit_svi(target, source, "celltype", n_domains=K, n_factors=15, seed=0, guide="normal",
                  steps_per_round=10, max_rounds=1, num_samples=20, n_genes=target.n_vars,

@@ -9,6 +9,7 @@ import numpyro.distributions as dist
 import pytest
 
 import transst_bayes as tb
+from conftest import benchmark
 from transst_bayes import models as M
 
 FAST = dict(n_factors=5, steps_per_round=150, max_rounds=8, num_samples=40)
@@ -132,10 +133,7 @@ def test_minibatch_intervals_cover():
     batches of 250 (seed 1 of benchmarks/svi.py at size 50). Measured: 90% coverage 0.934 (0.818
     from the last iterate, before the averaging), ECE 0.007. Free domains (see
     test_calibration_on_simulated_data)."""
-    import sys
-
-    sys.path.insert(0, str(__import__("conftest").REPO / "benchmarks"))
-    from svi import one
+    one = benchmark("svi").one  # the benchmark's own computation
 
     row = one(1, 50, 300, 10, 4, "normal", {"batch_size": 250}, domains="free")
     assert 0.85 <= row["coverage90"] <= 0.97
@@ -184,10 +182,7 @@ def test_calibration_on_simulated_data():
     credible intervals of the domain expression covering the truth at 0.85-0.95. Free domains:
     anchored ones cover 0.80 here (kappa learned at 0.05 pins the domain means to the source's
     classes more tightly than their error allows), a known gap that issue 12 owns."""
-    import sys
-
-    sys.path.insert(0, str(__import__("conftest").REPO / "benchmarks"))
-    from svi import one  # the benchmark's own computation
+    one = benchmark("svi").one  # the benchmark's own computation
 
     row = one(1, 30, 300, 10, 4, "normal", domains="free")
     assert row["ECE"] <= 0.05

@@ -1,7 +1,12 @@
 """transst_bayes: transfer-learning spatial factor model (TransST) with a Potts prior.
 
-Entry points: `simulate`, `fit_em`, `TransSTResult`, `load_result`; NumPyro models in
-`transst_bayes.models`.
+Fits: `fit_em` (the compiled EM/ICM path) and `fit_svi` (NumPyro SVI, posterior draws), both
+returning a `TransSTResult` (`load_result` reads a saved one). Scanpy style: `tl.transst`,
+`tl.markers`, `tl.transfer_breaking_genes`, `pp` (preprocessing, graph), `pl` (plots).
+Posterior summaries: `marker_genes`, `spot_summary`, `domain_expression`,
+`transfer_breaking_genes`, `to_inference_data`, `align_result`. Data: `simulate`. Scores:
+`adjusted_rand_index`, `normalized_mutual_info`, `align_labels`. NumPyro models:
+`transst_bayes.models`. Layout: CONTRIBUTING.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""The data boundary: the only module that reads AnnData.
+"""The data boundary of the fits: AnnData in, arrays out.
 
-Turns a target AnnData (and optionally a labeled source AnnData) into dense float arrays on a
+The fits read AnnData only through this module (`prepare`); the scanpy-style layer (`tl`, `pp`,
+`pl`, the CLI) and `TransSTResult.to_anndata` / `from_anndata` write and read the keys of
+`keys.py`. `prepare` turns a target AnnData (and optionally a labeled source AnnData) into dense float arrays on a
 shared, selected, standardised gene set plus the target's spatial graph, with every check on the
 input done here so the numerical core never sees a bad value.
 """

@@ -66,19 +66,22 @@ def score_class_moments(W, psi, mu, Sigma, noise: bool = True):
     return mu @ B.T, 0.5 * (S + jnp.swapaxes(S, 1, 2))
 
 
-def _chol_inv(S):
+def _chol_inv(S, jitter=JITTER):
     q = S.shape[-1]
-    L = jnp.linalg.cholesky(S + JITTER * jnp.eye(q, dtype=S.dtype))
+    L = jnp.linalg.cholesky(S + jitter * jnp.eye(q, dtype=S.dtype))
     Linv = jax.scipy.linalg.solve_triangular(L, jnp.eye(q, dtype=S.dtype), lower=True)
     return Linv.T @ Linv, 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
 
 
-def components(suf: Sufficient, mu, Sigma, p: int) -> Components:
-    """Per-spot, per-component marginal log-likelihood and posterior moments of z."""
+def components(suf: Sufficient, mu, Sigma, p: int, jitter: float = JITTER) -> Components:
+    """Per-spot, per-component marginal log-likelihood and posterior moments of z: the one
+    Woodbury evaluation of the package (EM kernels and the NumPyro likelihood). `jitter` is
+    added to Sigma_k and M_k before their Cholesky factors (0 where they are positive definite
+    by construction, as in the NumPyro models)."""
 
     def one(m, S):
-        Sinv, logdet_S = _chol_inv(S)
-        Minv, logdet_M = _chol_inv(Sinv + suf.A)  # M = Sigma^-1 + W^T Psi^-1 W
+        Sinv, logdet_S = _chol_inv(S, jitter)
+        Minv, logdet_M = _chol_inv(Sinv + suf.A, jitter)  # M = Sigma^-1 + W^T Psi^-1 W
         c = suf.b - m @ suf.A  # (n, q): W^T Psi^-1 (x - W m)
         quad = suf.xPx - 2.0 * suf.b @ m + m @ suf.A @ m - jnp.sum((c @ Minv) * c, axis=1)
         # matrix determinant lemma: |W S W^T + Psi| = |Psi| |S| |S^-1 + W^T Psi^-1 W|

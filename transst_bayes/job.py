@@ -6,7 +6,7 @@ depend on the path (`shared_fields`, `settings_record`, `k_table_row`, `mark_cho
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import jax
@@ -132,6 +132,12 @@ def check_calibrate(calibrate, source=None, ds: DataSettings | None = None) -> N
         V.number("calibrate ('auto', 'none' or a temperature)", calibrate, 0.0, strict=True)
     if calibrate == "auto" and source is not None and ds is not None:
         C.section_key(source, ds.source_batch_key)
+
+
+def settings_from(cls, arguments: dict):
+    """The settings dataclass `cls` from a fit's arguments (its `locals()`): each field is
+    typed once, in the dataclass; arguments that are not fields are ignored."""
+    return cls(**{f.name: arguments[f.name] for f in fields(cls) if f.name in arguments})
 
 
 def shared_fields(prep: Prepared, src) -> dict:

@@ -8,8 +8,8 @@ from jax import lax
 
 
 def pca(X, q: int, key, n_oversample: int = 10, n_power: int = 4):
-    """Randomised truncated SVD of (uncentred) X: returns scores U S / sqrt(n)... as
-    (Z, W) with X ≈ Z W^T, Z having unit mean square per column."""
+    """Randomised truncated SVD of X (not centred: the genes are standardised upstream), as
+    (Z, W) with X ≈ Z W^T: Z = sqrt(n) U (unit mean square per column), W = V S / sqrt(n)."""
     n, p = X.shape
     k = min(q + n_oversample, min(n, p))
     Q = jax.random.normal(key, (p, k), X.dtype)

@@ -34,13 +34,34 @@ def entropy(proba: np.ndarray) -> np.ndarray:
 
 @dataclass
 class TransSTResult:
-    """Result of `fit_em` (and later `fit_svi`). Arrays are numpy; K is the chosen one.
+    """What `fit_em` and `fit_svi` return (arrays are NumPy; K is the chosen number of domains).
 
-    labels (n,) int domains; proba (n, K) responsibilities; factors (n, q) posterior mean target
-    factors; W_t, W_s (p, q) loadings (W_s None without transfer); psi (p,) target noise;
-    mu (K, q), Sigma (K, q, q) domain distributions of the factors; tau (transfer scale, inf
-    without transfer); beta (Potts smoothness); trace (objective per EM iteration of the chosen
-    fit); k_table (one row per K tried: log-likelihood, BIC, MBIC, HBIC, ICL, ...); settings.
+    Per-spot outputs (n spots)
+        labels (n,) int: the domain of each spot. EM: ICM labels (the MAP labelling under the
+        Potts prior, started at the most probable domains); SVI: the most probable domain of
+        `proba`. proba (n, K): domain probabilities (EM: the final mean-field
+        responsibilities; SVI: averaged over posterior draws), tempered by
+        `info["temperature"]`. factors (n, q): posterior mean factor scores (two-stage fits: the
+        scores that were clustered). spot_loglik (S, n): SVI only, per draw (WAIC / LOO).
+    Target parameters
+        W_t (p, q) loadings, psi (p,) noise variances, mu (K, q) and Sigma (K, q, q) the domains'
+        factor distributions (SVI: posterior means), tau (transfer scale; inf without transfer),
+        beta (Potts smoothness), kappa (anchored fits: sd of the domain means around their
+        source classes; None for free domains), domain_names (source class names, "novel 1",
+        ...; `names` fills in "0", "1", ... when empty); posterior (SVI: draws of each global
+        site, name -> (S, ...), in the sites' shapes: `models.sites.from_sites`).
+    Source fit (None / empty without a source)
+        W_s, psi_s (p,), mu_s (C, q), Sigma_s (C, q, q): the source factor model of step 1;
+        source_classes (C,) the class names.
+    Data
+        genes (p,) the genes used, obs_names (n,) the spots fitted, gene_mean / gene_scale the
+        standardisation applied to the genes.
+    Diagnostics
+        trace: EM: the objective per iteration of the chosen fit's final run (its beta, tau,
+        kappa per iteration in `info["trace"]`); SVI: minus the mean loss per round. k_table:
+        one row per K tried (log-likelihood, criteria, beta, kappa, iterations, convergence,
+        chosen). settings: what was asked and used (JSON-able). info: calibration (temperature,
+        how it was found), warnings, classes found, seconds, iteration counts.
     """
 
     labels: np.ndarray

@@ -18,7 +18,7 @@ from .. import plan as D
 from .. import validate as V
 from ..data import DataSettings, Prepared
 from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, k_table_row, mark_chosen, precision,
-                   settings_record, setup, shared_fields)
+                   settings_from, settings_record, setup, shared_fields)
 from ..pca_kmeans import kmeans
 from ..result import TransSTResult, entropy
 from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
@@ -146,9 +146,7 @@ def fit_em(
         spatial_key, graph, graph_key, n_neighbors, radius, library_key (see DataSettings).
     """
     t0 = time.perf_counter()
-    em = EMSettings(n_factors=n_factors, transfer=transfer, variant=variant, beta=beta,
-                    criterion=criterion, n_restarts=n_restarts, max_iter=max_iter, tol=tol,
-                    seed=seed, dtype=dtype, weight=weight, domains=domains)
+    em = settings_from(EMSettings, locals())
     em.check()
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
                 data_options)

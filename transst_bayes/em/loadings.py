@@ -2,7 +2,9 @@
 
 Three modes:
 - "eb" (default): a target factor model z ~ N(0, I) fitted by EM with the ridge M-step toward
-  W_s (strength psi_g / tau^2) and tau^2 learned by empirical Bayes (type-II ML via EM).
+  W_s (strength psi_g / tau^2); after each M-step tau^2 maximises the marginal likelihood of
+  the per-gene least-squares loadings around W_s (`factor.eb_tau2`: empirical Bayes, found by
+  bisection, not an EM step on tau^2).
 - "cv": the published code's procedure for parity: alternate least squares for V and W with
   penalty lambda * ||W - W_s||^2, lambda from the grid {0, 0.01, ..., 0.2} chosen by 2-fold
   cross-reconstruction. The squared error is averaged over spots (divided by n) so that lambda

@@ -28,8 +28,8 @@ from .. import mrf
 from .. import plan as D
 from .. import validate as V
 from ..em.driver import EMSettings, _fit_arrays, em_loglik, finish, resolve_variant
-from ..job import (DEFAULT_N_NOVEL, k_table_row, mark_chosen, precision, settings_record, setup,
-                   shared_fields)
+from ..job import (DEFAULT_N_NOVEL, k_table_row, mark_chosen, precision, settings_from, settings_record,
+                   setup, shared_fields)
 from ..models import sites
 from ..result import TransSTResult, entropy
 from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
@@ -198,9 +198,7 @@ def fit_svi(
     from .. import models as M
 
     t0 = time.perf_counter()
-    st = SVISettings(guide=guide, n_factors=n_factors, lr=lr, steps_per_round=steps_per_round,
-                     max_rounds=max_rounds, rtol=rtol, batch_size=batch_size,
-                     num_samples=num_samples, rank=rank, seed=seed, dtype=dtype)
+    st = settings_from(SVISettings, locals())
     st.check()
     if criterion not in ("loo", "waic") + CRITERIA:
         raise ValueError(f"criterion must be one of {('loo', 'waic') + CRITERIA}, got {criterion!r}")
