@@ -115,6 +115,7 @@ def test_large_class_shift_grows_kappa_and_falls_back_to_free():
     assert ari(a.labels, truth) >= ari(f.labels, truth) - 0.02
 
 
+@pytest.mark.slow
 def test_novel_domain_is_reported_as_novel_and_names_round_trip(tmp_path):
     import anndata as ad
 

@@ -113,6 +113,7 @@ def test_api_errors(pair):
         tb.tl.transst(tgt, src, label_key="celltype", n_domains=3, copy=True, **FAST)
 
 
+@pytest.mark.slow
 def test_transst_svi_method():
     # the data shapes of tests/test_svi.py, so that the autoguide set-up's op-by-op
     # compilations are shared within the test session

@@ -74,6 +74,7 @@ def test_fit_em_calibrates_on_held_out_source_sections_and_keeps_labels(calibrat
     assert fixed.info["temperature"] == 3.0 and fixed.maxprob.mean() < raw.maxprob.mean()
 
 
+@pytest.mark.slow
 def test_fit_svi_tempers_every_draw_by_the_same_temperature(calibrated):
     src, tgt, em = calibrated
     r = tb.fit_svi(tgt, src, n_domains=3, n_factors=5, steps_per_round=10, max_rounds=1, num_samples=5)
@@ -155,6 +156,7 @@ def test_marker_intervals_follow_the_fits_temperature(calibrated):
         marker_genes(r, temperature=0.0)
 
 
+@pytest.mark.slow
 def test_default_calibrates_a_deliberately_misspecified_likelihood():
     """Spots that straddle two domains (simulate(mixing=0.8): each spot's expression mixed with
     a neighbour's, weight ~ U(0, 0.8), label kept), a likelihood the model does not have. The

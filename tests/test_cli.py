@@ -30,6 +30,7 @@ def sim_files(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_demo_writes_outputs(tmp_path):
     """README's main command, in its own process: the CLI switches on JAX's persistent
     compilation cache, process-wide, which must not leak into the rest of the suite (XLA's
@@ -56,6 +57,7 @@ def test_demo_writes_outputs(tmp_path):
     assert cache.is_dir() and any(cache.iterdir())
 
 
+@pytest.mark.slow
 def test_simulate_then_fit(sim_files, tmp_path, capsys):
     src = ad.read_h5ad(sim_files / "source.h5ad")
     assert "label" in src.obs and src.n_vars == 80

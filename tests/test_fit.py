@@ -82,6 +82,7 @@ def test_float32_and_float64_agree(small_pair):
     assert abs(a.tau - b.tau) / b.tau < 0.05
 
 
+@pytest.mark.slow
 def test_compiled_and_uncompiled_agree():
     src, tgt = tb.simulate(4, height=6, width=6, n_genes=20, n_factors=2, n_domains=2)
     kw = dict(n_factors=2, graph="st", n_restarts=1, max_iter=3, dtype="float64")

@@ -118,6 +118,7 @@ _SETTINGS = dict(deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+@pytest.mark.slow
 @settings(max_examples=16, **_SETTINGS)
 @given(cases())
 def test_every_input_gives_a_finite_result_or_a_named_error(case):

@@ -82,6 +82,7 @@ def test_domain_mixture_matches_dense_mixture():
     assert s.shape == (5, n, p)
 
 
+@pytest.mark.slow
 def test_shared_woodbury_equals_low_rank_normal_with_gradients():
     rng = np.random.default_rng(1)
     n, p, q, K = 9, 8, 3, 4

@@ -77,6 +77,7 @@ def _check_layout(py: Path, purelib: Path, tmp: Path) -> None:
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("editable", [False, True], ids=["install", "editable"])
 def test_models_subpackage_after_install(tmp_path, editable):
     py, purelib = _install(tmp_path, editable)

@@ -48,6 +48,7 @@ def test_delta_guide_reproduces_em(pair, em):
     assert {k: r.settings[k] for k in shared} == {k: em.settings[k] for k in shared}
 
 
+@pytest.mark.slow
 def test_tau_limits(pair, em):
     src, tgt = pair
     small = tb.fit_svi(tgt, src, n_domains=3, guide="delta", form="ridge",
@@ -61,6 +62,7 @@ def test_tau_limits(pair, em):
     assert abs(big.spot_loglik.mean() - free.spot_loglik.mean()) < 0.05 * abs(free.spot_loglik.mean()) 
 
 
+@pytest.mark.slow
 def test_horseshoe_finds_planted_breaking_genes_and_posterior_outputs(pair, tmp_path):
     from sklearn.metrics import roc_auc_score
 
@@ -112,6 +114,7 @@ def student_t_model(data, K, n_factors, batch_size=None, df=4.0):
         numpyro.sample("x", dist.StudentT(df, z @ W.T, jnp.sqrt(psi)).to_event(1), obs=data.X[idx])
 
 
+@pytest.mark.slow
 def test_user_variant_runs_through_fit_svi(pair):
     src, tgt = pair
     r = tb.fit_svi(tgt, src, n_domains=3, model=student_t_model, guide="normal",
