@@ -68,6 +68,9 @@ def test_simulate_then_fit(sim_files, tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "spots per domain" in text and "hbic" in text
+    stages = text.split("seconds by stage (first calls compile): ")[1].splitlines()[0]
+    assert [w.split()[0] for w in stages.split(", ")] == ["prepare", "graph", "source", "transfer",
+                                                          "cluster", "calibration", "total"]
     a = ad.read_h5ad(out)
     from transst_bayes.metrics import adjusted_rand_index
 

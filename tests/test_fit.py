@@ -30,6 +30,11 @@ def test_small_fit_recovers_domains(small_pair):
     assert par["beta"][0] != par["beta"][-1]  # beta is learned: it moved
     if res.k_table[0]["converged"]:
         assert abs(res.trace[-1] - res.trace[-2]) <= 1e-4 * n
+    # seconds by stage (issue 15): disjoint stages, together within the total
+    t = res.info["timings"]
+    stages = ("prepare", "graph", "source", "transfer", "cluster", "calibration")
+    assert set(t) == set(stages) | {"total"} and min(t.values()) >= 0.0
+    assert sum(t[k] for k in stages) <= t["total"] and t["total"] == res.info["seconds"]
     assert np.all((res.maxprob >= 1 / K - 1e-6) & (res.maxprob <= 1 + 1e-6))
     assert np.all(res.entropy >= -1e-9) and np.all(res.entropy <= np.log(K) + 1e-6)
 

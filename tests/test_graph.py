@@ -71,3 +71,36 @@ def test_greedy_coloring_proper_on_random_graph():
     i, j = A.nonzero()
     assert np.all(c[i] != c[j])
     assert c.max() + 1 <= np.diff(A.indptr).max() + 1
+
+
+def _greedy_one_at_a_time(adj):
+    """The reference: spots in order of decreasing degree (ties by index), each the smallest
+    colour its already coloured neighbours lack (the package's loop before 2026-11-27)."""
+    adj = sp.csr_matrix(adj)
+    order = np.argsort(-np.diff(adj.indptr), kind="stable")
+    colors = np.full(adj.shape[0], -1)
+    for i in order:
+        used = set(colors[adj.indices[adj.indptr[i]:adj.indptr[i + 1]]].tolist())
+        colors[i] = next(c for c in range(len(used) + 1) if c not in used)
+    return colors
+
+
+@pytest.mark.parametrize("case", ["random", "knn", "radius", "lattice", "no_edges", "empty"])
+def test_vectorised_coloring_equals_the_one_at_a_time_greedy(case):
+    """Issue 15: the colouring in rounds (no loop over spots) is the sequential greedy's, colour
+    for colour, on graphs of every kind the package builds."""
+    from transst_bayes.graph import knn_graph, lattice_adjacency, radius_graph
+
+    rng = np.random.default_rng(5)
+    pts = rng.uniform(0, 20, size=(500, 2))
+    if case == "random":
+        A = sp.random(400, 400, density=0.015, random_state=7)
+        A = ((A + A.T) > 0).astype(float)
+        A.setdiag(0)
+        A = sp.csr_matrix(A)
+        A.eliminate_zeros()
+    else:
+        A = {"knn": lambda: knn_graph(pts, 6), "radius": lambda: radius_graph(pts, 1.5),
+             "lattice": lambda: lattice_adjacency(23, 31),
+             "no_edges": lambda: sp.csr_matrix((50, 50)), "empty": lambda: sp.csr_matrix((0, 0))}[case]()
+    np.testing.assert_array_equal(greedy_coloring(A), _greedy_one_at_a_time(A))

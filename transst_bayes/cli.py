@@ -37,6 +37,18 @@ def enable_compilation_cache(folder: str | None = None) -> Path:
     return path
 
 
+def _timings(adata, key: str) -> dict:
+    """Seconds per stage of the fit under `key` (`res.info["timings"]`)."""
+    from .result import TransSTResult
+
+    return dict(TransSTResult.from_anndata(adata, key).info.get("timings", {}))
+
+
+def _timings_line(adata, key: str) -> str:
+    t = _timings(adata, key)
+    return "seconds by stage (first calls compile): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items())
+
+
 def _k_list(args) -> list[int] | int:
     if args.n_domains is not None and args.k_range is not None:
         raise InputError("give either --n-domains or --k-range, not both")
@@ -180,6 +192,7 @@ def _demo(args) -> int:
     print(f"fit over K = {ks[0]}..{ks[-1]} in {t2 - t1:.1f} s: chosen K = {uns['n_domains']}, "
           f"ARI vs truth = {ari:.3f}, beta = {uns['beta']:.2f}, tau = {uns['tau']:.4f}, "
           f"kappa = {uns['kappa']:.4g}")
+    print(_timings_line(target, keys.DEFAULT))
     _print_k_table(k_table)
     _write_h5ad(target, out / "demo_target.h5ad")
     _summaries(target, out)
@@ -188,7 +201,7 @@ def _demo(args) -> int:
                "tau": float(uns["tau"]), "kappa": float(uns["kappa"]),
                "domains": list(map(str, uns["domain_names"])), "seconds_fit": t2 - t1, "k_table": k_table,
                "mean_maxprob": float(np.mean(target.obs[keys.maxprob(keys.DEFAULT)])),
-               "seconds_total": time.perf_counter() - t0}
+               "timings": _timings(target, keys.DEFAULT), "seconds_total": time.perf_counter() - t0}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=float))
     print(f"wrote {out / 'demo_target.h5ad'}, {out / 'demo_summary.json'}, k_table.tsv, "
           f"markers.tsv and {len(figs)} figures in {out / 'figures'} "
@@ -233,6 +246,7 @@ def _fit(args) -> int:
           f"{target.obs[args.key_added + '_maxprob'].mean():.3f} (temperature {uns['temperature']:.3g}; "
           f"calibration: {uns['calibration']})")
     print("spots per domain: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    print(_timings_line(target, args.key_added))
     _print_k_table(json.loads(uns["k_table"]))
     print(f"wrote {out} (obs['{args.key_added}'], uns['{args.key_added}_markers'], ...)")
     return 0

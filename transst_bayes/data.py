@@ -9,6 +9,7 @@ input done here so the numerical core never sees a bad value.
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
@@ -71,6 +72,7 @@ class Prepared(NamedTuple):
     adjacency: sp.csr_matrix
     graph: Graph
     obs_names: list
+    timings: dict  # seconds: "prepare" (read, normalise, select, standardise), "graph" (adjacency, padding, colouring)
 
 
 def _matrix(adata, layer, what: str):
@@ -340,6 +342,7 @@ def spatial_graph(adata, s: DataSettings, what: str = "target"):
 def prepare(target, source=None, label_key: str = "label", settings: DataSettings = DataSettings(),
             min_genes: int = 2) -> Prepared:
     """Read, check, normalise, select and standardise; build the target graph."""
+    t0 = time.perf_counter()
     s = settings
     Xt = _prepare_expression(target, s.layer, s.counts, s.target_sum, "target")
     zero = int(np.sum(np.asarray(abs(Xt).sum(axis=1)).ravel() == 0))
@@ -408,10 +411,12 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     for A in (Xt_d, Xs_d):
         if A is not None and s.standardize != "none":
             np.clip(A, -MAX_Z, MAX_Z, out=A)
+    t1 = time.perf_counter()
     adj = target_graph(target, s)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         graph = pad_graph(adj)
+    timings = {"prepare": t1 - t0, "graph": time.perf_counter() - t1}
     return Prepared(
         X=Xt_d,
         X_source=Xs_d,
@@ -423,6 +428,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         adjacency=adj,
         graph=graph,
         obs_names=list(map(str, target.obs_names)),
+        timings=timings,
     )
 
 

@@ -158,20 +158,48 @@ def validate_adjacency(adj: sp.spmatrix, n: int) -> sp.csr_matrix:
 
 
 def greedy_coloring(adj: sp.csr_matrix) -> np.ndarray:
-    """Greedy colouring, largest degree first: neighbours never share a colour."""
+    """Greedy colouring, largest degree first (ties by index): in that order each spot takes
+    the smallest colour that none of its earlier neighbours has, so neighbours never share one.
+
+    Computed in rounds (Jones-Plassmann with the greedy order as the priority): a spot is
+    coloured once all its earlier neighbours are, which gives exactly the one-at-a-time result;
+    each round is vectorised over the spots that became ready (no Python loop over spots; the
+    rounds number the longest chain of neighbours in greedy order, ~ height + width on a
+    lattice)."""
     adj = sp.csr_matrix(adj)
     n = adj.shape[0]
     indptr, indices = adj.indptr, adj.indices
-    order = np.argsort(-np.diff(indptr), kind="stable")
+    deg = np.diff(indptr)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(-deg, kind="stable")] = np.arange(n)
+    rows = np.repeat(np.arange(n), deg)
+    first = rank[indices] < rank[rows]  # edge (row <- neighbour): the neighbour comes first
+    waiting = np.bincount(rows[first], minlength=n)  # earlier neighbours not yet coloured
+    # for each spot, the later neighbours that wait for it (grouped by spot)
+    src, dst = indices[first], rows[first]
+    by_src = np.argsort(src, kind="stable")
+    dst = dst[by_src]
+    start = np.searchsorted(src[by_src], np.arange(n + 1))
     colors = np.full(n, -1, dtype=np.int32)
-    for i in order.tolist():
-        used = colors[indices[indptr[i]:indptr[i + 1]]]
-        c = 0
-        used_set = set(used[used >= 0].tolist())
-        while c in used_set:
-            c += 1
-        colors[i] = c
+    width = int(deg.max()) + 2 if n else 1  # a spot's colour is at most its degree
+    ready = np.flatnonzero(waiting == 0)
+    while ready.size:
+        nb = indices[_ranges(indptr[ready], indptr[ready + 1])]
+        owner = np.repeat(np.arange(ready.size), deg[ready])
+        c = colors[nb]  # earlier neighbours are coloured, later ones not yet (-1)
+        used = np.zeros((ready.size, width), dtype=bool)
+        used[owner[c >= 0], c[c >= 0]] = True
+        colors[ready] = np.argmin(used, axis=1)  # the first unused colour
+        later, counts = np.unique(dst[_ranges(start[ready], start[ready + 1])], return_counts=True)
+        waiting[later] -= counts
+        ready = later[waiting[later] == 0]
     return colors
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenated aranges [starts[i], ends[i]) as one index array."""
+    lens = ends - starts
+    return np.repeat(ends - np.cumsum(lens), lens) + np.arange(int(lens.sum()))
 
 
 def pad_graph(adj: sp.csr_matrix, warn_isolated: bool = True) -> Graph:

@@ -161,10 +161,13 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
     """What both fits do after fitting: warn of empty domains, keep the warnings in
     `info["warnings"]`, temper the probabilities by the calibration temperature (with posterior
     `draws`, (S, n, K) domain log-probabilities, each draw before they are averaged; labels stay
-    as they are) and record the seconds."""
+    as they are) and record the seconds: `info["timings"]` per stage (prepare, graph, source,
+    transfer, cluster, svi, calibration; each stage's first call includes its compilation) and
+    the total, also in `info["seconds"]`."""
     with V.recorded_warnings(job.notes):
         V.empty_domains(res.labels, res.names)
     res.info["warnings"] = job.notes
+    tc = time.perf_counter()
     T, res.info["calibration"], res.info["calibration_ece"] = temperature(
         calibrate, job.source if job.mode != "none" else None, label_key, em, job.ds)
     if draws is None:
@@ -173,7 +176,9 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
         dlp = np.asarray(draws, np.float64)
         res.proba = C.temper(np.exp(dlp - np.logaddexp.reduce(dlp, axis=-1, keepdims=True)), T).mean(axis=0)
     res.info["temperature"] = T
-    res.info["seconds"] = time.perf_counter() - t0
+    timings = res.info.setdefault("timings", {})
+    timings["calibration"] = time.perf_counter() - tc
+    res.info["seconds"] = timings["total"] = time.perf_counter() - t0
     return res
 
 
@@ -218,6 +223,8 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     k_src, k_tr, k_cl = jax.random.split(key, 3)
     X = jnp.asarray(prep.X, dt)
     q = em.n_factors
+    timings = {}
+    t = time.perf_counter()
     src = None
     if mode != "none":
         C = len(prep.source_classes)
@@ -226,8 +233,11 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         W_prior = src.W
     else:
         W_prior = jnp.zeros((prep.X.shape[1], q), dt)
-    tr = _fit_transfer(X, W_prior if mode != "none" else None, k_tr, mode=mode, q=q,
-                       max_iter=em.transfer_max_iter)
+    jax.block_until_ready(src)
+    timings["source"], t = time.perf_counter() - t, time.perf_counter()
+    tr = jax.block_until_ready(_fit_transfer(X, W_prior if mode != "none" else None, k_tr, mode=mode,
+                                             q=q, max_iter=em.transfer_max_iter))
+    timings["transfer"], t = time.perf_counter() - t, time.perf_counter()
     anchored = src is not None and em.domains == "anchored"
     src_ll = present = None
     if src is not None:
@@ -275,7 +285,8 @@ def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
             bar.update()
     if bar is not None:
         bar.close()
-    return {"source": src, "transfer": tr, "fits": fits, "plans": plans, "Ks": Ks, "variant": variant,
+    timings["cluster"] = time.perf_counter() - t
+    return {"timings": timings, "source": src, "transfer": tr, "fits": fits, "plans": plans, "Ks": Ks, "variant": variant,
             "anchors": anchors, "class_post": None if src_ll is None else D.class_posterior(src_ll),
             "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
@@ -391,6 +402,7 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
               "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
               "domains_renamed": D.renamed(out["plans"][chosen], plan),
               "trace": _parameter_trace(f, mode, bool(plan.classes)),
+              "timings": dict(prep.timings, **out["timings"]),
               **_classes_found(prep, plan, np.asarray(f.labels), src is not None)},
         **shared_fields(prep, src),
     )

@@ -226,7 +226,9 @@ def fit_svi(
     with V.recorded_warnings(job.notes), precision(dtype):
         out = _fit_arrays(prep, job.request, em, mode)
         Ks = out["Ks"]
+        t_svi = time.perf_counter()
         fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar) for K in Ks}
+        out["timings"]["svi"] = time.perf_counter() - t_svi
         res = _assemble_svi(prep, out, fits, Ks, st, em, job.ds, mode, criterion, opts, model)
     # the temperature is found by EM fits of held-out source sections (calibration.py) and
     # tempers each posterior draw's probabilities before they are averaged; labels stay the
@@ -421,7 +423,8 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         k_table=table, settings=settings, **shared_fields(prep, src),
         domain_names=list(plan.names), kappa=kappa,
         info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
-              "classes_present": out["present"], "domains_renamed": D.renamed(out["plans"][chosen], plan)},
+              "classes_present": out["present"], "domains_renamed": D.renamed(out["plans"][chosen], plan),
+              "timings": dict(prep.timings, **out["timings"])},
         posterior={k: v for k, v in smp.items() if k != sites.Z},
         spot_loglik=np.asarray(f["spot_loglik"]),
     )
