@@ -143,3 +143,19 @@ def test_simulate_sections_section_effect_and_mixing():
     for bad in (dict(source_sections=0), dict(mixing=1.5), dict(section_effect=-1.0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             tb.simulate(0, height=6, width=6, n_genes=30, n_factors=3, n_domains=2, **bad)
+
+
+@pytest.mark.parametrize("standardize", ["pooled", "separate"])
+def test_prepare_leaves_the_callers_matrices_as_they_were(standardize):
+    """prepare reads log-normalised input in place when every target gene is shared (issue 15: no
+    copy of the full matrix), so it must never write into it: the AnnData's X is unchanged and
+    the prepared arrays do not share its memory."""
+    t, s = _counts_pair(3, shared=50)
+    t.X = np.log1p(t.X).astype(np.float32)  # log-normalised: read as given
+    s.X = np.log1p(s.X).astype(np.float32)
+    before_t, before_s = t.X.copy(), s.X.copy()
+    prep = prepare(t, s, "label", DataSettings(standardize=standardize, counts=False))
+    np.testing.assert_array_equal(t.X, before_t)
+    np.testing.assert_array_equal(s.X, before_s)
+    assert not np.shares_memory(prep.X, t.X) and not np.shares_memory(prep.X_source, s.X)
+    assert prep.X.shape == (60, len(prep.genes))

@@ -162,8 +162,8 @@ def _detected(X) -> np.ndarray:
 
 
 def _dense(X, cols, dtype) -> np.ndarray:
-    sub = X[:, cols]
-    return (sub.toarray() if sp.issparse(sub) else np.asarray(sub)).astype(dtype)
+    sub = X[:, cols]  # a copy (fancy indexing): converted in place where the dtype allows
+    return (sub.toarray() if sp.issparse(sub) else np.asarray(sub)).astype(dtype, copy=False)
 
 
 def _prepare_expression(adata, layer, counts, target_sum, what):
@@ -345,7 +345,10 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     t0 = time.perf_counter()
     s = settings
     Xt = _prepare_expression(target, s.layer, s.counts, s.target_sum, "target")
-    zero = int(np.sum(np.asarray(abs(Xt).sum(axis=1)).ravel() == 0))
+    if sp.issparse(Xt):
+        zero = int(np.sum(np.asarray(abs(Xt).sum(axis=1)).ravel() == 0))
+    else:  # no |X| copy of the whole matrix
+        zero = int(np.sum(~np.any(Xt != 0, axis=1)))
     if zero:
         warnings.warn(f"{zero} target spots have no expression at all (every gene 0); they are "
                       "assigned by their neighbours alone: consider removing them", UserWarning, stacklevel=3)
@@ -379,7 +382,8 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         idx_t = np.arange(genes_t.size)
         genes_sh = genes_t
         idx_s = None
-    Xt_sh = Xt[:, idx_t]
+    same = idx_t.size == Xt.shape[1] and np.array_equal(idx_t, np.arange(Xt.shape[1]))
+    Xt_sh = Xt if same else Xt[:, idx_t]  # no copy when every target gene is shared
     sel = _select_genes(Xt_sh, genes_sh, s.genes if isinstance(s.genes, str) else list(s.genes),
                         s.n_genes, None if Xs is None else Xs[:, idx_s], labels)
     if sel.size < min_genes:
@@ -392,13 +396,13 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     dtype = np.dtype(s.dtype)
     Xt_d = _dense(Xt_sh, sel, dtype)
     Xs_d = _dense(Xs[:, idx_s], sel, dtype) if Xs is not None else None
-    mean_t, sd_t = _moments([Xt_d])
     if s.standardize == "pooled" and Xs_d is not None:
         m, sd = _moments([Xt_d, Xs_d])
         sd = np.where(sd > 0, sd, 1.0)
         Xt_d, Xs_d = _scale(Xt_d, m, sd), _scale(Xs_d, m, sd)
         gene_mean, gene_scale = m, sd
     elif s.standardize in ("pooled", "separate"):
+        mean_t, sd_t = _moments([Xt_d])
         sd_t1 = np.where(sd_t > 0, sd_t, 1.0)
         Xt_d = _scale(Xt_d, mean_t, sd_t1)
         if Xs_d is not None:
