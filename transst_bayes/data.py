@@ -161,9 +161,15 @@ def _detected(X) -> np.ndarray:
     return nz >= max(MIN_DETECTED_SPOTS, MIN_DETECTED_SHARE * n)
 
 
+def _columns(X, cols):
+    """X[:, cols] as a new matrix (np.take for dense input: 4-6x faster than fancy indexing on
+    a row-major matrix)."""
+    return X[:, cols] if sp.issparse(X) else np.take(np.asarray(X), cols, axis=1)
+
+
 def _dense(X, cols, dtype) -> np.ndarray:
-    sub = X[:, cols]  # a copy (fancy indexing): converted in place where the dtype allows
-    return (sub.toarray() if sp.issparse(sub) else np.asarray(sub)).astype(dtype, copy=False)
+    sub = _columns(X, cols)  # a copy: converted in place where the dtype allows
+    return (sub.toarray() if sp.issparse(sub) else sub).astype(dtype, copy=False)
 
 
 def _prepare_expression(adata, layer, counts, target_sum, what):
@@ -383,9 +389,10 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         genes_sh = genes_t
         idx_s = None
     same = idx_t.size == Xt.shape[1] and np.array_equal(idx_t, np.arange(Xt.shape[1]))
-    Xt_sh = Xt if same else Xt[:, idx_t]  # no copy when every target gene is shared
+    Xt_sh = Xt if same else _columns(Xt, idx_t)  # no copy when every target gene is shared
+    Xs_sh = None if Xs is None else _columns(Xs, idx_s)  # the source in the target's gene order
     sel = _select_genes(Xt_sh, genes_sh, s.genes if isinstance(s.genes, str) else list(s.genes),
-                        s.n_genes, None if Xs is None else Xs[:, idx_s], labels)
+                        s.n_genes, Xs_sh, labels)
     if sel.size < min_genes:
         raise ValueError(
             f"only {sel.size} usable genes after selection (need at least {min_genes} = "
@@ -395,7 +402,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         )
     dtype = np.dtype(s.dtype)
     Xt_d = _dense(Xt_sh, sel, dtype)
-    Xs_d = _dense(Xs[:, idx_s], sel, dtype) if Xs is not None else None
+    Xs_d = _dense(Xs, idx_s[sel], dtype) if Xs is not None else None
     if s.standardize == "pooled" and Xs_d is not None:
         m, sd = _moments([Xt_d, Xs_d])
         sd = np.where(sd > 0, sd, 1.0)
