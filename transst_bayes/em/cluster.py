@@ -31,6 +31,7 @@ from .. import priors as P
 from .loop import run_em
 
 VARIANTS = ("joint", "two_stage")
+FINAL_SWEEPS = 3  # mean-field sweeps at the final parameters before the reported responsibilities
 
 
 class ClusterState(NamedTuple):
@@ -167,7 +168,7 @@ def fit_cluster(data: ClusterData, state0: ClusterState, s: Settings, limit=None
     comp = _components(data.X, st, s)
     ll = s.weight * comp.loglik
     R = st.R
-    for _ in range(3):
+    for _ in range(FINAL_SWEEPS):
         R = mrf.mean_field_sweep(R, ll, g.nbr, g.mask, g.colors, s.n_colors, st.beta)
     counts = mrf.neighbour_sums(R, g.nbr, g.mask)
     lp = log_prior(st, data.W_s, data.prior, s)
