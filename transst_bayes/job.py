@@ -143,11 +143,12 @@ def settings_from(cls, arguments: dict):
 def shared_fields(prep: Prepared, src) -> dict:
     """The result fields that come from the data and the source fit (`src`, None without a
     source), the same on both paths."""
-    arr = (lambda v: None) if src is None else np.asarray
-    return dict(genes=prep.genes, obs_names=prep.obs_names, source_classes=prep.source_classes,
-                gene_mean=prep.gene_mean, gene_scale=prep.gene_scale,
-                W_s=arr(getattr(src, "W", None)), psi_s=arr(getattr(src, "psi", None)),
-                mu_s=arr(getattr(src, "mu", None)), Sigma_s=arr(getattr(src, "Sigma", None)))
+    out = dict(genes=prep.genes, obs_names=prep.obs_names, source_classes=prep.source_classes,
+               gene_mean=prep.gene_mean, gene_scale=prep.gene_scale)
+    if src is not None:  # the result's defaults are None
+        out.update(W_s=np.asarray(src.W), psi_s=np.asarray(src.psi), mu_s=np.asarray(src.mu),
+                   Sigma_s=np.asarray(src.Sigma))
+    return out
 
 
 def settings_record(fit_settings: dict, ds: DataSettings, mode: str, variant: str, Ks, **extra) -> dict:

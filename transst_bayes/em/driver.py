@@ -151,7 +151,7 @@ def fit_em(
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
                 data_options)
     with V.recorded_warnings(job.notes), precision(dtype):
-        out = _fit_arrays(job.prep, job.request, em, job.mode, progress_bar)
+        out = fit_arrays(job.prep, job.request, em, job.mode, progress_bar)
         res = _assemble(job.prep, out, em, job.ds, job.mode)
     return finish(res, job, calibrate, label_key, em, t0)
 
@@ -215,7 +215,7 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
                f"{float(e.min()):.3f} at T = {T:.2f})"), [float(e[0]), float(e.min())]
 
 
-def _fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
+def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
                 progress_bar: bool = False) -> dict:
     """Source, transfer, then one clustering fit per K. `request` = (n_domains, n_novel)."""
     dt = jnp.dtype(em.dtype)

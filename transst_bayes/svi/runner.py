@@ -27,7 +27,7 @@ from .. import factor as F
 from .. import mrf
 from .. import plan as D
 from .. import validate as V
-from ..em.driver import EMSettings, _fit_arrays, em_loglik, finish, resolve_variant
+from ..em.driver import EMSettings, fit_arrays, em_loglik, finish, resolve_variant
 from ..job import (DEFAULT_N_NOVEL, k_table_row, mark_chosen, precision, settings_from, settings_record,
                    setup, shared_fields)
 from ..models import sites
@@ -224,7 +224,7 @@ def fit_svi(
         else:
             model = M.no_transfer_model
     with V.recorded_warnings(job.notes), precision(dtype):
-        out = _fit_arrays(prep, job.request, em, mode)
+        out = fit_arrays(prep, job.request, em, mode)
         Ks = out["Ks"]
         t_svi = time.perf_counter()
         fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar) for K in Ks}
