@@ -14,6 +14,7 @@ that site. A variant written in the same style (replace a piece, keep the sites)
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import jax
@@ -34,11 +35,19 @@ class SpotData(NamedTuple):
     field: jax.Array  # (n, K) sum over neighbours of the current responsibilities
     W_s: jax.Array | None = None  # (p, q) source loadings
     prior: DomainPrior | None = None  # centres of the domain priors (None: every domain free)
+    w: jax.Array | None = None  # (n,) 1 a spot, 0 a row that pads the spots over devices (None: none)
 
 
+@contextmanager
 def _spots(data: SpotData, batch_size):
-    n = data.X.shape[0]
-    return numpyro.plate("spot", n, subsample_size=batch_size, dim=-1)
+    """The plate "spot" (subsampled to `batch_size`), yielding the spots' indices; rows with
+    weight 0 (padding) are masked out of every site under it."""
+    with numpyro.plate("spot", data.X.shape[0], subsample_size=batch_size, dim=-1) as idx:
+        if data.w is None:
+            yield idx
+        else:
+            with numpyro.handlers.mask(mask=data.w[idx] > 0):
+                yield idx
 
 
 def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size, domains="free",

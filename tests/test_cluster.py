@@ -28,9 +28,11 @@ def test_cluster_em_objective_never_decreases_at_beta_zero(seed):
     s = C.Settings(K=K, variant="two_stage", learn_beta=False, max_iter=40, tol=0.0, n_colors=g.n_colors)
     with jax.enable_x64(True):
         Zj = jnp.asarray(Z)
+        ones = jnp.ones(h * w, Zj.dtype)
         data = C.ClusterData(Zj, mrf.on_device(g, Zj.dtype), jnp.zeros((1, q)), jnp.zeros(()),
-                             P.free_prior(K, q, Zj.dtype))
-        st0 = C.init(Zj, jnp.asarray(rng.integers(0, K, size=h * w)), jnp.zeros((1, q)), jnp.ones(1), 1.0, 0.0, K)
+                             P.free_prior(K, q, Zj.dtype), ones)
+        st0 = C.init(Zj, jnp.asarray(rng.integers(0, K, size=h * w)), jnp.zeros((1, q)), jnp.ones(1), 1.0, 0.0, K,
+                     1.0, ones)
         fit = jax.jit(partial(C.fit_cluster, s=s))(data, st0)
         trace = np.asarray(fit.trace.objective)[: int(fit.n_iter)]
         betas = np.asarray(fit.trace.beta)[: int(fit.n_iter)]

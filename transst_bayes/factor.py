@@ -177,12 +177,15 @@ class LoadingStats(NamedTuple):
     n: jax.Array  # ()
 
 
-def loading_stats(X, R, comp: Components) -> LoadingStats:
+def loading_stats(X, R, comp: Components, n=None) -> LoadingStats:
+    """Sufficient statistics of the loadings' and noise's M-steps; `n` the number of spots
+    (default the rows of X; less where padded rows, which are zero with zero responsibilities,
+    are not spots: shard.py)."""
     mom = moments(R, comp)
     G = jnp.sum(mom.S2, axis=0) + jnp.einsum("k,kqr->qr", mom.Nk, comp.Vz)
     return LoadingStats(
         XtEz=X.T @ mean_factors(R, comp), G=0.5 * (G + G.T), xx=jnp.sum(X * X, axis=0),
-        n=jnp.asarray(X.shape[0], X.dtype)
+        n=jnp.asarray(X.shape[0] if n is None else n, X.dtype)
     )
 
 

@@ -7,11 +7,13 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def pca(X, q: int, key, n_oversample: int = 10, n_power: int = 4):
+def pca(X, q: int, key, n_oversample: int = 10, n_power: int = 4, n=None):
     """Randomised truncated SVD of X (not centred: the genes are standardised upstream), as
-    (Z, W) with X ≈ Z W^T: Z = sqrt(n) U (unit mean square per column), W = V S / sqrt(n)."""
-    n, p = X.shape
-    k = min(q + n_oversample, min(n, p))
+    (Z, W) with X ≈ Z W^T: Z = sqrt(n) U (unit mean square per column), W = V S / sqrt(n); n the
+    number of spots (default the rows; fewer where zero rows pad X)."""
+    rows, p = X.shape
+    n = rows if n is None else n
+    k = min(q + n_oversample, min(rows, p))
     Q = jax.random.normal(key, (p, k), X.dtype)
     Y = X @ Q
     for _ in range(n_power):

@@ -28,6 +28,7 @@ from jax.scipy.special import logsumexp
 from .. import factor as F
 from .. import mrf
 from .. import priors as P
+from .. import shard
 from .loop import run_em
 
 VARIANTS = ("joint", "two_stage")
@@ -52,6 +53,7 @@ class ClusterData(NamedTuple):
     W_s: jax.Array  # (p, q) centre of the loadings' prior (zeros without a source)
     lam: jax.Array  # (p,) fixed ridge strength toward W_s ("cv" mode)
     prior: P.DomainPrior  # the domains' prior (free or anchored)
+    w: jax.Array | None  # (n,) spot weights: 1 a spot, 0 a padded row (shard.py); None: no padding
 
 
 class StepInfo(NamedTuple):
@@ -89,9 +91,10 @@ class Settings(NamedTuple):
     learn_kappa: bool = False  # anchored domains: kappa^2 by empirical Bayes
 
 
-def pseudo_marginal(loglik, counts, beta):
+def pseudo_marginal(loglik, counts, beta, w):
+    """sum_j w_j log sum_k p(y_j = k | neighbours) exp(loglik_jk) (w: spot weights or None)."""
     lp = jax.nn.log_softmax(beta * counts, axis=1)
-    return jnp.sum(logsumexp(loglik + lp, axis=1))
+    return shard.total(logsumexp(loglik + lp, axis=1), w)
 
 
 def _components(data, state: ClusterState, s: Settings):
@@ -122,13 +125,13 @@ def step(state: ClusterState, data: ClusterData, s: Settings) -> tuple[ClusterSt
     for _ in range(s.n_mean_field):
         R = mrf.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, state.beta)
     counts = mrf.neighbour_sums(R, nbr, mask)
-    obj = pseudo_marginal(ll, counts, state.beta) + log_prior(state, data.W_s, data.prior, s)
+    obj = pseudo_marginal(ll, counts, state.beta, data.w) + log_prior(state, data.W_s, data.prior, s)
     dst = F.domain_stats(R, comp, s.weight)
     kappa2 = P.eb_kappa2(dst, data.prior, state.Sigma) if s.learn_kappa else state.kappa2
     mu, Sigma = P.domain_map(dst, data.prior, kappa2, state.Sigma)
     W, psi, tau2 = state.W, state.psi, state.tau2
     if s.variant == "joint":
-        st = F.loading_stats(data.X, R, comp)
+        st = F.loading_stats(data.X, R, comp, shard.count(data.X, data.w))
         lam = {"eb": psi / tau2, "cv": data.lam, "none": jnp.zeros_like(psi)}[s.mode]
         W = F.update_loadings(st, data.W_s, lam)
         psi = P.update_psi(st, W, s.weight)
@@ -143,18 +146,21 @@ def step(state: ClusterState, data: ClusterData, s: Settings) -> tuple[ClusterSt
     return ClusterState(W, psi, mu, Sigma, tau2, beta, R, kappa2), info
 
 
-def init(Z, labels, W, psi, tau2, beta, K: int, kappa2=1.0) -> ClusterState:
+def init(Z, labels, W, psi, tau2, beta, K: int, kappa2, w) -> ClusterState:
     """The starting state: domain parameters from initial labels on the factor scores Z (the
-    labels carry the randomness: k-means++ or the source classification, made by the driver)."""
+    labels carry the randomness: k-means++ or the source classification, made by the driver);
+    w the spot weights or None (0 rows: padding, which starts and stays with zero
+    responsibilities)."""
     q = Z.shape[1]
-    oh = jax.nn.one_hot(labels, K, dtype=Z.dtype)
+    live = 1.0 if w is None else w[:, None]
+    oh = jax.nn.one_hot(labels, K, dtype=Z.dtype) * live
     Nk = oh.sum(0)
     mu = (oh.T @ Z) / jnp.maximum(Nk, 1.0)[:, None]
     d = Z[:, None, :] - mu[None]
     Sigma = jnp.einsum("nk,nkq,nkr->kqr", oh, d, d) / jnp.maximum(Nk, 1.0)[:, None, None]
-    glob = jnp.cov(Z.T).reshape(q, q)
+    glob = jnp.cov(Z.T, aweights=w).reshape(q, q)
     Sigma = jnp.where((Nk > q)[:, None, None], Sigma, glob[None]) + 1e-3 * jnp.eye(q, dtype=Z.dtype)
-    R = 0.8 * oh + 0.2 / K
+    R = 0.8 * oh + (0.2 / K) * live
     return ClusterState(W, psi, mu, Sigma, jnp.asarray(tau2, Z.dtype), jnp.asarray(beta, Z.dtype), R,
                         jnp.asarray(kappa2, Z.dtype))
 
@@ -163,7 +169,7 @@ def fit_cluster(data: ClusterData, state0: ClusterState, s: Settings, limit=None
     """Run `step` from `state0` for at most `limit` (traced; default s.max_iter) iterations, then
     three mean-field sweeps and ICM for the labels (pure; the driver jits it with `s` static)."""
     g = data.graph
-    res = run_em(lambda st: step(st, data, s), state0, s.max_iter, s.tol, data.X.shape[0], limit)
+    res = run_em(lambda st: step(st, data, s), state0, s.max_iter, s.tol, shard.count(data.X, data.w), limit)
     st = res.state
     comp = _components(data.X, st, s)
     ll = s.weight * comp.loglik
@@ -172,7 +178,7 @@ def fit_cluster(data: ClusterData, state0: ClusterState, s: Settings, limit=None
         R = mrf.mean_field_sweep(R, ll, g.nbr, g.mask, g.colors, s.n_colors, st.beta)
     counts = mrf.neighbour_sums(R, g.nbr, g.mask)
     lp = log_prior(st, data.W_s, data.prior, s)
-    obj = pseudo_marginal(ll, counts, st.beta) + lp
+    obj = pseudo_marginal(ll, counts, st.beta, data.w) + lp
     labels = mrf.icm(jnp.argmax(R, axis=1), ll, g.nbr, g.mask, g.colors, s.n_colors, st.beta)
     Z = F.mean_factors(R, comp)
     return ClusterFit(st._replace(R=R), labels, Z, comp.loglik, obj, lp, res.trace, res.n_iter,

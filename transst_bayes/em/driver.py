@@ -22,7 +22,7 @@ from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, k_table_row, 
 from ..pca_kmeans import kmeans
 from ..result import TransSTResult, entropy
 from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
-from .. import mrf
+from .. import shard
 from .cluster import VARIANTS, ClusterData, Settings, fit_cluster, init
 from .loadings import TRANSFER_MODES, fit_transfer
 from .source import fit_source
@@ -104,6 +104,7 @@ def fit_em(
     weight: float = 1.0,
     calibrate: str | float = "auto",
     progress_bar: bool = False,
+    devices=None,
     source_labels=None,
     spatial=None,
     **data_options,
@@ -142,16 +143,22 @@ def fit_em(
         (W_t re-fitted with the domains, z integrated out). beta : None to learn the Potts
         smoothness, or a fixed value. dtype : "float32" or "float64". progress_bar : a tqdm
         bar over the K tried.
+    devices : None (default: JAX's default device), "all" (every device `jax.devices()`
+        lists), a list of devices (or their indices) or a one-axis `jax.sharding.Mesh`: the
+        target's spots are split across them and the global parameters replicated
+        (`transst_bayes.shard`); the labels are those of the one-device fit. The source fit and
+        the calibration fits stay on the default device. Not with transfer="cv".
     data_options : layer, source_layer, counts, target_sum, genes, n_genes, standardize,
         spatial_key, graph, graph_key, n_neighbors, radius, library_key (see DataSettings).
     """
     t0 = time.perf_counter()
     em = settings_from(EMSettings, locals())
     em.check()
+    mesh = spots_mesh(devices, em)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
                 data_options)
     with V.recorded_warnings(job.notes), precision(dtype):
-        out = fit_arrays(job.prep, job.request, em, job.mode, progress_bar)
+        out = fit_arrays(job.prep, job.request, em, job.mode, progress_bar, mesh)
         res = _assemble(job.prep, out, em, job.ds, job.mode)
     return finish(res, job, calibrate, label_key, em, t0)
 
@@ -215,13 +222,27 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
                f"{float(e.min()):.3f} at T = {T:.2f})"), [float(e[0]), float(e.min())]
 
 
+def spots_mesh(devices, em: EMSettings):
+    """The mesh the target's spots are split over (None: one device), checked against the
+    settings before any work."""
+    mesh = shard.mesh(devices)
+    if mesh is not None and em.transfer == "cv":
+        raise ValueError("devices: transfer='cv' (the published code's cross-validated lambda) runs on "
+                         "one device; use transfer='eb' (the default) or devices=None")
+    return mesh
+
+
 def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
-                progress_bar: bool = False) -> dict:
-    """Source, transfer, then one clustering fit per K. `request` = (n_domains, n_novel)."""
+               progress_bar: bool = False, mesh=None) -> dict:
+    """Source, transfer, then one clustering fit per K. `request` = (n_domains, n_novel);
+    `mesh` (shard.mesh) splits the target's spots over devices. Per-spot outputs hold the real
+    spots only."""
     dt = jnp.dtype(em.dtype)
     key = jax.random.PRNGKey(em.seed)
     k_src, k_tr, k_cl = jax.random.split(key, 3)
-    X = jnp.asarray(prep.X, dt)
+    lay = shard.layout(prep.X.shape[0], mesh)
+    X = shard.rows(prep.X, lay, dt)
+    w = shard.weights(lay, dt)
     q = em.n_factors
     timings = {}
     t = time.perf_counter()
@@ -236,18 +257,19 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     jax.block_until_ready(src)
     timings["source"], t = time.perf_counter() - t, time.perf_counter()
     tr = jax.block_until_ready(_fit_transfer(X, W_prior if mode != "none" else None, k_tr, mode=mode,
-                                             q=q, max_iter=em.transfer_max_iter))
+                                             q=q, max_iter=em.transfer_max_iter, w=w))
+    Z_real = shard.real(tr.Z, lay)
     timings["transfer"], t = time.perf_counter() - t, time.perf_counter()
     anchored = src is not None and em.domains == "anchored"
     src_ll = present = None
     if src is not None:
-        src_ll = _class_loglik(X, tr.W, tr.psi, src.mu, src.Sigma)
+        src_ll = shard.real(_class_loglik(X, tr.W, tr.psi, src.mu, src.Sigma), lay)
         present = D.present_classes(D.class_counts(np.asarray(src_ll)))
     n_domains, n_novel = request
     Ks = check_k(D.resolve_k(n_domains, n_novel, None if present is None else len(present),
-                              anchored, DEFAULT_K_NO_SOURCE), prep.X.shape[0])
+                              anchored, DEFAULT_K_NO_SOURCE), lay.n)
     g = prep.graph
-    graph = mrf.on_device(g, dt)
+    graph = shard.graph(g, lay, dt)
     variant = resolve_variant(em, mode)
     data = tr.Z if variant == "two_stage" else X
     anchors = D.class_anchors(src, tr, variant)
@@ -270,23 +292,24 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         k_K = jax.random.fold_in(k_cl, K)
         n_restarts = em.n_restarts
         if plan.classes:
-            inits = D.initial_labels(k_K, tr.Z, src_ll, plan, n_restarts, _kmeans, dprior)
+            inits = D.initial_labels(k_K, Z_real, src_ll, plan, n_restarts, _kmeans, dprior)
         else:
             seed_from = src_ll is not None and src_ll.shape[1] >= K
-            inits = _free_inits(k_K, tr.Z, src_ll if seed_from else None, K, n_restarts)
-        best = _fit_k(ClusterData(data, graph, W_prior, tr.lam, dprior), tr, inits, jnp.asarray(beta0, dt),
-                      jnp.asarray(KAPPA2_INIT, dt), s=s)
+            inits = _free_inits(k_K, Z_real, src_ll if seed_from else None, K, n_restarts)
+        inits = shard.rows(np.asarray(inits).T, lay, np.int32).T if mesh is not None else inits
+        best = _fit_k(ClusterData(data, graph, W_prior, tr.lam, dprior, w), tr, inits,
+                      jnp.asarray(beta0, dt), jnp.asarray(KAPPA2_INIT, dt), s=s, sync=mesh is not None)
         if not bool(jnp.isfinite(best.objective)):
             raise FloatingPointError(
                 f"every restart for K={K} ended with a non-finite objective; try dtype='float64'"
             )
-        fits[K], plans[K] = best, plan
+        fits[K], plans[K] = _real_spots(best, lay), plan
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
     timings["cluster"] = time.perf_counter() - t
-    return {"timings": timings, "source": src, "transfer": tr, "fits": fits, "plans": plans, "Ks": Ks, "variant": variant,
+    return {"timings": timings, "source": src, "transfer": tr._replace(Z=Z_real), "n_devices": lay.n_devices, "fits": fits, "plans": plans, "Ks": Ks, "variant": variant,
             "anchors": anchors, "class_post": None if src_ll is None else D.class_posterior(src_ll),
             "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
@@ -317,18 +340,28 @@ _init = jax.jit(init, static_argnames=("K",))
 _run = jax.jit(fit_cluster, static_argnames=("s",))
 
 
-def _fit_k(data: ClusterData, tr, inits, beta0, kappa2_0, s: Settings):
+def _fit_k(data: ClusterData, tr, inits, beta0, kappa2_0, s: Settings, sync: bool = False):
     """All restarts for one K ("small EM", Biernacki et al. 2003): every restart (a row of
     `inits`) runs SHORT_EM_ITER iterations, the best finite objective runs on to convergence.
-    The restarts and the continued run are one compiled program, called once each."""
+    The restarts and the continued run are one compiled program, called once each. `sync`:
+    wait for each restart before the next is queued (over a mesh: XLA's CPU runtime deadlocked
+    in the cross-device sums' rendezvous with several sharded calls queued at once)."""
     short = min(SHORT_EM_ITER, s.max_iter)
-    fits = [_run(data, _init(tr.Z, inits[r], tr.W, tr.psi, tr.tau2, beta0, s.K, kappa2_0), s=s, limit=short)
+    wait = jax.block_until_ready if sync else (lambda x: x)
+    fits = [wait(_run(data, _init(tr.Z, inits[r], tr.W, tr.psi, tr.tau2, beta0, s.K, kappa2_0, data.w),
+                      s=s, limit=short))
             for r in range(inits.shape[0])]
     obj = np.array([float(f.objective) for f in fits])
     best = fits[int(np.argmax(np.where(np.isfinite(obj), obj, -np.inf)))]
     if s.max_iter <= SHORT_EM_ITER:
         return best
     return _run(data, best.state, s=s, limit=s.max_iter)
+
+
+def _real_spots(f, lay: shard.Layout):
+    """A fit's per-spot fields without the padded rows."""
+    return f._replace(state=f.state._replace(R=shard.real(f.state.R, lay)), labels=shard.real(f.labels, lay),
+                      Z=shard.real(f.Z, lay), loglik=shard.real(f.loglik, lay))
 
 
 def _parameter_trace(f, mode: str, anchored: bool) -> dict:
@@ -400,6 +433,7 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         kappa=float(np.sqrt(f.state.kappa2)) if plan.classes else None,
         info={"cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
               "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
+              "n_devices": out["n_devices"],
               "domains_renamed": D.renamed(out["plans"][chosen], plan),
               "trace": _parameter_trace(f, mode, bool(plan.classes)),
               "timings": dict(prep.timings, **out["timings"]),

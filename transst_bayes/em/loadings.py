@@ -23,6 +23,7 @@ from jax import lax
 
 from .. import factor as F
 from .. import priors as P
+from .. import shard
 from ..pca_kmeans import pca
 from .loop import run_em
 
@@ -47,15 +48,15 @@ class _State(NamedTuple):
     tau2: jax.Array
 
 
-def _fa_step(X, W_prior, mode: str, state: _State):
-    n, p = X.shape
+def _fa_step(X, w, W_prior, mode: str, state: _State):
+    p = X.shape[1]
     q = state.W.shape[1]
     mu0 = jnp.zeros((1, q), X.dtype)
     S0 = jnp.eye(q, dtype=X.dtype)[None]
     comp = F.components(F.precompute(X, state.W, state.psi), mu0, S0, p)
-    R = jnp.ones((n, 1), X.dtype)
-    obj = jnp.sum(comp.loglik) + P.psi_log_prior(state.psi)
-    st = F.loading_stats(X, R, comp)
+    R = jnp.ones((X.shape[0], 1), X.dtype) if w is None else w[:, None]
+    obj = shard.total(comp.loglik, w) + P.psi_log_prior(state.psi)
+    st = F.loading_stats(X, R, comp, shard.count(X, w))
     if mode == "eb":
         obj = obj + F.log_prior_loadings(state.W, W_prior, state.tau2)
         lam = state.psi / state.tau2
@@ -108,9 +109,12 @@ def _cv_lambda(X, W_s, key, grid):
 
 
 def fit_transfer(X, W_s, key, mode: str = "eb", max_iter: int = 100, tol: float = 1e-5,
-                 q: int | None = None) -> TransferFit:
-    """Target loadings and factor scores (jit with mode, max_iter, tol, q static)."""
+                 q: int | None = None, w=None) -> TransferFit:
+    """Target loadings and factor scores (jit with mode, max_iter, tol, q static). `w`: spot
+    weights, 1 for a spot and 0 for a padded (zero) row (default: every row a spot; "cv" mode
+    takes no padding)."""
     n, p = X.shape
+    n_spots = shard.count(X, w)
     q = W_s.shape[1] if W_s is not None else q
     nan = jnp.asarray(jnp.nan, X.dtype)
     if mode == "cv":
@@ -127,12 +131,12 @@ def fit_transfer(X, W_s, key, mode: str = "eb", max_iter: int = 100, tol: float 
         tau2_0 = 0.5 * jnp.mean(W_s**2)
         prior = W_s
     else:
-        Z0, W0 = pca(X, q, key)
+        Z0, W0 = pca(X, q, key, n=n_spots)
         tau2_0 = jnp.asarray(jnp.inf, X.dtype)
         prior = jnp.zeros((p, q), X.dtype)
-    psi0 = jnp.maximum(jnp.mean((X - Z0 @ W0.T) ** 2, axis=0), 0.05)
+    psi0 = jnp.maximum(shard.mean((X - Z0 @ W0.T) ** 2, w, axis=0), 0.05)
     state0 = _State(W0, psi0, jnp.asarray(tau2_0, X.dtype))
-    res = run_em(lambda s: _fa_step(X, prior, mode, s), state0, max_iter, tol, n)
+    res = run_em(lambda s: _fa_step(X, w, prior, mode, s), state0, max_iter, tol, n_spots)
     s = res.state
     lam = s.psi / s.tau2 if mode == "eb" else jnp.zeros((p,), X.dtype)
     return TransferFit(s.W, s.psi, s.tau2, lam, _scores(X, s.W, s.psi), res.trace, res.n_iter, nan)

@@ -25,9 +25,10 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 
 from .. import factor as F
 from .. import mrf
+from .. import shard
 from .. import plan as D
 from .. import validate as V
-from ..em.driver import EMSettings, fit_arrays, em_loglik, finish, resolve_variant
+from ..em.driver import EMSettings, fit_arrays, em_loglik, finish, resolve_variant, spots_mesh
 from ..job import (DEFAULT_N_NOVEL, k_table_row, mark_chosen, precision, settings_from, settings_record,
                    setup, shared_fields)
 from ..models import sites
@@ -63,24 +64,34 @@ class SVISettings:
         V.integer("batch_size", self.batch_size, 1, none_ok=True)
 
 
+def _unmasked(fn):
+    """The distribution under any masks (`numpyro.handlers.mask` wraps a site's distribution)."""
+    from numpyro.distributions import MaskedDistribution
+
+    while isinstance(fn, MaskedDistribution):
+        fn = fn.base_dist
+    return fn
+
+
 def _mixture_site(tr: dict):
+    """The model's DomainMixture site and its distribution."""
     from ..models.likelihood import DomainMixture
 
-    found = [s for s in tr.values() if s["type"] == "sample" and isinstance(s["fn"], DomainMixture)]
+    found = [s for s in tr.values() if s["type"] == "sample" and isinstance(_unmasked(s["fn"]), DomainMixture)]
     if len(found) != 1:
         raise ValueError(
             "the model must have exactly one DomainMixture site (the per-spot domain label summed "
             f"out), found {len(found)}; build the spot likelihood with models.DomainMixture"
         )
-    return found[0]
+    return found[0], _unmasked(found[0]["fn"])
 
 
 def spot_terms(model, data, values: dict):
     """Per-spot log p(y = k, . | globals) (n, K) and per-spot log-likelihood of the observed
     sites (n,), with every latent site fixed to `values`."""
     tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=values)).get_trace(data)
-    site = _mixture_site(tr)
-    dlp = site["fn"].domain_log_prob(site["value"])
+    site, mixture = _mixture_site(tr)
+    dlp = mixture.domain_log_prob(site["value"])
     ll = jnp.zeros(dlp.shape[:-1], dlp.dtype)
     for s in tr.values():
         if s["type"] == "sample" and s["is_observed"]:
@@ -162,6 +173,7 @@ def fit_svi(
     dtype: str = "float32",
     calibrate: str | float = "auto",
     em_options: dict | None = None,
+    devices=None,
     source_labels=None,
     spatial=None,
     **data_options,
@@ -192,6 +204,8 @@ def fit_svi(
         "mbic" / "hbic" / "icl" (from the EM warm start).
     calibrate : as in `fit_em` ("auto": a temperature from EM fits of held-out source sections,
         applied to every posterior draw's domain probabilities before they are averaged).
+    devices : as in `fit_em`: the EM warm start and the SVI steps split the target's spots
+        over these devices (padded spots are masked out of the model's likelihood).
     Returns a TransSTResult with posterior draws of the globals in `.posterior`, the per-spot
     log-likelihood per draw in `.spot_loglik`, and domain probabilities averaged over draws.
     """
@@ -206,6 +220,7 @@ def fit_svi(
         raise ValueError(f"form must be one of {M.FORMS}, got {form!r}")
     em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
     em.check()
+    mesh = spots_mesh(devices, em)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
                 data_options)
     prep, mode = job.prep, job.mode
@@ -224,10 +239,11 @@ def fit_svi(
         else:
             model = M.no_transfer_model
     with V.recorded_warnings(job.notes), precision(dtype):
-        out = fit_arrays(prep, job.request, em, mode)
+        out = fit_arrays(prep, job.request, em, mode, mesh=mesh)
         Ks = out["Ks"]
         t_svi = time.perf_counter()
-        fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar) for K in Ks}
+        lay = shard.layout(n, mesh)
+        fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar, lay) for K in Ks}
         out["timings"]["svi"] = time.perf_counter() - t_svi
         res = _assemble_svi(prep, out, fits, Ks, st, em, job.ds, mode, criterion, opts, model)
     # the temperature is found by EM fits of held-out source sections (calibration.py) and
@@ -236,16 +252,16 @@ def fit_svi(
     return finish(res, job, calibrate, label_key, em, t0, draws=fits[res.n_domains]["dlp"])
 
 
-def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
+def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay: shard.Layout):
     from ..models import SpotData
 
     dt = jnp.dtype(st.dtype)
     fit = out["fits"][K]
     W_s = None if mode == "none" else out["source"].W
-    g = prep.graph
-    nbr, mask = jnp.asarray(g.nbr), jnp.asarray(g.mask, dt)
-    X = out["transfer"].Z.astype(dt) if out["variant"] == "two_stage" else jnp.asarray(prep.X, dt)
-    R = fit.state.R.astype(dt)
+    g = shard.graph(prep.graph, lay, dt)
+    nbr, mask = g.nbr, g.mask
+    X = shard.rows(out["transfer"].Z if out["variant"] == "two_stage" else prep.X, lay, dt)
+    R = shard.rows(fit.state.R, lay, dt)
     plan = out["plans"][K]
     prior = D.domain_prior(plan, *out["anchors"], st.n_factors, dt)
     opts = dict(opts)
@@ -255,7 +271,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     if anchored:
         opts.setdefault("domains", "anchored")
     data = SpotData(X=X, field=mrf.neighbour_sums(R, nbr, mask), W_s=W_s,
-                    prior=prior if anchored else None)
+                    prior=prior if anchored else None, w=shard.weights(lay, dt))
     m = partial(model, K=K, n_factors=st.n_factors, **opts)
     learn_kappa = anchored and opts.get("kappa") is None
     init = init_to_value(values=_init_values(fit.state, W_s, opts.get("form", "global"), W_s is not None,
@@ -319,8 +335,13 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar):
     # one compiled call per draw (draws sliced in NumPy): vmap would hold the intermediates of
     # all S draws at once (a lax.map of them was where XLA's CPU runtime first deadlocked, on
     # batched LAPACK calls: lapack_guard)
-    per_draw = [terms({k: v[s] for k, v in samples.items()}, data) for s in range(S)]
-    dlp, ll = (jnp.stack(a) for a in zip(*per_draw))
+    # one draw at a time over a mesh: XLA's CPU runtime deadlocked in the rendezvous of the
+    # cross-device sums when many sharded calls were queued at once (4 host devices, 2 cores)
+    wait = jax.block_until_ready if lay.mesh is not None else (lambda x: x)
+    per_draw = [wait(terms({k: v[s] for k, v in samples.items()}, data)) for s in range(S)]
+    dlp, ll = (jnp.stack([shard.real(x, lay) for x in a]) for a in zip(*per_draw))
+    if sites.Z in samples:  # per-spot draws: the real spots'
+        samples[sites.Z] = samples[sites.Z][:, : lay.n]
     return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
             "converged": converged, "data": data, "n_rounds": len(losses), "params": params}
 
@@ -422,7 +443,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         trace=-np.asarray(f["losses"]),
         k_table=table, settings=settings, **shared_fields(prep, src),
         domain_names=list(plan.names), kappa=kappa,
-        info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
+        info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]), "n_devices": out["n_devices"],
               "classes_present": out["present"], "domains_renamed": D.renamed(out["plans"][chosen], plan),
               "timings": dict(prep.timings, **out["timings"])},
         posterior={k: v for k, v in smp.items() if k != sites.Z},
