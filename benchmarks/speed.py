@@ -8,7 +8,8 @@ transfer, cluster: the three EM steps, all K and restarts); compile = first fit 
 one; dev_gb = the accelerator's peak memory (`device.memory_stats()`, GPU only).
 
     python benchmarks/speed.py [--sizes 500 10000 100000 300000 1000000] [--devices N]
-                               [--counts] [--json out.json]
+                               [--counts] [--svi BATCH] [--genes P ...] [--factors Q ...]
+                               [--domains K ...] [--json out.json]
 
 --devices N: split the spots over N devices (`fit_em(devices=...)`); on a CPU-only machine the
 child process is started with N host devices (XLA_FLAGS=--xla_force_host_platform_device_count).
@@ -16,6 +17,9 @@ child process is started with N host devices (XLA_FLAGS=--xla_force_host_platfor
 simulated expression, ~20% non-zero at 2,000 genes), written to an .h5ad by one process and fitted
 by another, so that peak = the fit's own peak RSS (reading the file included); one fit only (no
 warm second fit: compile is not separated).
+--svi BATCH: `fit_svi` with minibatches of BATCH spots instead (one fit: the EM warm start, SVI,
+20 posterior draws; n_iter = SVI rounds).
+--genes / --factors / --domains: one row per combination (the cost slopes of README).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ n = {n}
 h = int(round(np.sqrt(n))); w = int(np.ceil(n / h))
 
 def simulate():
-    return tb.simulate(0, height=h, width=w, n_genes=2000, n_factors=15, n_domains=7,
+    return tb.simulate(0, height=h, width=w, n_genes={p}, n_factors={q}, n_domains={K},
                        source_height=50, source_width=60, error=2.0)
 
 def device_gb():
@@ -50,7 +54,7 @@ def device_gb():
     return stats.get("peak_bytes_in_use", float("nan")) / 1024**3
 
 devices = None if {n_devices} == 1 else list(range({n_devices}))
-kw = dict(n_domains=7, n_factors=15, seed=0, devices=devices)
+kw = dict(n_domains={K}, n_factors={q}, seed=0, devices=devices)
 """
 
 FIT = HEAD + r"""
@@ -64,7 +68,7 @@ t0 = time.perf_counter(); r = tb.fit_em(tgt, src, **kw); second = time.perf_coun
 warm = r.info["timings"]
 ari = tb.adjusted_rand_index(r.labels, tgt.obs["truth"].to_numpy())
 stages = {{f"{{k}} s": warm[k] for k in ("prepare", "graph", "source", "transfer", "cluster")}}
-print(json.dumps(dict(n=tgt.n_obs, devices=r.info["n_devices"], first=first, run=second,
+print(json.dumps(dict(n=tgt.n_obs, p={p}, q={q}, K={K}, devices=r.info["n_devices"], first=first, run=second,
                       compile=max(first - second, 0.0), ari=ari, peak_gb=peak_rss_gb(), data_gb=mem_data,
                       dev_gb=device_gb(), simulate_s=t_sim, n_iter=r.k_table[0]["n_iter"],
                       converged=r.k_table[0]["converged"], cold_timings=cold, **stages)))
@@ -89,6 +93,20 @@ print(json.dumps(dict(nnz_share=counts.nnz / (counts.shape[0] * counts.shape[1])
                       + counts.indices.nbytes + counts.indptr.nbytes) / 1024**3)))
 """
 
+SVI = HEAD + r"""
+src, tgt = simulate()
+mem_data = peak_rss_gb()
+t0 = time.perf_counter()
+r = tb.fit_svi(tgt, src, batch_size={batch}, num_samples=20, **kw)
+first = time.perf_counter() - t0
+t = r.info["timings"]
+ari = tb.adjusted_rand_index(r.labels, tgt.obs["truth"].to_numpy())
+stages = {{f"{{k}} s": t[k] for k in ("prepare", "graph", "source", "transfer", "cluster", "svi")}}
+print(json.dumps(dict(n=tgt.n_obs, p={p}, q={q}, K={K}, devices=r.info["n_devices"], first=first, run=first,
+                      compile=float("nan"), ari=ari, peak_gb=peak_rss_gb(), data_gb=mem_data, dev_gb=device_gb(),
+                      n_iter=r.info["svi_rounds"], converged=r.info["svi_converged"], **stages)))
+"""
+
 FIT_COUNTS = HEAD + r"""
 import anndata as ad
 t0 = time.perf_counter()
@@ -99,7 +117,8 @@ t0 = time.perf_counter(); r = tb.fit_em(tgt, src, **kw); first = time.perf_count
 ari = tb.adjusted_rand_index(r.labels, tgt.obs["truth"].to_numpy())
 t = r.info["timings"]
 stages = {{f"{{k}} s": t[k] for k in ("prepare", "graph", "source", "transfer", "cluster")}}
-print(json.dumps(dict(n=tgt.n_obs, devices=r.info["n_devices"], first=first, run=first, compile=float("nan"),
+print(json.dumps(dict(n=tgt.n_obs, p={p}, q={q}, K={K}, devices=r.info["n_devices"], first=first, run=first,
+                      compile=float("nan"),
                       ari=ari, peak_gb=peak_rss_gb(), data_gb=mem_data, dev_gb=device_gb(), simulate_s=t_read,
                       n_iter=r.k_table[0]["n_iter"], converged=r.k_table[0]["converged"], **stages)))
 """
@@ -118,6 +137,11 @@ def main():
     ap.add_argument("--sizes", nargs="*", type=int, default=[500, 10000, 100000])
     ap.add_argument("--devices", type=int, default=1, help="split the spots over this many devices")
     ap.add_argument("--counts", action="store_true", help="target as sparse counts read from an .h5ad")
+    ap.add_argument("--genes", nargs="*", type=int, default=[2000], help="p (several: one row each)")
+    ap.add_argument("--factors", nargs="*", type=int, default=[15], help="q (several: one row each)")
+    ap.add_argument("--domains", nargs="*", type=int, default=[7], help="K (several: one row each)")
+    ap.add_argument("--svi", type=int, default=None, metavar="BATCH",
+                    help="time fit_svi with minibatches of BATCH spots (one fit, 20 posterior draws)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.devices < 1:
@@ -131,9 +155,12 @@ def main():
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                                 f" --xla_force_host_platform_device_count={args.devices}").strip()
     rows = []
-    for n in args.sizes:
-        fmt = dict(n=n, bench=bench, n_devices=args.devices)
-        if args.counts:
+    grid = [(n, p, q, K) for n in args.sizes for p in args.genes for q in args.factors for K in args.domains]
+    for n, p, q, K in grid:
+        fmt = dict(n=n, p=p, q=q, K=K, bench=bench, n_devices=args.devices)
+        if args.svi is not None:
+            row = _child(SVI.format(batch=args.svi, **fmt), env)
+        elif args.counts:
             with tempfile.TemporaryDirectory() as tmp:
                 path = str(Path(tmp) / "speed")
                 made = _child(MAKE_COUNTS.format(path=path, **fmt), env)
@@ -147,8 +174,10 @@ def main():
         rows.append(row)
         print(row, flush=True)
     stages = ["prepare s", "graph s", "source s", "transfer s", "cluster s"]
-    cols = ["n", "devices", "compile", "run"] + stages + ["n_iter", "converged", "ari", "peak_gb", "data_gb",
-                                                          "dev_gb"]
+    if args.svi is not None:
+        stages.append("svi s")
+    cols = (["n", "p", "q", "K", "devices", "compile", "run"] + stages
+            + ["n_iter", "converged", "ari", "peak_gb", "data_gb", "dev_gb"])
     print()
     print(markdown_table(rows, cols, {"compile": "{:.1f} s", "run": "{:.2f} s", "ari": "{:.3f}",
                                       "peak_gb": "{:.2f}", "data_gb": "{:.2f}", "dev_gb": "{:.2f}",

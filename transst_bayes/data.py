@@ -25,6 +25,8 @@ GENE_SELECTIONS = ("variance", "cv", "source")
 MIN_DETECTED_SHARE = 0.01  # a selected gene is non-zero in at least this share of the spots...
 MIN_DETECTED_SPOTS = 10  # ... and in at least this many, in the target and in the source
 MAX_Z = 10.0  # standardised values are clipped to +-MAX_Z (scanpy's pp.scale max_value, Seurat's ScaleData)
+BLOCK = 16384  # rows per block of the passes over a dense matrix (temporaries stay small)
+ALIGN = 64  # byte alignment of the prepared matrix: jax.device_put then shares it on the CPU
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,17 @@ def _values(X) -> np.ndarray:
     return X.data if sp.issparse(X) else np.asarray(X).ravel()
 
 
+def _blocks(X):
+    """Row blocks of a dense matrix (views)."""
+    for i in range(0, X.shape[0], BLOCK):
+        yield X[i:i + BLOCK]
+
+
 def _check_finite(X, what: str) -> None:
     v = _values(X)
-    if v.size and not np.all(np.isfinite(v)):
-        bad = int(np.sum(~np.isfinite(v)))
+    step = BLOCK * 256
+    if not all(np.isfinite(v[i:i + step]).all() for i in range(0, v.size, step)):
+        bad = sum(int(np.sum(~np.isfinite(v[i:i + step]))) for i in range(0, v.size, step))
         raise ValueError(
             f"{what} contains {bad} NaN or inf values; remove or impute them before fitting"
         )
@@ -120,7 +129,9 @@ def _is_counts(X, what: str, override: bool | None) -> bool:
     sample = v[: 200_000]
     integer = np.abs(sample - np.round(sample)) < 1e-6
     if neg:
-        n_neg = int(np.sum(v < 0))
+        # counted only where the values look like counts (a pass over the whole matrix)
+        n_neg = int(sum(np.count_nonzero(v[i:i + BLOCK * 256] < 0) for i in range(0, v.size, BLOCK * 256))
+                    ) if integer.all() else v.size
         if integer.all() and n_neg <= max(1, 1e-3 * v.size):
             raise ValueError(
                 f"{what} looks like raw counts (all integers) but has {n_neg} negative value(s); "
@@ -157,7 +168,10 @@ def _detected(X) -> np.ndarray:
     10-20 sd out): a mixture gives those spots a domain of their own and the factor model a
     Heywood case (psi_g -> 0)."""
     n = X.shape[0]
-    nz = np.asarray(X.getnnz(axis=0) if sp.issparse(X) else np.count_nonzero(X, axis=0)).ravel()
+    if sp.issparse(X):
+        nz = np.asarray(X.getnnz(axis=0)).ravel()
+    else:
+        nz = sum(np.count_nonzero(b, axis=0) for b in _blocks(np.asarray(X)))
     return nz >= max(MIN_DETECTED_SPOTS, MIN_DETECTED_SHARE * n)
 
 
@@ -167,9 +181,31 @@ def _columns(X, cols):
     return X[:, cols] if sp.issparse(X) else np.take(np.asarray(X), cols, axis=1)
 
 
+def _aligned(shape, dtype) -> np.ndarray:
+    """An empty C-ordered array whose data start on an ALIGN-byte boundary."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(size + ALIGN, np.uint8)
+    start = (-buf.ctypes.data) % ALIGN
+    return buf[start:start + size].view(dtype).reshape(shape)
+
+
 def _dense(X, cols, dtype) -> np.ndarray:
-    sub = _columns(X, cols)  # a copy: converted in place where the dtype allows
-    return (sub.toarray() if sp.issparse(sub) else sub).astype(dtype, copy=False)
+    """X[:, cols] as a new dense `dtype` matrix, ALIGN-byte aligned, written block by block (a
+    sparse matrix is densified one block of rows at a time; all columns: a plain copy)."""
+    cols = np.asarray(cols)
+    every = cols.size == X.shape[1] and np.array_equal(cols, np.arange(X.shape[1]))
+    out = _aligned((X.shape[0], cols.size), dtype)
+    if not sp.issparse(X):
+        X = np.asarray(X)
+    for i in range(0, X.shape[0], BLOCK):
+        b = X[i:i + BLOCK]
+        if sp.issparse(b):
+            b = (b if every else b[:, cols]).toarray()
+        elif not every:
+            b = np.take(b, cols, axis=1)
+        out[i:i + BLOCK] = b
+    return out
 
 
 def _prepare_expression(adata, layer, counts, target_sum, what):
@@ -289,9 +325,14 @@ def _moments(blocks: list) -> tuple[np.ndarray, np.ndarray]:
     return m, np.sqrt(s2 / n)
 
 
-def _scale(X: np.ndarray, m: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    X -= m.astype(X.dtype)
-    X /= sd.astype(X.dtype)
+def _scale(X: np.ndarray, m: np.ndarray, sd: np.ndarray, clip: bool = False) -> np.ndarray:
+    """(X - m) / sd in place, block by block; `clip`: then to +-MAX_Z."""
+    m, sd = m.astype(X.dtype), sd.astype(X.dtype)
+    for b in _blocks(X):
+        b -= m
+        b /= sd
+        if clip:
+            np.clip(b, -MAX_Z, MAX_Z, out=b)
     return X
 
 
@@ -354,7 +395,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     if sp.issparse(Xt):
         zero = int(np.sum(np.asarray(abs(Xt).sum(axis=1)).ravel() == 0))
     else:  # no |X| copy of the whole matrix
-        zero = int(np.sum(~np.any(Xt != 0, axis=1)))
+        zero = sum(int(np.sum(~np.any(b != 0, axis=1))) for b in _blocks(np.asarray(Xt)))
     if zero:
         warnings.warn(f"{zero} target spots have no expression at all (every gene 0); they are "
                       "assigned by their neighbours alone: consider removing them", UserWarning, stacklevel=3)
@@ -406,22 +447,20 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     if s.standardize == "pooled" and Xs_d is not None:
         m, sd = _moments([Xt_d, Xs_d])
         sd = np.where(sd > 0, sd, 1.0)
-        Xt_d, Xs_d = _scale(Xt_d, m, sd), _scale(Xs_d, m, sd)
+        Xt_d, Xs_d = _scale(Xt_d, m, sd, clip=True), _scale(Xs_d, m, sd, clip=True)
         gene_mean, gene_scale = m, sd
     elif s.standardize in ("pooled", "separate"):
         mean_t, sd_t = _moments([Xt_d])
         sd_t1 = np.where(sd_t > 0, sd_t, 1.0)
-        Xt_d = _scale(Xt_d, mean_t, sd_t1)
+        Xt_d = _scale(Xt_d, mean_t, sd_t1, clip=True)
         if Xs_d is not None:
             Xs_d = _standardise_batches(Xs_d, _batches(source, s.source_batch_key))
+            np.clip(Xs_d, -MAX_Z, MAX_Z, out=Xs_d)
         gene_mean, gene_scale = mean_t, sd_t1
     elif s.standardize == "none":
         gene_mean, gene_scale = np.zeros(sel.size), np.ones(sel.size)
     else:
         raise ValueError(f"standardize must be 'pooled', 'separate' or 'none', got {s.standardize!r}")
-    for A in (Xt_d, Xs_d):
-        if A is not None and s.standardize != "none":
-            np.clip(A, -MAX_Z, MAX_Z, out=A)
     t1 = time.perf_counter()
     adj = target_graph(target, s)
     with warnings.catch_warnings():
