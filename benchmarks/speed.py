@@ -14,7 +14,7 @@ one; dev_gb = the accelerator's peak memory (`device.memory_stats()`, GPU only).
 --devices N: split the spots over N devices (`fit_em(devices=...)`); on a CPU-only machine the
 child process is started with N host devices (XLA_FLAGS=--xla_force_host_platform_device_count).
 --counts: the target arrives as an AnnData of sparse counts (CSR, negative binomial around the
-simulated expression, ~20% non-zero at 2,000 genes), written to an .h5ad by one process and fitted
+simulated expression, library size ~500: 20% non-zero at 2,000 genes), written to an .h5ad by one process and fitted
 by another, so that peak = the fit's own peak RSS (reading the file included); one fit only (no
 warm second fit: compile is not separated).
 --svi BATCH: `fit_svi` with minibatches of BATCH spots instead (one fit: the EM warm start, SVI,
@@ -81,7 +81,7 @@ rng = np.random.default_rng(1)
 
 def to_counts(x):
     e = np.exp(0.5 * (x - x.max(axis=1, keepdims=True)))
-    m = 1200.0 * rng.lognormal(0.0, 0.3, size=(x.shape[0], 1)) * e / e.sum(axis=1, keepdims=True)
+    m = 500.0 * rng.lognormal(0.0, 0.3, size=(x.shape[0], 1)) * e / e.sum(axis=1, keepdims=True)
     return sp.csr_matrix(rng.poisson(rng.gamma(2.0, m / 2.0)).astype(np.float32))
 
 counts = sp.vstack([to_counts(np.asarray(tgt.X[i:i + 20000])) for i in range(0, tgt.n_obs, 20000)], format="csr")

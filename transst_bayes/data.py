@@ -147,8 +147,14 @@ def _log_normalise(X, target_sum: float):
     lib = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
     scale = np.where(lib > 0, target_sum / np.maximum(lib, 1e-12), 0.0)
     if sp.issparse(X):
-        Y = sp.csr_matrix(sp.diags(scale) @ X, dtype=np.float32)
-        Y.data = np.log1p(Y.data)
+        # one float32 copy, scaled and logged in place a block of rows at a time (the product
+        # with a diagonal matrix made a float64 matrix and then a float32 copy of it)
+        Y = sp.csr_matrix(X, dtype=np.float32, copy=True)
+        Y.sum_duplicates()
+        for i in range(0, Y.shape[0], BLOCK):
+            lo, hi = Y.indptr[i], Y.indptr[min(i + BLOCK, Y.shape[0])]
+            rows = np.repeat(scale[i:i + BLOCK], np.diff(Y.indptr[i:i + BLOCK + 1]))
+            Y.data[lo:hi] = np.log1p((Y.data[lo:hi] * rows).astype(np.float32))
         return Y
     return np.log1p(np.asarray(X, np.float64) * scale[:, None]).astype(np.float32)
 
@@ -392,8 +398,9 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     t0 = time.perf_counter()
     s = settings
     Xt = _prepare_expression(target, s.layer, s.counts, s.target_sum, "target")
-    if sp.issparse(Xt):
-        zero = int(np.sum(np.asarray(abs(Xt).sum(axis=1)).ravel() == 0))
+    if sp.issparse(Xt):  # a block of rows at a time: no |X| copy of the whole matrix
+        zero = sum(int(np.sum(np.asarray(abs(Xt[i:i + BLOCK]).sum(axis=1)).ravel() == 0))
+                   for i in range(0, Xt.shape[0], BLOCK))
     else:  # no |X| copy of the whole matrix
         zero = sum(int(np.sum(~np.any(b != 0, axis=1))) for b in _blocks(np.asarray(Xt)))
     if zero:
