@@ -39,9 +39,10 @@ class SpotData(NamedTuple):
 
 
 @contextmanager
-def _spots(data: SpotData, batch_size):
+def spot_plate(data: SpotData, batch_size):
     """The plate "spot" (subsampled to `batch_size`), yielding the spots' indices; rows with
-    weight 0 (padding) are masked out of every site under it."""
+    weight 0 in `data.w` (the padding of spots split over devices) are masked out of every site
+    under it. A model of your own that takes `devices=` must put its per-spot sites under it."""
     with numpyro.plate("spot", data.X.shape[0], subsample_size=batch_size, dim=-1) as idx:
         if data.w is None:
             yield idx
@@ -59,7 +60,7 @@ def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size, dom
     mu, L = domain_distributions(K, n_factors, dt, data.prior, domains, kappa)
     beta = smoothness()
     comps = integrated_components(W, psi, mu, L)
-    with _spots(data, batch_size) as idx:
+    with spot_plate(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])
         numpyro.sample(S.X, DomainMixture(logits, comps), obs=data.X[idx])
 
@@ -86,7 +87,7 @@ def scores_model(data: SpotData, K: int, n_factors: int, batch_size=None, domain
     dt = data.X.dtype
     mu, L = domain_distributions(K, n_factors, dt, data.prior, domains, kappa)
     beta = smoothness()
-    with _spots(data, batch_size) as idx:
+    with spot_plate(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])
         numpyro.sample(S.X, DomainMixture(logits, factor_components(mu, L)), obs=data.X[idx])
 
@@ -111,7 +112,7 @@ def explicit_z_model(data: SpotData, K: int, n_factors: int, batch_size=None, fo
     psi = noise_variances(p, dt)
     mu, L = domain_distributions(K, n_factors, dt, data.prior)
     beta = smoothness()
-    with _spots(data, batch_size) as idx:
+    with spot_plate(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])
         z = numpyro.sample(S.Z, DomainMixture(logits, factor_components(mu, L)))
         numpyro.sample(S.X, dist.Normal(z @ W.T, psi**0.5).to_event(1), obs=data.X[idx])

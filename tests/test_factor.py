@@ -130,26 +130,3 @@ def test_eb_tau2_maximises_the_marginal_likelihood_on_a_grid(tau_true):
     # and the estimate is near the truth (p q = 180 loadings)
     assert 0.5 * tau_true**2 <= got <= 2.0 * tau_true**2 + 0.01
 
-
-@pytest.mark.parametrize("padded", [False, True])
-def test_noise_start_without_the_residual_matrix_equals_the_direct_one(monkeypatch, padded):
-    """Above RESIDUAL_LIMIT entries the starting noise comes from Gram matrices (no (n, p)
-    temporary): the same per-gene mean squared residual, padded rows left out."""
-    from transst_bayes.em import loadings as L
-
-    rng = np.random.default_rng(0)
-    n, p, q = 400, 30, 4
-    Z = rng.normal(size=(n, q))
-    W = rng.normal(size=(p, q))
-    X = Z @ W.T + rng.normal(scale=0.5, size=(n, p))
-    w = None
-    if padded:  # two zero rows of weight 0, as shard.py pads
-        X, Z = np.vstack([X, np.zeros((2, p))]), np.vstack([Z, np.zeros((2, q))])
-        w = jnp.asarray(np.r_[np.ones(n), np.zeros(2)])
-    with jax.enable_x64(True):
-        direct = np.asarray(L._residual_variance(jnp.asarray(X), jnp.asarray(Z), jnp.asarray(W), w))
-        monkeypatch.setattr(L, "RESIDUAL_LIMIT", 0)
-        gram = np.asarray(L._residual_variance(jnp.asarray(X), jnp.asarray(Z), jnp.asarray(W), w))
-    expected = np.mean((X[:n] - Z[:n] @ W.T) ** 2, axis=0)
-    np.testing.assert_allclose(direct, expected, rtol=1e-10)
-    np.testing.assert_allclose(gram, expected, rtol=1e-8)

@@ -108,21 +108,6 @@ def _cv_lambda(X, W_s, key, grid):
     return jnp.asarray(grid, X.dtype)[jnp.argmin(errs)], errs
 
 
-RESIDUAL_LIMIT = 2**28  # entries of X above which the residual matrix is not formed (1 GB in float32)
-
-
-def _residual_variance(X, Z, W, w):
-    """Per gene, the mean over spots of (x - W z)^2 (the noise's starting value). Up to
-    RESIDUAL_LIMIT entries from the residual matrix; above, from X^T Z, Z^T Z and the squares of
-    X, with no (n, p) temporary (8 GB at a million spots and 2,000 genes; equal up to rounding,
-    and only a starting value)."""
-    if X.shape[0] * X.shape[1] <= RESIDUAL_LIMIT:
-        return shard.mean((X - Z @ W.T) ** 2, w, axis=0)
-    Zw = Z if w is None else Z * w[:, None]
-    ss = shard.total(X * X, w, axis=0) - 2.0 * jnp.sum(W * (X.T @ Zw), axis=1) + jnp.sum((W @ (Z.T @ Zw)) * W, axis=1)
-    return jnp.maximum(ss, 0.0) / shard.count(X, w)
-
-
 def fit_transfer(X, W_s, key, mode: str = "eb", max_iter: int = 100, tol: float = 1e-5,
                  q: int | None = None, w=None) -> TransferFit:
     """Target loadings and factor scores (jit with mode, max_iter, tol, q static). `w`: spot
@@ -149,7 +134,7 @@ def fit_transfer(X, W_s, key, mode: str = "eb", max_iter: int = 100, tol: float 
         Z0, W0 = pca(X, q, key, n=n_spots)
         tau2_0 = jnp.asarray(jnp.inf, X.dtype)
         prior = jnp.zeros((p, q), X.dtype)
-    psi0 = jnp.maximum(_residual_variance(X, Z0, W0, w), 0.05)
+    psi0 = jnp.maximum(shard.mean((X - Z0 @ W0.T) ** 2, w, axis=0), 0.05)
     state0 = _State(W0, psi0, jnp.asarray(tau2_0, X.dtype))
     res = run_em(lambda s: _fa_step(X, w, prior, mode, s), state0, max_iter, tol, n_spots)
     s = res.state

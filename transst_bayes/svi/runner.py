@@ -205,7 +205,8 @@ def fit_svi(
     calibrate : as in `fit_em` ("auto": a temperature from EM fits of held-out source sections,
         applied to every posterior draw's domain probabilities before they are averaged).
     devices : as in `fit_em`: the EM warm start and the SVI steps split the target's spots
-        over these devices (padded spots are masked out of the model's likelihood).
+        over these devices; padded spots (`data.w` == 0) are masked out by `models.spot_plate`,
+        which a model of your own must use for its per-spot sites.
     Returns a TransSTResult with posterior draws of the globals in `.posterior`, the per-spot
     log-likelihood per draw in `.spot_loglik`, and domain probabilities averaged over draws.
     """
