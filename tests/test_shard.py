@@ -72,6 +72,7 @@ def four_devices():
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_spots_are_padded_to_a_multiple_of_the_devices(four_devices):
     assert four_devices["layout"] == [391, 392]
     for name in ("anchored64", "free64", "anchored32", "svi_delta64"):
@@ -79,6 +80,7 @@ def test_spots_are_padded_to_a_multiple_of_the_devices(four_devices):
         assert four_devices[name]["shape"][0] == 391  # padded spots dropped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["anchored64", "free64"])
 def test_em_over_four_devices_equals_one_device_in_float64(four_devices, name):
     r = four_devices[name]
@@ -89,6 +91,7 @@ def test_em_over_four_devices_equals_one_device_in_float64(four_devices, name):
     assert r["proba"] <= 1e-8 and r["factors"] <= 1e-8, r
 
 
+@pytest.mark.slow
 def test_default_float32_fit_over_four_devices_has_the_same_labels(four_devices):
     r = four_devices["anchored32"]
     assert r["labels_differ"] == 0.0
@@ -96,6 +99,7 @@ def test_default_float32_fit_over_four_devices_has_the_same_labels(four_devices)
     assert abs(a - b) <= 1e-5 * abs(a), r["obj"]
 
 
+@pytest.mark.slow
 def test_svi_over_four_devices_matches_one_device(four_devices):
     # full batch: the same model (padding masked out); Adam turns the last bits of a gradient
     # near zero into whole steps, so agreement is to a tolerance, not to the bit
@@ -108,10 +112,12 @@ def test_svi_over_four_devices_matches_one_device(four_devices):
     assert four_devices["svi_batch"]["labels_differ"] <= 0.05, four_devices["svi_batch"]
 
 
+@pytest.mark.slow
 def test_a_mesh_and_a_device_list_give_the_same_fit(four_devices):
     assert four_devices["mesh_vs_list"] == 0.0
 
 
+@pytest.mark.slow
 def test_unsupported_multi_device_settings_name_the_argument(four_devices):
     errors = four_devices["errors"]
     assert errors["cv"] is not None and "devices" in errors["cv"] and "transfer" in errors["cv"]
