@@ -309,8 +309,9 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     if bar is not None:
         bar.close()
     timings["cluster"] = time.perf_counter() - t
-    return {"timings": timings, "source": src, "transfer": tr._replace(Z=Z_real), "n_devices": lay.n_devices, "fits": fits, "plans": plans, "Ks": Ks, "variant": variant,
-            "anchors": anchors, "class_post": None if src_ll is None else D.class_posterior(src_ll),
+    return {"timings": timings, "source": src, "transfer": tr._replace(Z=Z_real), "n_devices": lay.n_devices,
+            "fits": fits, "plans": plans, "Ks": Ks, "variant": variant, "anchors": anchors,
+            "class_post": None if src_ll is None else D.class_posterior(src_ll),
             "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
 
