@@ -126,8 +126,8 @@ print(json.dumps(dict(n=tgt.n_obs, p={p}, q={q}, K={K}, devices=r.info["n_device
 
 def _child(code: str, env: dict) -> dict | None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        print(out.stderr[-3000:], file=sys.stderr)
+    if out.returncode != 0:  # a negative code is a signal: -9 is the out-of-memory killer's
+        print(f"child process failed with return code {out.returncode}:\n{out.stderr[-3000:]}", file=sys.stderr)
         return None
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -129,10 +129,11 @@ def _is_counts(X, what: str, override: bool | None) -> bool:
     sample = v[: 200_000]
     integer = np.abs(sample - np.round(sample)) < 1e-6
     if neg:
-        # counted only where the values look like counts (a pass over the whole matrix)
-        n_neg = int(sum(np.count_nonzero(v[i:i + BLOCK * 256] < 0) for i in range(0, v.size, BLOCK * 256))
-                    ) if integer.all() else v.size
-        if integer.all() and n_neg <= max(1, 1e-3 * v.size):
+        if not integer.all():
+            return False
+        step = BLOCK * 256  # negatives counted a slice at a time (no boolean copy of the matrix)
+        n_neg = sum(int(np.count_nonzero(v[i:i + step] < 0)) for i in range(0, v.size, step))
+        if n_neg <= max(1, 1e-3 * v.size):
             raise ValueError(
                 f"{what} looks like raw counts (all integers) but has {n_neg} negative value(s); "
                 "counts cannot be negative: fix those entries, or pass counts=False if the data "

@@ -156,6 +156,14 @@ def graph(g: mrf.Graph, lay: Layout, dtype) -> mrf.Graph:
                      int(g.n_colors))
 
 
+def waiter(lay: Layout):
+    """What a caller applies to each result of a loop of compiled calls: over a mesh, wait for
+    it before the next call is queued (XLA's CPU runtime deadlocked in the rendezvous of the
+    cross-device sums with several sharded calls queued at once: 4 host devices, 2 cores); on
+    one device, nothing (calls stay asynchronous)."""
+    return jax.block_until_ready if lay.mesh is not None else (lambda x: x)
+
+
 def real(x, lay: Layout):
     """The real spots' rows of a padded array, readable on this process (with several
     processes, `jax.distributed`, the shards of the other hosts are gathered first)."""

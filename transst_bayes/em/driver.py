@@ -296,9 +296,9 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         else:
             seed_from = src_ll is not None and src_ll.shape[1] >= K
             inits = _free_inits(k_K, Z_real, src_ll if seed_from else None, K, n_restarts)
-        inits = shard.rows(np.asarray(inits).T, lay, np.int32).T if mesh is not None else inits
+        inits = shard.rows(inits.T, lay, np.int32).T  # the real spots' starts, padded
         best = _fit_k(ClusterData(data, graph, W_prior, tr.lam, dprior, w), tr, inits,
-                      jnp.asarray(beta0, dt), jnp.asarray(KAPPA2_INIT, dt), s=s, sync=mesh is not None)
+                      jnp.asarray(beta0, dt), jnp.asarray(KAPPA2_INIT, dt), s=s, wait=shard.waiter(lay))
         if not bool(jnp.isfinite(best.objective)):
             raise FloatingPointError(
                 f"every restart for K={K} ended with a non-finite objective; try dtype='float64'"
@@ -341,14 +341,12 @@ _init = jax.jit(init, static_argnames=("K",))
 _run = jax.jit(fit_cluster, static_argnames=("s",))
 
 
-def _fit_k(data: ClusterData, tr, inits, beta0, kappa2_0, s: Settings, sync: bool = False):
+def _fit_k(data: ClusterData, tr, inits, beta0, kappa2_0, s: Settings, wait=lambda x: x):
     """All restarts for one K ("small EM", Biernacki et al. 2003): every restart (a row of
     `inits`) runs SHORT_EM_ITER iterations, the best finite objective runs on to convergence.
-    The restarts and the continued run are one compiled program, called once each. `sync`:
-    wait for each restart before the next is queued (over a mesh: XLA's CPU runtime deadlocked
-    in the cross-device sums' rendezvous with several sharded calls queued at once)."""
+    The restarts and the continued run are one compiled program, called once each; `wait`
+    (shard.waiter) is applied to each restart's result."""
     short = min(SHORT_EM_ITER, s.max_iter)
-    wait = jax.block_until_ready if sync else (lambda x: x)
     fits = [wait(_run(data, _init(tr.Z, inits[r], tr.W, tr.psi, tr.tau2, beta0, s.K, kappa2_0, data.w),
                       s=s, limit=short))
             for r in range(inits.shape[0])]

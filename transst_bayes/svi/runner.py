@@ -336,9 +336,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     # one compiled call per draw (draws sliced in NumPy): vmap would hold the intermediates of
     # all S draws at once (a lax.map of them was where XLA's CPU runtime first deadlocked, on
     # batched LAPACK calls: lapack_guard)
-    # one draw at a time over a mesh: XLA's CPU runtime deadlocked in the rendezvous of the
-    # cross-device sums when many sharded calls were queued at once (4 host devices, 2 cores)
-    wait = jax.block_until_ready if lay.mesh is not None else (lambda x: x)
+    wait = shard.waiter(lay)
     per_draw = [wait(terms({k: v[s] for k, v in samples.items()}, data)) for s in range(S)]
     dlp, ll = (jnp.stack([shard.real(x, lay) for x in a]) for a in zip(*per_draw))
     if sites.Z in samples:  # per-spot draws: the real spots'
