@@ -67,3 +67,15 @@ def test_fit_signatures_agree_with_their_settings():
         differ = {f.name: (params[f.name].default, f.default) for f in shared
                   if f.default is not MISSING and params[f.name].default != f.default}
         assert not differ, f"{fit.__name__} defaults differ from {cls.__name__}: {differ}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name with a leading underscore stays in its module: what another module needs is public
+    (pp.py once imported five private helpers of data.py)."""
+    bad = []
+    for root, path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("transst_bayes")):
+                bad += [f"{path.relative_to(REPO)}: {node.module} {a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, f"private names imported across modules: {bad}"

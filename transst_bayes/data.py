@@ -77,7 +77,9 @@ class Prepared(NamedTuple):
     timings: dict  # seconds: "prepare" (read, normalise, select, standardise), "graph" (adjacency, padding, colouring)
 
 
-def _matrix(adata, layer, what: str):
+def expression_matrix(adata, layer, what: str):
+    """`adata.X` or `adata.layers[layer]` as CSR or a NumPy array (ValueError naming `what` and
+    the layer when it is missing or empty)."""
     if layer is None:
         X = adata.X
     else:
@@ -104,7 +106,8 @@ def _blocks(X):
         yield X[i:i + BLOCK]
 
 
-def _check_finite(X, what: str) -> None:
+def check_finite(X, what: str) -> None:
+    """ValueError naming `what` when X holds NaN or inf (checked a slice at a time)."""
     v = _values(X)
     step = BLOCK * 256
     if not all(np.isfinite(v[i:i + step]).all() for i in range(0, v.size, step)):
@@ -114,7 +117,10 @@ def _check_finite(X, what: str) -> None:
         )
 
 
-def _is_counts(X, what: str, override: bool | None) -> bool:
+def is_counts(X, what: str, override: bool | None) -> bool:
+    """Whether X holds raw counts (non-negative integers); `override` True / False forces the
+    answer (True with negative values is a ValueError); integer data with a few negative
+    values are a ValueError (a corrupted count matrix)."""
     v = _values(X)
     neg = v.size and float(np.min(v)) < 0
     if override is True:
@@ -143,7 +149,7 @@ def _is_counts(X, what: str, override: bool | None) -> bool:
     return bool(np.all(integer))
 
 
-def _log_normalise(X, target_sum: float):
+def log_normalise(X, target_sum: float):
     """Library-size normalisation to `target_sum` then log1p (sparse stays sparse)."""
     lib = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
     scale = np.where(lib > 0, target_sum / np.maximum(lib, 1e-12), 0.0)
@@ -216,12 +222,12 @@ def _dense(X, cols, dtype) -> np.ndarray:
 
 
 def _prepare_expression(adata, layer, counts, target_sum, what):
-    X = _matrix(adata, layer, what)
+    X = expression_matrix(adata, layer, what)
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"{what} is empty ({X.shape[0]} spots x {X.shape[1]} genes)")
-    _check_finite(X, what)
-    if _is_counts(X, what, counts):
-        X = _log_normalise(X, target_sum)
+    check_finite(X, what)
+    if is_counts(X, what, counts):
+        X = log_normalise(X, target_sum)
     return X
 
 
@@ -277,7 +283,7 @@ def class_f_statistic(X, labels: np.ndarray) -> np.ndarray:
     return np.where(within > 0, (between / df_b) / np.maximum(within / df_w, 1e-300), 0.0)
 
 
-def _select_genes(Xt, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=None) -> np.ndarray:
+def select_genes(Xt, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=None) -> np.ndarray:
     """Indices (into the shared genes) chosen on the target ("variance", "cv") or on the labeled
     source ("source": how well a gene separates the source's classes), among genes that vary in
     the target and are detected in enough spots of the target and the source (`_detected`).
@@ -440,7 +446,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     same = idx_t.size == Xt.shape[1] and np.array_equal(idx_t, np.arange(Xt.shape[1]))
     Xt_sh = Xt if same else _columns(Xt, idx_t)  # no copy when every target gene is shared
     Xs_sh = None if Xs is None else _columns(Xs, idx_s)  # the source in the target's gene order
-    sel = _select_genes(Xt_sh, genes_sh, s.genes if isinstance(s.genes, str) else list(s.genes),
+    sel = select_genes(Xt_sh, genes_sh, s.genes if isinstance(s.genes, str) else list(s.genes),
                         s.n_genes, Xs_sh, labels)
     if sel.size < min_genes:
         raise ValueError(

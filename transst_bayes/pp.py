@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import GENE_SELECTIONS, DataSettings, _is_counts, _log_normalise, _matrix, _select_genes
+from . import data as D
 from . import validate as V
-from .data import _check_finite, spatial_graph as _spatial_graph
 from .graph import GRAPH_KINDS, validate_adjacency
 
 
@@ -31,14 +30,14 @@ def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None,
     """
     _boundary(adata, layer, key_added, copy)
     target_sum = V.number("target_sum", target_sum, 0.0, strict=True)
-    X = _matrix(adata, layer, "adata")
-    _check_finite(X, "adata")
-    if not _is_counts(X, "adata", None):
+    X = D.expression_matrix(adata, layer, "adata")
+    D.check_finite(X, "adata")
+    if not D.is_counts(X, "adata", None):
         raise ValueError("log_normalize needs raw counts (non-negative integers); the values look "
                          "already normalised: skip this step or pass the counts layer via layer=...")
     if copy:
         adata = adata.copy()
-    Y = _log_normalise(X, target_sum)
+    Y = D.log_normalise(X, target_sum)
     if key_added is not None:
         adata.layers[key_added] = Y
     elif layer is not None:
@@ -56,16 +55,16 @@ def select_genes(adata, *, n_genes: int = 2000, method: str = "variance", layer:
 
     Pass them on with `fit_em(..., genes=adata.var_names[adata.var[key_added]])`.
     """
-    if method not in GENE_SELECTIONS:
-        raise ValueError(f"method must be one of {GENE_SELECTIONS}, got {method!r}")
+    if method not in D.GENE_SELECTIONS:
+        raise ValueError(f"method must be one of {D.GENE_SELECTIONS}, got {method!r}")
     _boundary(adata, layer, key_added, copy, none_ok=False)
     n_genes = V.integer("n_genes", n_genes, minimum=1)
     V.unique_names(adata.var_names, "adata.var_names")
-    X = _matrix(adata, layer, "adata")
-    _check_finite(X, "adata")
-    if _is_counts(X, "adata", None):
-        X = _log_normalise(X, 1e4)
-    idx = _select_genes(X, np.asarray(adata.var_names.astype(str)), method, n_genes)
+    X = D.expression_matrix(adata, layer, "adata")
+    D.check_finite(X, "adata")
+    if D.is_counts(X, "adata", None):
+        X = D.log_normalise(X, 1e4)
+    idx = D.select_genes(X, np.asarray(adata.var_names.astype(str)), method, n_genes)
     if copy:
         adata = adata.copy()
     mask = np.zeros(adata.n_vars, dtype=bool)
@@ -87,9 +86,9 @@ def spatial_neighbors(adata, *, method: str = "knn", n_neighbors: int = 6, radiu
     if method not in GRAPH_KINDS:
         raise ValueError(f"method must be one of {GRAPH_KINDS}, got {method!r}")
     _boundary(adata, None, key_added, copy, none_ok=False)
-    s = DataSettings(spatial_key=spatial_key, graph=method, n_neighbors=n_neighbors, radius=radius,
+    s = D.DataSettings(spatial_key=spatial_key, graph=method, n_neighbors=n_neighbors, radius=radius,
                      library_key=library_key)
-    adj = validate_adjacency(_spatial_graph(adata, s, "adata"), adata.n_obs)
+    adj = validate_adjacency(D.spatial_graph(adata, s, "adata"), adata.n_obs)
     if copy:
         adata = adata.copy()
     adata.obsp[f"{key_added}_connectivities"] = adj
