@@ -1,7 +1,7 @@
 """What both fits share: before fitting, the inputs turned into AnnData at the boundary, every
 check before any expensive work, the data prepared, the K request and the transfer mode
 (`setup` -> `FitJob`), the precision context; after it, the parts of the result that do not
-depend on the path (`shared_fields`, `settings_record`, `k_table_row`, `mark_chosen`)."""
+depend on the path (`source_fit`, `data_used`, `settings_record`, `k_table_row`, `mark_chosen`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from . import plan as D
 from . import validate as V
 from ._version import __version__
 from .data import DataSettings, Prepared, as_anndata, prepare
+from .result import DataUsed, SourceFit
 
 if TYPE_CHECKING:
     from .em.driver import EMSettings
@@ -140,15 +141,18 @@ def settings_from(cls, arguments: dict):
     return cls(**{f.name: arguments[f.name] for f in fields(cls) if f.name in arguments})
 
 
-def shared_fields(prep: Prepared, src) -> dict:
-    """The result fields that come from the data and the source fit (`src`, None without a
-    source), the same on both paths."""
-    out = dict(genes=prep.genes, obs_names=prep.obs_names, source_classes=prep.source_classes,
-               gene_mean=prep.gene_mean, gene_scale=prep.gene_scale)
-    if src is not None:  # the result's defaults are None
-        out.update(W_s=np.asarray(src.W), psi_s=np.asarray(src.psi), mu_s=np.asarray(src.mu),
-                   Sigma_s=np.asarray(src.Sigma))
-    return out
+def source_fit(prep: Prepared, src) -> SourceFit:
+    """The result's source group from the source fit `src` (empty without a source: src None)."""
+    if src is None:
+        return SourceFit(classes=list(prep.source_classes))
+    return SourceFit(W=np.asarray(src.W), psi=np.asarray(src.psi), mu=np.asarray(src.mu),
+                     Sigma=np.asarray(src.Sigma), classes=list(prep.source_classes))
+
+
+def data_used(prep: Prepared) -> DataUsed:
+    """The result's data group: the genes and spots fitted and the genes' standardisation."""
+    return DataUsed(genes=prep.genes, obs_names=prep.obs_names, gene_mean=prep.gene_mean,
+                    gene_scale=prep.gene_scale)
 
 
 def settings_record(fit_settings: dict, ds: DataSettings, mode: str, variant: str, Ks, **extra) -> dict:

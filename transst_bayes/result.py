@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,64 +32,148 @@ def entropy(proba: np.ndarray) -> np.ndarray:
     return -np.sum(np.where(proba > 0, proba * np.log(p), 0.0), axis=1)
 
 
-@dataclass
-class TransSTResult:
-    """What `fit_em` and `fit_svi` return (arrays are NumPy; K is the chosen number of domains).
+class SpotOutputs(NamedTuple):
+    """Per-spot outputs (n spots).
 
-    Per-spot outputs (n spots)
-        labels (n,) int: the domain of each spot. EM: ICM labels (the MAP labelling under the
-        Potts prior, started at the most probable domains); SVI: the most probable domain of
-        `proba`. proba (n, K): domain probabilities (EM: the final mean-field
-        responsibilities; SVI: averaged over posterior draws), tempered by
-        `info["temperature"]`. factors (n, q): posterior mean factor scores (two-stage fits: the
-        scores that were clustered). spot_loglik (S, n): SVI only, per draw (WAIC / LOO).
-    Target parameters
-        W_t (p, q) loadings, psi (p,) noise variances, mu (K, q) and Sigma (K, q, q) the domains'
-        factor distributions (SVI: posterior means), tau (transfer scale; inf without transfer),
-        beta (Potts smoothness), kappa (anchored fits: sd of the domain means around their
-        source classes; None for free domains), domain_names (source class names, "novel 1",
-        ...; `names` fills in "0", "1", ... when empty); posterior (SVI: draws of each global
-        site, name -> (S, ...), in the sites' shapes: `models.sites.from_sites`).
-    Source fit (None / empty without a source)
-        W_s, psi_s (p,), mu_s (C, q), Sigma_s (C, q, q): the source factor model of step 1;
-        source_classes (C,) the class names.
-    Data
-        genes (p,) the genes used, obs_names (n,) the spots fitted, gene_mean / gene_scale the
-        standardisation applied to the genes.
-    Diagnostics
-        trace: EM: the objective per iteration of the chosen fit's final run (its beta, tau,
-        kappa per iteration in `info["trace"]`); SVI: minus the mean loss per round. k_table:
-        one row per K tried (log-likelihood, criteria, beta, kappa, iterations, convergence,
-        chosen). settings: what was asked and used (JSON-able). info: calibration (temperature,
-        how it was found), warnings, classes found, seconds, iteration counts.
-    """
+    labels (n,) int: the domain of each spot. EM: ICM labels (the MAP labelling under the Potts
+    prior, started at the most probable domains); SVI: the most probable domain of `proba`.
+    proba (n, K): domain probabilities (EM: the final mean-field responsibilities; SVI: averaged
+    over posterior draws), tempered by `info["temperature"]`. factors (n, q): posterior mean
+    factor scores (two-stage fits: the scores that were clustered). spot_loglik (S, n): SVI
+    only, the per-spot log-likelihood per posterior draw (WAIC / LOO); None for EM."""
 
     labels: np.ndarray
     proba: np.ndarray
     factors: np.ndarray
-    W_t: np.ndarray
+    spot_loglik: np.ndarray | None = None
+
+
+class TargetParams(NamedTuple):
+    """The target's fitted parameters (EM: the MAP / empirical-Bayes point; SVI: posterior means,
+    with EM's values for sites the model does not sample).
+
+    W (p, q) loadings, psi (p,) noise variances, mu (K, q) and Sigma (K, q, q) the domains'
+    factor distributions, tau the transfer scale (inf without transfer), beta the Potts
+    smoothness (SVI: nan when the model has no beta site), kappa (anchored fits: sd of the domain
+    means around their source classes; None for free domains), domain_names (source class names,
+    "novel 1", ...; empty: the domains are "0", "1", ...), posterior (SVI: draws of each global
+    site, name -> (S, ...), in the sites' shapes: `models.sites.from_sites`; None for EM)."""
+
+    W: np.ndarray
     psi: np.ndarray
     mu: np.ndarray
     Sigma: np.ndarray
     tau: float
     beta: float
+    kappa: float | None = None
+    domain_names: list | tuple = ()
+    posterior: dict | None = None
+
+
+class SourceFit(NamedTuple):
+    """The source factor model of step 1 (None / empty without a source): W (p, q), psi (p,),
+    mu (C, q), Sigma (C, q, q) per source class, classes (C,) the class names."""
+
+    W: np.ndarray | None = None
+    psi: np.ndarray | None = None
+    mu: np.ndarray | None = None
+    Sigma: np.ndarray | None = None
+    classes: list | tuple = ()
+
+
+class DataUsed(NamedTuple):
+    """What was fitted: genes (p,) used, obs_names (n,) the spots, gene_mean / gene_scale the
+    standardisation applied to the genes."""
+
+    genes: list
+    obs_names: list
+    gene_mean: np.ndarray | None = None
+    gene_scale: np.ndarray | None = None
+
+
+class Diagnostics(NamedTuple):
+    """trace: EM: the objective per iteration of the chosen fit's final run (its beta, tau and
+    kappa per iteration in `info["trace"]`); SVI: minus the mean loss per round. k_table: one row
+    per K tried (log-likelihood, criteria, beta, kappa, iterations, convergence, chosen).
+    settings: what was asked and used (JSON-able). info: calibration (temperature, how it was
+    found), warnings, classes found, seconds per stage, iteration counts."""
+
     trace: np.ndarray
     k_table: list
     settings: dict
-    genes: list
-    obs_names: list
-    W_s: np.ndarray | None = None
-    psi_s: np.ndarray | None = None
-    mu_s: np.ndarray | None = None
-    Sigma_s: np.ndarray | None = None
-    source_classes: list = field(default_factory=list)
-    gene_mean: np.ndarray | None = None
-    gene_scale: np.ndarray | None = None
-    info: dict = field(default_factory=dict)
-    domain_names: list = field(default_factory=list)  # a name per domain ("0", "1", ... if empty)
-    kappa: float | None = None  # anchored fits: sd of the domain means around their source classes
-    posterior: dict | None = None  # fit_svi: draws of the global sites, name -> (S, ...)
-    spot_loglik: np.ndarray | None = None  # fit_svi: (S, n) per-spot log-likelihood per draw
+    info: dict
+
+
+# flat name -> (group, field): every field of the groups under the name it has on the result
+_FLAT = {
+    **{k: ("spots", k) for k in SpotOutputs._fields},
+    "W_t": ("target", "W"), "psi": ("target", "psi"), "mu": ("target", "mu"), "Sigma": ("target", "Sigma"),
+    **{k: ("target", k) for k in ("tau", "beta", "kappa", "domain_names", "posterior")},
+    "W_s": ("source", "W"), "psi_s": ("source", "psi"), "mu_s": ("source", "mu"), "Sigma_s": ("source", "Sigma"),
+    "source_classes": ("source", "classes"),
+    **{k: ("data", k) for k in DataUsed._fields},
+    **{k: ("diagnostics", k) for k in Diagnostics._fields},
+}
+_GROUPS = {"spots": SpotOutputs, "target": TargetParams, "source": SourceFit, "data": DataUsed,
+           "diagnostics": Diagnostics}
+
+
+def _flat_property(name: str, group: str, key: str):
+    def get(self):
+        return getattr(getattr(self, group), key)
+
+    def set_(self, value):
+        setattr(self, group, getattr(self, group)._replace(**{key: value}))
+
+    return property(get, set_, doc=f"`{group}.{key}`")
+
+
+@dataclass
+class TransSTResult:
+    """What `fit_em` and `fit_svi` return (arrays are NumPy; K is the chosen number of domains),
+    in five groups, each documented with what its fields mean on each path:
+
+    spots (`SpotOutputs`: labels, proba, factors, spot_loglik), target (`TargetParams`: W, psi,
+    mu, Sigma, tau, beta, kappa, domain_names, posterior), source (`SourceFit`: W, psi, mu,
+    Sigma, classes), data (`DataUsed`: genes, obs_names, gene_mean, gene_scale) and diagnostics
+    (`Diagnostics`: trace, k_table, settings, info).
+
+    Every field is also an attribute of the result under one flat name (`res.labels`,
+    `res.proba`, `res.W_t` = `res.target.W`, `res.W_s` = `res.source.W`, `res.psi_s`,
+    `res.source_classes` = `res.source.classes`, `res.genes`, `res.k_table`, `res.info`, ...),
+    readable and settable. `TransSTResult.from_flat(**fields)` builds one from those names.
+    """
+
+    spots: SpotOutputs
+    target: TargetParams
+    source: SourceFit = field(default_factory=SourceFit)
+    data: DataUsed = field(default_factory=lambda: DataUsed([], []))
+    diagnostics: Diagnostics = field(default_factory=lambda: Diagnostics(np.zeros(0), [], {}, {}))
+
+    @classmethod
+    def from_flat(cls, **kw) -> "TransSTResult":
+        """A result from its flat field names (`_FLAT`); unknown names are a TypeError, names left
+        out take their group's default (the spots' and target's required fields excepted)."""
+        unknown = sorted(set(kw) - set(_FLAT))
+        if unknown:
+            raise TypeError(f"TransSTResult has no fields {unknown}")
+        parts: dict[str, dict] = {g: {} for g in _GROUPS}
+        for name, value in kw.items():
+            group, key = _FLAT[name]
+            parts[group][key] = value
+        d = parts["diagnostics"]
+        return cls(spots=SpotOutputs(**parts["spots"]), target=TargetParams(**parts["target"]),
+                   source=SourceFit(**parts["source"]), data=DataUsed(**parts["data"]),
+                   diagnostics=Diagnostics(d.get("trace", np.zeros(0)), d.get("k_table", []),
+                                           d.get("settings", {}), d.get("info", {})))
+
+    def flat(self) -> dict:
+        """Every field under its flat name."""
+        return {name: getattr(self, name) for name in _FLAT}
+
+    def replace(self, **changes) -> "TransSTResult":
+        """A copy with the given flat fields changed."""
+        return TransSTResult.from_flat(**{**self.flat(), **changes})
 
     @property
     def n_domains(self) -> int:
@@ -173,8 +257,7 @@ class TransSTResult:
         post = {k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("posterior__")}
         kw["posterior"] = post or None
         kw.update(meta)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in kw.items() if k in known})
+        return cls.from_flat(**{k: v for k, v in kw.items() if k in _FLAT})
 
     @classmethod
     def from_anndata(cls, adata, key: str = keys.DEFAULT) -> "TransSTResult":
@@ -247,6 +330,10 @@ class TransSTResult:
             return cls._from_payload(arrays, meta)
         except TypeError as e:
             raise ValueError(f"{bad} ({e})") from None
+
+
+for _name, (_group, _key) in _FLAT.items():
+    setattr(TransSTResult, _name, _flat_property(_name, _group, _key))
 
 
 # uns[key] holds every value once: the readable entries at its top level (settings without seed

@@ -6,7 +6,6 @@ Plain functions over a TransSTResult returning pandas DataFrames / numpy arrays.
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 
@@ -151,8 +150,8 @@ def align_result(res: TransSTResult, reference, K: int | None = None) -> TransST
     if res.posterior is not None:
         post = {k: (v[:, inv] if k in (sites.MU, sites.SIGMA) else v) for k, v in res.posterior.items()}
     names = [res.domain_names[i] for i in inv] if res.domain_names else []
-    return replace(res, labels=perm[res.labels], proba=res.proba[:, inv], mu=res.mu[inv],
-                   Sigma=res.Sigma[inv], posterior=post, domain_names=names)
+    return res.replace(labels=perm[res.labels], proba=res.proba[:, inv], mu=res.mu[inv],
+                       Sigma=res.Sigma[inv], posterior=post, domain_names=names)
 
 
 def _compact(perm: np.ndarray, K: int) -> np.ndarray:

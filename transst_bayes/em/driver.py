@@ -18,9 +18,9 @@ from .. import plan as D
 from .. import validate as V
 from ..data import DataSettings, Prepared
 from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, k_table_row, mark_chosen, precision,
-                   settings_from, settings_record, setup, shared_fields)
+                   data_used, settings_from, settings_record, setup, source_fit)
 from ..pca_kmeans import kmeans
-from ..result import TransSTResult, entropy
+from ..result import Diagnostics, SpotOutputs, TargetParams, TransSTResult, entropy
 from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
 from .. import shard
 from .cluster import VARIANTS, ClusterData, Settings, fit_cluster, init
@@ -415,27 +415,25 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
     settings = settings_record(asdict(em), ds, mode, out["variant"], Ks,
                                domains_used="anchored" if plan.classes else "free")
     trace = np.asarray(f.trace.objective)
+    two_stage = out["variant"] == "two_stage"  # the loadings are the transfer step's
     return TransSTResult(
-        labels=np.asarray(f.labels, np.int64),
-        proba=np.asarray(f.state.R, np.float64),
-        factors=np.asarray(f.Z),
-        W_t=np.asarray(tr.W) if out["variant"] == "two_stage" else np.asarray(f.state.W),
-        psi=np.asarray(tr.psi) if out["variant"] == "two_stage" else np.asarray(f.state.psi),
-        mu=np.asarray(f.state.mu),
-        Sigma=np.asarray(f.state.Sigma),
-        tau=tau,
-        beta=float(f.state.beta),
-        trace=trace[np.isfinite(trace)],
-        k_table=table,
-        settings=settings,
-        domain_names=list(plan.names),
-        kappa=float(np.sqrt(f.state.kappa2)) if plan.classes else None,
-        info={"cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
-              "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
-              "n_devices": out["n_devices"],
-              "domains_renamed": D.renamed(out["plans"][chosen], plan),
-              "trace": _parameter_trace(f, mode, bool(plan.classes)),
-              "timings": dict(prep.timings, **out["timings"]),
-              **_classes_found(prep, plan, np.asarray(f.labels), src is not None)},
-        **shared_fields(prep, src),
+        spots=SpotOutputs(labels=np.asarray(f.labels, np.int64), proba=np.asarray(f.state.R, np.float64),
+                          factors=np.asarray(f.Z)),
+        target=TargetParams(W=np.asarray(tr.W if two_stage else f.state.W),
+                            psi=np.asarray(tr.psi if two_stage else f.state.psi),
+                            mu=np.asarray(f.state.mu), Sigma=np.asarray(f.state.Sigma), tau=tau,
+                            beta=float(f.state.beta),
+                            kappa=float(np.sqrt(f.state.kappa2)) if plan.classes else None,
+                            domain_names=list(plan.names)),
+        source=source_fit(prep, src),
+        data=data_used(prep),
+        diagnostics=Diagnostics(
+            trace=trace[np.isfinite(trace)], k_table=table, settings=settings,
+            info={"cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
+                  "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
+                  "n_devices": out["n_devices"],
+                  "domains_renamed": D.renamed(out["plans"][chosen], plan),
+                  "trace": _parameter_trace(f, mode, bool(plan.classes)),
+                  "timings": dict(prep.timings, **out["timings"]),
+                  **_classes_found(prep, plan, np.asarray(f.labels), src is not None)}),
     )

@@ -29,10 +29,10 @@ from .. import shard
 from .. import plan as D
 from .. import validate as V
 from ..em.driver import EMSettings, fit_arrays, em_loglik, finish, resolve_variant, spots_mesh
-from ..job import (DEFAULT_N_NOVEL, k_table_row, mark_chosen, precision, settings_from, settings_record,
-                   setup, shared_fields)
+from ..job import (DEFAULT_N_NOVEL, data_used, k_table_row, mark_chosen, precision, settings_from,
+                   settings_record, setup, source_fit)
 from ..models import sites
-from ..result import TransSTResult, entropy
+from ..result import Diagnostics, SpotOutputs, TargetParams, TransSTResult, entropy
 from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
 from .guides import GUIDES
 
@@ -434,17 +434,18 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         model_options={k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in opts.items()},
         criterion=criterion, em=asdict(em), domains_used="anchored" if plan.classes else "free")
     return TransSTResult(
-        labels=np.argmax(proba, axis=1).astype(np.int64),
-        proba=proba,
-        factors=np.asarray(factors),
-        W_t=np.asarray(W), psi=np.asarray(psi), mu=np.asarray(mu), Sigma=Sigma,
-        tau=tau, beta=float("nan") if mean.beta is None else float(mean.beta),
-        trace=-np.asarray(f["losses"]),
-        k_table=table, settings=settings, **shared_fields(prep, src),
-        domain_names=list(plan.names), kappa=kappa,
-        info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]), "n_devices": out["n_devices"],
-              "classes_present": out["present"], "domains_renamed": D.renamed(out["plans"][chosen], plan),
-              "timings": dict(prep.timings, **out["timings"])},
-        posterior={k: v for k, v in smp.items() if k != sites.Z},
-        spot_loglik=np.asarray(f["spot_loglik"]),
+        spots=SpotOutputs(labels=np.argmax(proba, axis=1).astype(np.int64), proba=proba,
+                          factors=np.asarray(factors), spot_loglik=np.asarray(f["spot_loglik"])),
+        target=TargetParams(W=np.asarray(W), psi=np.asarray(psi), mu=np.asarray(mu), Sigma=Sigma, tau=tau,
+                            beta=float("nan") if mean.beta is None else float(mean.beta), kappa=kappa,
+                            domain_names=list(plan.names),
+                            posterior={k: v for k, v in smp.items() if k != sites.Z}),
+        source=source_fit(prep, src),
+        data=data_used(prep),
+        diagnostics=Diagnostics(
+            trace=-np.asarray(f["losses"]), k_table=table, settings=settings,
+            info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
+                  "n_devices": out["n_devices"], "classes_present": out["present"],
+                  "domains_renamed": D.renamed(out["plans"][chosen], plan),
+                  "timings": dict(prep.timings, **out["timings"])}),
     )
