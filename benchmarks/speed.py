@@ -18,7 +18,7 @@ simulated expression, library size ~500: 20% non-zero at 2,000 genes), written t
 by another, so that peak = the fit's own peak RSS (reading the file included); one fit only (no
 warm second fit: compile is not separated).
 --svi BATCH: `fit_svi` with minibatches of BATCH spots instead (one fit: the EM warm start, SVI,
-20 posterior draws; n_iter = SVI rounds).
+20 posterior draws; n_iter = SVI rounds); with --counts, on the sparse counts read from the .h5ad.
 --genes / --factors / --domains: one row per combination (the cost slopes of README).
 """
 
@@ -94,7 +94,7 @@ print(json.dumps(dict(nnz_share=counts.nnz / (counts.shape[0] * counts.shape[1])
 """
 
 SVI = HEAD + r"""
-src, tgt = simulate()
+{load}
 mem_data = peak_rss_gb()
 t0 = time.perf_counter()
 r = tb.fit_svi(tgt, src, batch_size={batch}, num_samples=20, **kw)
@@ -106,6 +106,8 @@ print(json.dumps(dict(n=tgt.n_obs, p={p}, q={q}, K={K}, devices=r.info["n_device
                       compile=float("nan"), ari=ari, peak_gb=peak_rss_gb(), data_gb=mem_data, dev_gb=device_gb(),
                       n_iter=r.info["svi_rounds"], converged=r.info["svi_converged"], **stages)))
 """
+
+READ_COUNTS = "import anndata as ad; tgt = ad.read_h5ad({path!r} + '_t.h5ad'); src = ad.read_h5ad({path!r} + '_s.h5ad')"
 
 FIT_COUNTS = HEAD + r"""
 import anndata as ad
@@ -158,8 +160,15 @@ def main():
     grid = [(n, p, q, K) for n in args.sizes for p in args.genes for q in args.factors for K in args.domains]
     for n, p, q, K in grid:
         fmt = dict(n=n, p=p, q=q, K=K, bench=bench, n_devices=args.devices)
-        if args.svi is not None:
-            row = _child(SVI.format(batch=args.svi, **fmt), env)
+        if args.svi is not None and args.counts:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = str(Path(tmp) / "speed")
+                made = _child(MAKE_COUNTS.format(path=path, **fmt), env)
+                row = made and _child(SVI.format(batch=args.svi, load=READ_COUNTS.format(path=path), **fmt), env)
+                if row:
+                    row.update(made)
+        elif args.svi is not None:
+            row = _child(SVI.format(batch=args.svi, load="src, tgt = simulate()", **fmt), env)
         elif args.counts:
             with tempfile.TemporaryDirectory() as tmp:
                 path = str(Path(tmp) / "speed")

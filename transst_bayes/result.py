@@ -118,7 +118,7 @@ _GROUPS = {"spots": SpotOutputs, "target": TargetParams, "source": SourceFit, "d
            "diagnostics": Diagnostics}
 
 
-def _flat_property(name: str, group: str, key: str):
+def _flat_property(group: str, key: str):
     def get(self):
         return getattr(getattr(self, group), key)
 
@@ -333,7 +333,8 @@ class TransSTResult:
 
 
 for _name, (_group, _key) in _FLAT.items():
-    setattr(TransSTResult, _name, _flat_property(_name, _group, _key))
+    setattr(TransSTResult, _name, _flat_property(_group, _key))
+del _name, _group, _key
 
 
 # uns[key] holds every value once: the readable entries at its top level (settings without seed
