@@ -125,6 +125,16 @@ def recorded_warnings(sink: list):
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
+def weak_anchoring(kappa, threshold: float) -> None:
+    """Warn when an anchored fit's kappa says the source classes barely inform the domains."""
+    if kappa is not None and kappa >= threshold:
+        warnings.warn(f"kappa = {kappa:.2f} >= {threshold:g}: the target's domains sit as far from their "
+                      "source classes as the factors spread, so the source's classes barely inform them and "
+                      "the domain names may be wrong (the classes do not carry over, e.g. tumours of different "
+                      "patients); compare with domains='free' and with transfer='none'",
+                      UserWarning, stacklevel=3)
+
+
 def empty_domains(labels, names) -> None:
     """Warn when some domains hold no spot in the final labels (K larger than the data support)."""
     counts = np.bincount(np.asarray(labels), minlength=len(names))

@@ -165,7 +165,8 @@ def fit_em(
 
 def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSettings, t0: float,
            draws=None) -> TransSTResult:
-    """What both fits do after fitting: warn of empty domains, keep the warnings in
+    """What both fits do after fitting: warn of empty domains and of anchoring too weak to trust
+    the domain names (kappa >= plan.KAPPA_WEAK), keep the warnings in
     `info["warnings"]`, temper the probabilities by the calibration temperature (with posterior
     `draws`, (S, n, K) domain log-probabilities, each draw before they are averaged; labels stay
     as they are) and record the seconds: `info["timings"]` per stage (prepare, graph, source,
@@ -173,6 +174,7 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
     the total, also in `info["seconds"]`."""
     with V.recorded_warnings(job.notes):
         V.empty_domains(res.labels, res.names)
+        V.weak_anchoring(res.kappa, D.KAPPA_WEAK)
     res.info["warnings"] = job.notes
     tc = time.perf_counter()
     T, res.info["calibration"], res.info["calibration_ece"] = temperature(
