@@ -5,6 +5,7 @@ held-out source sections, which are EM fits)."""
 from __future__ import annotations
 
 import time
+import warnings
 from functools import partial
 from dataclasses import asdict, dataclass, replace
 from typing import Sequence
@@ -211,10 +212,12 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
     opts = {k: v for k, v in asdict(inner).items() if k != "dtype"}
 
     def fit(tgt, src, lk, K):
-        return fit_em(tgt, src, lk, n_domains=K, domains=em.domains, n_factors=em.n_factors,
-                      transfer=em.transfer, variant=em.variant, beta=em.beta, n_restarts=em.n_restarts,
-                      max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
-                      calibrate="none", **opts)
+        with warnings.catch_warnings():  # a held-out source section's weak anchoring is not the target's
+            warnings.filterwarnings("ignore", message=V.WEAK_ANCHORING)
+            return fit_em(tgt, src, lk, n_domains=K, domains=em.domains, n_factors=em.n_factors,
+                          transfer=em.transfer, variant=em.variant, beta=em.beta, n_restarts=em.n_restarts,
+                          max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
+                          calibrate="none", **opts)
 
     held = C.held_out_fits(source, label_key, key, ds.spatial_key, fit)
     if not held:
