@@ -123,8 +123,9 @@ def test_large_class_shift_grows_kappa_and_falls_back_to_free():
 
 @pytest.mark.slow
 def test_weak_anchoring_warns_once_for_the_target_not_for_held_out_sections():
-    """The calibration's held-out source sections are fitted like targets; their own weak
-    anchoring is not the target's and must not be passed on (a HER2ST call printed 8). A source
+    """The calibration's held-out source sections are fitted like targets; their warnings (here
+    their own weak anchoring) are not the target's and are not passed on (a HER2ST call printed
+    the weak-anchoring warning 8 times). A source
     of three sections whose classes are shifted from one another: without the filter the held-out
     fits add two more warnings (measured)."""
     import anndata as ad

@@ -125,13 +125,10 @@ def recorded_warnings(sink: list):
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-WEAK_ANCHORING = "weak anchoring"  # the start of that warning (a filter for held-out fits)
-
-
 def weak_anchoring(kappa, threshold: float) -> None:
     """Warn when an anchored fit's kappa says the source classes barely inform the domains."""
     if kappa is not None and kappa >= threshold:
-        warnings.warn(f"{WEAK_ANCHORING}: kappa = {kappa:.2f} >= {threshold:g}: the target's domains sit as far from their "
+        warnings.warn(f"weak anchoring: kappa = {kappa:.2f} >= {threshold:g}: the target's domains sit as far from their "
                       "source classes as the factors spread, so the source's classes barely inform them and "
                       "the domain names may be wrong (the classes do not carry over, e.g. tumours of different "
                       "patients); compare with domains='free' and with transfer='none'",

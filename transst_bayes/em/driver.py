@@ -212,8 +212,8 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
     opts = {k: v for k, v in asdict(inner).items() if k != "dtype"}
 
     def fit(tgt, src, lk, K):
-        with warnings.catch_warnings():  # a held-out source section's weak anchoring is not the target's
-            warnings.filterwarnings("ignore", message=V.WEAK_ANCHORING)
+        with warnings.catch_warnings():  # a held-out source section's warnings are not the target's
+            warnings.simplefilter("ignore", UserWarning)
             return fit_em(tgt, src, lk, n_domains=K, domains=em.domains, n_factors=em.n_factors,
                           transfer=em.transfer, variant=em.variant, beta=em.beta, n_restarts=em.n_restarts,
                           max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
