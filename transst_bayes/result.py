@@ -114,8 +114,6 @@ _FLAT = {
     **{k: ("data", k) for k in DataUsed._fields},
     **{k: ("diagnostics", k) for k in Diagnostics._fields},
 }
-_GROUPS = {"spots": SpotOutputs, "target": TargetParams, "source": SourceFit, "data": DataUsed,
-           "diagnostics": Diagnostics}
 
 
 def _flat_property(group: str, key: str):
@@ -157,7 +155,7 @@ class TransSTResult:
         unknown = sorted(set(kw) - set(_FLAT))
         if unknown:
             raise TypeError(f"TransSTResult has no fields {unknown}")
-        parts: dict[str, dict] = {g: {} for g in _GROUPS}
+        parts: dict[str, dict] = {g: {} for g, _ in _FLAT.values()}
         for name, value in kw.items():
             group, key = _FLAT[name]
             parts[group][key] = value
