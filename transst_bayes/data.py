@@ -17,15 +17,18 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from . import devprep
 from . import validate as V
 from .graph import build_graph, pad_graph, validate_adjacency
 from .mrf import Graph
 
 GENE_SELECTIONS = ("variance", "cv", "source")
+PREPARE_ON = ("auto", "host", "device")
 MIN_DETECTED_SHARE = 0.01  # a selected gene is non-zero in at least this share of the spots...
 MIN_DETECTED_SPOTS = 10  # ... and in at least this many, in the target and in the source
 MAX_Z = 10.0  # standardised values are clipped to +-MAX_Z (scanpy's pp.scale max_value, Seurat's ScaleData)
 BLOCK = 16384  # rows per block of the passes over a dense matrix (temporaries stay small)
+COUNTS_SAMPLE = 200_000  # values looked at to tell raw counts from normalised data
 ALIGN = 64  # byte alignment of the prepared matrix: jax.device_put then shares it on the CPU
 
 
@@ -48,8 +51,14 @@ class DataSettings:
     radius: float | None = None
     library_key: str | None = None
     dtype: str = "float32"
+    # where the target's expression is prepared: "host" (NumPy / SciPy), "device" (JAX on the
+    # fit's device, float32: `devprep`), "auto" (the device when JAX's default backend is an
+    # accelerator, the fit runs on one device, dtype is float32 and the matrix fits its memory)
+    prepare_on: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.prepare_on not in PREPARE_ON:
+            raise ValueError(f"prepare_on must be one of {PREPARE_ON}, got {self.prepare_on!r}")
         V.number("target_sum", self.target_sum, 0.0, strict=True)
         V.integer("n_genes", self.n_genes, 1)
         V.integer("n_neighbors", self.n_neighbors, 1)
@@ -64,7 +73,7 @@ class DataSettings:
 
 
 class Prepared(NamedTuple):
-    X: np.ndarray  # (n, p) target, standardised
+    X: np.ndarray  # (n, p) target, standardised (a jax.Array when prepared on the device)
     X_source: np.ndarray | None  # (n_s, p)
     source_labels: np.ndarray | None  # (n_s,) int codes
     source_classes: list  # names of the source classes
@@ -111,10 +120,11 @@ def check_finite(X, what: str) -> None:
     v = _values(X)
     step = BLOCK * 256
     if not all(np.isfinite(v[i:i + step]).all() for i in range(0, v.size, step)):
-        bad = sum(int(np.sum(~np.isfinite(v[i:i + step]))) for i in range(0, v.size, step))
-        raise ValueError(
-            f"{what} contains {bad} NaN or inf values; remove or impute them before fitting"
-        )
+        raise non_finite_error(sum(int(np.sum(~np.isfinite(v[i:i + step]))) for i in range(0, v.size, step)), what)
+
+
+def non_finite_error(bad: int, what: str) -> ValueError:
+    return ValueError(f"{what} contains {bad} NaN or inf values; remove or impute them before fitting")
 
 
 def is_counts(X, what: str, override: bool | None) -> bool:
@@ -122,7 +132,18 @@ def is_counts(X, what: str, override: bool | None) -> bool:
     answer (True with negative values is a ValueError); integer data with a few negative
     values are a ValueError (a corrupted count matrix)."""
     v = _values(X)
-    neg = v.size and float(np.min(v)) < 0
+    step = BLOCK * 256  # negatives counted a slice at a time (no boolean copy of the matrix)
+    return counts_verdict(float(np.min(v)) if v.size else 0.0, v[:COUNTS_SAMPLE], v.size,
+                          lambda: sum(int(np.count_nonzero(v[i:i + step] < 0)) for i in range(0, v.size, step)),
+                          what, override)
+
+
+def counts_verdict(minimum: float, sample: np.ndarray, size: int, n_negative, what: str,
+                   override: bool | None) -> bool:
+    """`is_counts` from the smallest value, the first COUNTS_SAMPLE values, the number of values
+    and a function counting the negative ones (called only when needed): shared by the host
+    and the device preparation."""
+    neg = size and minimum < 0
     if override is True:
         if neg:
             raise ValueError(
@@ -132,14 +153,13 @@ def is_counts(X, what: str, override: bool | None) -> bool:
         return True
     if override is False:
         return False
-    sample = v[: 200_000]
+    sample = np.asarray(sample)
     integer = np.abs(sample - np.round(sample)) < 1e-6
     if neg:
         if not integer.all():
             return False
-        step = BLOCK * 256  # negatives counted a slice at a time (no boolean copy of the matrix)
-        n_neg = sum(int(np.count_nonzero(v[i:i + step] < 0)) for i in range(0, v.size, step))
-        if n_neg <= max(1, 1e-3 * v.size):
+        n_neg = n_negative()
+        if n_neg <= max(1, 1e-3 * size):
             raise ValueError(
                 f"{what} looks like raw counts (all integers) but has {n_neg} negative value(s); "
                 "counts cannot be negative: fix those entries, or pass counts=False if the data "
@@ -180,11 +200,15 @@ def _detected(X) -> np.ndarray:
     A gene seen in a handful of spots is an outlier column after standardisation (a few values
     10-20 sd out): a mixture gives those spots a domain of their own and the factor model a
     Heywood case (psi_g -> 0)."""
-    n = X.shape[0]
     if sp.issparse(X):
         nz = np.asarray(X.getnnz(axis=0)).ravel()
     else:
         nz = sum(np.count_nonzero(b, axis=0) for b in _blocks(np.asarray(X)))
+    return enough_spots(nz, X.shape[0])
+
+
+def enough_spots(nz: np.ndarray, n: int) -> np.ndarray:
+    """Whether a gene non-zero in `nz` of `n` spots is detected (`_detected`)."""
     return nz >= max(MIN_DETECTED_SPOTS, MIN_DETECTED_SHARE * n)
 
 
@@ -221,10 +245,15 @@ def _dense(X, cols, dtype) -> np.ndarray:
     return out
 
 
-def _prepare_expression(adata, layer, counts, target_sum, what):
+def _raw_expression(adata, layer, what):
     X = expression_matrix(adata, layer, what)
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"{what} is empty ({X.shape[0]} spots x {X.shape[1]} genes)")
+    return X
+
+
+def _prepare_expression(adata, layer, counts, target_sum, what):
+    X = _raw_expression(adata, layer, what)
     check_finite(X, what)
     if is_counts(X, what, counts):
         X = log_normalise(X, target_sum)
@@ -288,10 +317,21 @@ def select_genes(Xt, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=Non
     source ("source": how well a gene separates the source's classes), among genes that vary in
     the target and are detected in enough spots of the target and the source (`_detected`).
     An explicit list is taken as given."""
+    stats = gene_stats(Xt) if isinstance(how, str) else None
+    return rank_genes(stats, genes_t, how, n_genes, Xs, labels)
+
+
+def gene_stats(X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per gene: mean, variance and whether it is detected in enough spots (`_detected`)."""
+    return (*_mean_var(X), _detected(X))
+
+
+def rank_genes(stats, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=None) -> np.ndarray:
+    """`select_genes` from the target's `gene_stats` (computed on the host or on a device)."""
     if isinstance(how, str):
         if how not in GENE_SELECTIONS:
             raise ValueError(f"genes must be one of {GENE_SELECTIONS} or a list of names, got {how!r}")
-        m, v = _mean_var(Xt)
+        m, v, detected = stats
         if how == "source":
             if Xs is None:
                 raise ValueError("genes='source' ranks genes by the source's classes and needs a "
@@ -301,7 +341,7 @@ def select_genes(Xt, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=Non
             score = v
         else:
             score = np.where(m > 0, np.sqrt(v) / np.maximum(m, 1e-12), -np.inf)
-        ok = (v > 0) & _detected(Xt)
+        ok = (v > 0) & detected
         if Xs is not None:
             ok &= _detected(Xs)
         keep = np.flatnonzero(ok)
@@ -347,6 +387,29 @@ def _scale(X: np.ndarray, m: np.ndarray, sd: np.ndarray, clip: bool = False) -> 
         if clip:
             np.clip(b, -MAX_Z, MAX_Z, out=b)
     return X
+
+
+def _pooled(target: tuple, n_t: int, source: tuple, n_s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Means and standard deviations of two row blocks together, from each block's own."""
+    (m_t, sd_t), (m_s, sd_s) = target, source
+    m = (n_t * m_t + n_s * m_s) / (n_t + n_s)
+    var = (n_t * (sd_t**2 + (m_t - m) ** 2) + n_s * (sd_s**2 + (m_s - m) ** 2)) / (n_t + n_s)
+    return m, np.sqrt(var)
+
+
+def _scale_target(X, m: np.ndarray, sd: np.ndarray):
+    """The target standardised and clipped where it lives (host: in place; device: in JAX)."""
+    if isinstance(X, np.ndarray):
+        return _scale(X, m, sd, clip=True)
+    return devprep.scale(X, m, sd, MAX_Z)
+
+
+def _empty_spots(X) -> int:
+    """Number of spots with no expression at all (a block of rows at a time: no |X| copy)."""
+    if sp.issparse(X):
+        return sum(int(np.sum(np.asarray(abs(X[i:i + BLOCK]).sum(axis=1)).ravel() == 0))
+                   for i in range(0, X.shape[0], BLOCK))
+    return sum(int(np.sum(~np.any(b != 0, axis=1))) for b in _blocks(np.asarray(X)))
 
 
 def _batches(adata, key: str | None) -> np.ndarray:
@@ -400,16 +463,21 @@ def spatial_graph(adata, s: DataSettings, what: str = "target"):
 
 
 def prepare(target, source=None, label_key: str = "label", settings: DataSettings = DataSettings(),
-            min_genes: int = 2) -> Prepared:
-    """Read, check, normalise, select and standardise; build the target graph."""
+            min_genes: int = 2, on_device: bool = False) -> Prepared:
+    """Read, check, normalise, select and standardise; build the target graph. `on_device`:
+    the target's expression is prepared in JAX on the default device and stays there
+    (`devprep`; `Prepared.X` is then a jax.Array)."""
     t0 = time.perf_counter()
     s = settings
-    Xt = _prepare_expression(target, s.layer, s.counts, s.target_sum, "target")
-    if sp.issparse(Xt):  # a block of rows at a time: no |X| copy of the whole matrix
-        zero = sum(int(np.sum(np.asarray(abs(Xt[i:i + BLOCK]).sum(axis=1)).ravel() == 0))
-                   for i in range(0, Xt.shape[0], BLOCK))
-    else:  # no |X| copy of the whole matrix
-        zero = sum(int(np.sum(~np.any(b != 0, axis=1))) for b in _blocks(np.asarray(Xt)))
+    if on_device:
+        if s.dtype != "float32":
+            raise ValueError(f"prepare_on='device' prepares in float32, but dtype={s.dtype!r}; pass "
+                             "prepare_on='host' (or dtype='float32')")
+        Xt = _raw_expression(target, s.layer, "target")
+        Xt, zero = devprep.load(Xt, "target", s.counts, s.target_sum)
+    else:
+        Xt = _prepare_expression(target, s.layer, s.counts, s.target_sum, "target")
+        zero = _empty_spots(Xt)
     if zero:
         warnings.warn(f"{zero} target spots have no expression at all (every gene 0); they are "
                       "assigned by their neighbours alone: consider removing them", UserWarning, stacklevel=3)
@@ -443,11 +511,18 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         idx_t = np.arange(genes_t.size)
         genes_sh = genes_t
         idx_s = None
-    same = idx_t.size == Xt.shape[1] and np.array_equal(idx_t, np.arange(Xt.shape[1]))
-    Xt_sh = Xt if same else _columns(Xt, idx_t)  # no copy when every target gene is shared
+    how = s.genes if isinstance(s.genes, str) else list(s.genes)
     Xs_sh = None if Xs is None else _columns(Xs, idx_s)  # the source in the target's gene order
-    sel = select_genes(Xt_sh, genes_sh, s.genes if isinstance(s.genes, str) else list(s.genes),
-                        s.n_genes, Xs_sh, labels)
+    if on_device:
+        stats = None
+        if isinstance(how, str):
+            m, v, nz = devprep.gene_stats(Xt, idx_t)
+            stats = (m, v, enough_spots(nz, Xt.shape[0]))
+    else:
+        same = idx_t.size == Xt.shape[1] and np.array_equal(idx_t, np.arange(Xt.shape[1]))
+        Xt = Xt if same else _columns(Xt, idx_t)  # no copy when every target gene is shared
+        stats = gene_stats(Xt) if isinstance(how, str) else None
+    sel = rank_genes(stats, genes_sh, how, s.n_genes, Xs_sh, labels)
     if sel.size < min_genes:
         raise ValueError(
             f"only {sel.size} usable genes after selection (need at least {min_genes} = "
@@ -456,17 +531,20 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
             "lower n_factors, keep more genes, or pass genes=[...] to take a list as given"
         )
     dtype = np.dtype(s.dtype)
-    Xt_d = _dense(Xt_sh, sel, dtype)
+    Xt_d = devprep.dense(Xt, idx_t[sel]) if on_device else _dense(Xt, sel, dtype)
     Xs_d = _dense(Xs, idx_s[sel], dtype) if Xs is not None else None
     if s.standardize == "pooled" and Xs_d is not None:
-        m, sd = _moments([Xt_d, Xs_d])
+        if on_device:  # the target's moments on the device, pooled with the source's
+            m, sd = _pooled(devprep.moments(Xt_d), Xt_d.shape[0], _moments([Xs_d]), Xs_d.shape[0])
+        else:
+            m, sd = _moments([Xt_d, Xs_d])
         sd = np.where(sd > 0, sd, 1.0)
-        Xt_d, Xs_d = _scale(Xt_d, m, sd, clip=True), _scale(Xs_d, m, sd, clip=True)
+        Xt_d, Xs_d = _scale_target(Xt_d, m, sd), _scale(Xs_d, m, sd, clip=True)
         gene_mean, gene_scale = m, sd
     elif s.standardize in ("pooled", "separate"):
-        mean_t, sd_t = _moments([Xt_d])
+        mean_t, sd_t = devprep.moments(Xt_d) if on_device else _moments([Xt_d])
         sd_t1 = np.where(sd_t > 0, sd_t, 1.0)
-        Xt_d = _scale(Xt_d, mean_t, sd_t1, clip=True)
+        Xt_d = _scale_target(Xt_d, mean_t, sd_t1)
         if Xs_d is not None:
             Xs_d = _standardise_batches(Xs_d, _batches(source, s.source_batch_key))
             np.clip(Xs_d, -MAX_Z, MAX_Z, out=Xs_d)

@@ -33,7 +33,9 @@ def knn_graph(coords: np.ndarray, k: int = 6) -> sp.csr_matrix:
     k_eff = min(k, n - 1)
     if k_eff < 1:
         return sp.csr_matrix((n, n), dtype=np.float32)
-    _, idx = cKDTree(coords).query(coords, k=k_eff + 1)
+    dist, idx = cKDTree(coords).query(coords, k=k_eff + 1, workers=-1)
+    if np.any(dist[:, 1] <= 1e-9):  # a spot's nearest other spot is at its place
+        _warn_duplicates(coords)
     rows = np.repeat(np.arange(n), k_eff + 1)
     adj = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, idx.ravel())), shape=(n, n))
     return _symmetrise(adj)
@@ -126,7 +128,7 @@ def build_graph(
         inv = np.empty_like(perm)
         inv[perm] = np.arange(n)
         adj = adj[inv][:, inv]
-    if coords is not None and kind in ("knn", "radius"):
+    if kind == "radius":  # (knn_graph warns when its neighbours show duplicates)
         _warn_duplicates(coords)
     return sp.csr_matrix(adj)
 

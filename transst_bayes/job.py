@@ -13,10 +13,11 @@ import jax
 import numpy as np
 
 from . import calibration as C
+from . import devprep
 from . import plan as D
 from . import validate as V
 from ._version import __version__
-from .data import DataSettings, Prepared, as_anndata, prepare
+from .data import DataSettings, Prepared, as_anndata, expression_matrix, prepare
 from .result import DataUsed, SourceFit
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class FitJob(NamedTuple):
 
 
 def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMSettings, source_labels,
-          spatial, data_options: dict) -> FitJob:
+          spatial, data_options: dict, mesh=None) -> FitJob:
     """The set-up both fits share, every check before any expensive work: data settings, the K
     request, arrays turned into AnnData, `calibrate`, the target's size; then the data prepared
     (its warnings recorded) and q checked against the genes and spots kept."""
@@ -115,13 +116,23 @@ def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMS
     V.spots(target.n_obs)
     notes: list = []
     with V.recorded_warnings(notes):
-        prep = prepare(target, source, label_key, ds, min_genes=em.n_factors + 1)
+        prep = prepare(target, source, label_key, ds, min_genes=em.n_factors + 1,
+                       on_device=on_device(ds, target, mesh))
     n, p = prep.X.shape
     for what, size in (("genes", p), ("spots", n)):
         if em.n_factors >= size:
             raise ValueError(f"n_factors={em.n_factors} must be smaller than the number of {what} ({size})")
     mode = em.transfer if prep.X_source is not None else "none"
     return FitJob(target, source, prep, ds, request, mode, notes)
+
+
+def on_device(ds: DataSettings, target, mesh) -> bool:
+    """Whether the target is prepared on the device (`DataSettings.prepare_on`)."""
+    if ds.prepare_on != "auto":
+        return ds.prepare_on == "device"
+    if mesh is not None or jax.default_backend() == "cpu" or ds.dtype != "float32":
+        return False
+    return devprep.fits(expression_matrix(target, ds.layer, "target"), ds.n_genes)
 
 
 def check_calibrate(calibrate, source=None, ds: DataSettings | None = None) -> None:

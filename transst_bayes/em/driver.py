@@ -157,7 +157,7 @@ def fit_em(
     em.check()
     mesh = spots_mesh(devices, em)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
-                data_options)
+                data_options, mesh)
     with V.recorded_warnings(job.notes), precision(dtype):
         out = fit_arrays(job.prep, job.request, em, job.mode, progress_bar, mesh)
         res = _assemble(job.prep, out, em, job.ds, job.mode)

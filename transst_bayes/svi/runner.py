@@ -223,7 +223,7 @@ def fit_svi(
     em.check()
     mesh = spots_mesh(devices, em)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
-                data_options)
+                data_options, mesh)
     prep, mode = job.prep, job.mode
     n = prep.X.shape[0]
     if batch_size is not None and batch_size > n:
