@@ -159,3 +159,43 @@ def test_prepare_leaves_the_callers_matrices_as_they_were(standardize):
     np.testing.assert_array_equal(s.X, before_s)
     assert not np.shares_memory(prep.X, t.X) and not np.shares_memory(prep.X_source, s.X)
     assert prep.X.shape == (60, len(prep.genes))
+
+
+@pytest.mark.parametrize("form", ["dense counts", "sparse counts", "integer counts", "log-normalised"])
+@pytest.mark.parametrize("standardize", ["pooled", "separate", "none"])
+def test_device_preparation_equals_the_host_one(form, standardize):
+    """prepare(on_device=True) (issue 15: the target prepared in JAX on the fit's device) gives the
+    host's genes, matrix (float32 rounding: 2e-5) and gene moments, and the same warnings."""
+    import jax
+    t, s = _counts_pair(4)
+    X = np.asarray(t.X).copy()
+    X[0] = 0  # a spot with no expression: warned on both paths
+    t.X = {"dense counts": X, "sparse counts": sp.csr_matrix(X), "integer counts": X.astype(np.int64),
+           "log-normalised": np.log1p(X)}[form]
+    settings = DataSettings(standardize=standardize, n_genes=25)  # 25 of 40 genes: selection and a gather
+    with pytest.warns(UserWarning, match="1 target spots have no expression"):
+        host = prepare(t, s, "label", settings)
+    with pytest.warns(UserWarning, match="1 target spots have no expression"):
+        dev = prepare(t, s, "label", settings, on_device=True)
+    assert isinstance(dev.X, jax.Array) and isinstance(host.X, np.ndarray)
+    assert dev.genes == host.genes and len(host.genes) == 25
+    np.testing.assert_allclose(np.asarray(dev.X), host.X, atol=2e-5)
+    np.testing.assert_allclose(dev.gene_mean, host.gene_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dev.gene_scale, host.gene_scale, rtol=1e-5)
+    np.testing.assert_allclose(dev.X_source, host.X_source, atol=2e-5)  # pooled: moments combined
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fit_with_device_preparation_gives_the_host_labels(sparse):
+    s, t = tb.simulate(2, height=16, width=16, n_genes=60, n_factors=4, n_domains=3)
+    if sparse:
+        rng = np.random.default_rng(0)
+        t.X = sp.csr_matrix(rng.poisson(np.expm1(np.clip(np.asarray(t.X), 0, 4))).astype(np.float32))
+        s.X = rng.poisson(np.expm1(np.clip(np.asarray(s.X), 0, 4))).astype(np.float32)
+    kw = dict(n_domains=3, n_factors=4, seed=0, n_restarts=2)
+    host = tb.fit_em(t, s, prepare_on="host", **kw)
+    dev = tb.fit_em(t, s, prepare_on="device", **kw)
+    np.testing.assert_array_equal(dev.labels, host.labels)
+    np.testing.assert_allclose(dev.trace[-1], host.trace[-1], rtol=1e-4)  # float32 rounding
+    np.testing.assert_allclose(dev.proba, host.proba, atol=1e-3)
+    assert tb.adjusted_rand_index(dev.labels, t.obs["truth"].to_numpy()) > 0.5

@@ -146,6 +146,8 @@ def _no_work(monkeypatch):
     (dict(n_neighbors=0), ValueError, "n_neighbors must be >= 1"),
     (dict(target_sum=0), ValueError, "target_sum must be > 0"),
     (dict(radius=-1.0), ValueError, "radius must be > 0"),
+    (dict(prepare_on="gpu"), ValueError, "prepare_on must be one of"),
+    (dict(prepare_on="device", dtype="float64"), ValueError, "prepare_on='device' prepares in float32"),
 ])
 def test_bad_arguments_are_named_before_any_work(pair, monkeypatch, kw, exc, match):
     s, t = pair
@@ -228,6 +230,29 @@ def test_one_negative_value_in_counts_is_an_error_not_a_silent_switch(pair):
     t.X[2, 3] = -1
     with pytest.raises(ValueError, match="target looks like raw counts .* 1 negative value"):
         _fit(t, s)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_device_preparation_names_bad_values_as_the_host_does(pair, sparse):
+    """prepare_on='device' (issue 15) runs the target's checks in JAX: same errors, same words."""
+    import scipy.sparse as sps
+    s, t = pair
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(3.0, size=t.shape).astype(np.float32)
+    s.X = rng.poisson(3.0, size=s.shape).astype(np.float32)
+    form = sps.csr_matrix if sparse else np.asarray
+    cases = [
+        (lambda X: X.__setitem__((3, 4), np.nan), {}, "target contains 1 NaN or inf"),
+        (lambda X: X.__setitem__((2, 3), -1.0), {}, "target looks like raw counts .* 1 negative value"),
+        (lambda X: X.__setitem__((2, 3), -1.0), dict(counts=True), "negative values but counts=True"),
+    ]
+    for spoil, kw, match in cases:
+        X = counts.copy()
+        spoil(X)
+        t.X = form(X)
+        for where in ("host", "device"):
+            with pytest.raises(ValueError, match=match):
+                _fit(t, s, prepare_on=where, **kw)
 
 
 def test_labels_one_and_one_point_zero_are_one_class(pair):

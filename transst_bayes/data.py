@@ -59,6 +59,9 @@ class DataSettings:
     def __post_init__(self) -> None:
         if self.prepare_on not in PREPARE_ON:
             raise ValueError(f"prepare_on must be one of {PREPARE_ON}, got {self.prepare_on!r}")
+        if self.prepare_on == "device" and self.dtype != "float32":
+            raise ValueError(f"prepare_on='device' prepares in float32, but dtype={self.dtype!r}; pass "
+                             "prepare_on='host' (or dtype='float32')")
         V.number("target_sum", self.target_sum, 0.0, strict=True)
         V.integer("n_genes", self.n_genes, 1)
         V.integer("n_neighbors", self.n_neighbors, 1)
@@ -469,10 +472,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     (`devprep`; `Prepared.X` is then a jax.Array)."""
     t0 = time.perf_counter()
     s = settings
-    if on_device:
-        if s.dtype != "float32":
-            raise ValueError(f"prepare_on='device' prepares in float32, but dtype={s.dtype!r}; pass "
-                             "prepare_on='host' (or dtype='float32')")
+    if on_device:  # (DataSettings: float32 only)
         Xt = _raw_expression(target, s.layer, "target")
         Xt, zero = devprep.load(Xt, "target", s.counts, s.target_sum)
     else:
