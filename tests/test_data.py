@@ -197,5 +197,5 @@ def test_fit_with_device_preparation_gives_the_host_labels(sparse):
     dev = tb.fit_em(t, s, prepare_on="device", **kw)
     np.testing.assert_array_equal(dev.labels, host.labels)
     np.testing.assert_allclose(dev.trace[-1], host.trace[-1], rtol=1e-4)  # float32 rounding
-    np.testing.assert_allclose(dev.proba, host.proba, atol=1e-3)
+    np.testing.assert_allclose(dev.proba, host.proba, atol=5e-3)
     assert tb.adjusted_rand_index(dev.labels, t.obs["truth"].to_numpy()) > 0.5
