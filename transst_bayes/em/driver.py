@@ -150,7 +150,9 @@ def fit_em(
         (`transst_bayes.shard`); the labels are those of the one-device fit. The source fit and
         the calibration fits stay on the default device. Not with transfer="cv".
     data_options : layer, source_layer, counts, target_sum, genes, n_genes, standardize,
-        spatial_key, graph, graph_key, n_neighbors, radius, library_key (see DataSettings).
+        spatial_key, graph, graph_key, n_neighbors, radius, library_key, prepare_on (see
+        DataSettings; prepare_on="auto" prepares the target in JAX on the device when that is
+        a GPU or TPU).
     """
     t0 = time.perf_counter()
     em = settings_from(EMSettings, locals())
