@@ -81,7 +81,8 @@ def load(X, what: str, counts: bool | None, target_sum: float) -> tuple[DeviceTa
     bad, low = _check(Xd)
     if bad:
         raise non_finite_error(bad, what)
-    is_counts = counts_verdict(low, X.ravel()[:COUNTS_SAMPLE], X.size, lambda: _negatives(Xd), what, counts)
+    sample = X[:-(-COUNTS_SAMPLE // max(X.shape[1], 1))].ravel()[:COUNTS_SAMPLE]  # the first values, no full copy
+    is_counts = counts_verdict(low, sample, X.size, lambda: _negatives(Xd), what, counts)
     if is_counts:
         Xd = _log_normalise_dense(Xd, float(target_sum))
     return DeviceTarget(X.shape, X=Xd), int(_empty_rows_dense(Xd))
