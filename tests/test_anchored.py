@@ -121,6 +121,52 @@ def test_large_class_shift_grows_kappa_and_falls_back_to_free():
     assert a0.kappa < 1.0 and not any("barely inform" in w for w in a0.info["warnings"])
 
 
+def _sectioned(scramble: bool):
+    """A target and a source of three sections; `scramble`: each section names the classes
+    differently, so that the source's classes do not carry over from section to section."""
+    src, tgt = tb.simulate(0, height=20, width=20, n_genes=80, n_factors=4, n_domains=3, source_sections=3)
+    if scramble:
+        lab = src.obs["label"].astype(str).to_numpy().copy()
+        names = np.unique(lab)
+        for i, sec in enumerate(np.unique(src.obs["section"])):
+            rows = (src.obs["section"] == sec).to_numpy()
+            shift = {a: names[(j + i) % names.size] for j, a in enumerate(names)}
+            lab[rows] = [shift[a] for a in lab[rows]]
+        src.obs["label"] = lab
+    return src, tgt
+
+
+@pytest.mark.parametrize("scramble", [False, True])
+def test_transfer_auto_keeps_the_source_only_where_its_classes_carry_over(scramble):
+    """transfer="auto" (the default): held-out source sections fitted with and without the source
+    decide. Classes that carry over: the source is used (named domains, the labels of
+    transfer="eb"); classes named differently in each section: the source is set aside with a
+    warning (the labels of transfer="none")."""
+    src, tgt = _sectioned(scramble)
+    kw = dict(n_domains=3, n_factors=4, n_restarts=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        auto = tb.fit_em(tgt, src, **kw)
+    choice = auto.info["transfer_choice"]
+    ari_h = choice["held_out_ari"]
+    set_aside = [w for w in caught if "did not carry over" in str(w.message)]
+    expect = "none" if scramble else "eb"
+    assert choice["chosen"] == expect and choice["n_sections"] == 3, choice
+    assert auto.settings["transfer_used"] == expect and auto.settings["transfer"] == expect
+    given = tb.fit_em(tgt, src, transfer=expect, **kw)
+    np.testing.assert_array_equal(auto.labels, given.labels)
+    assert auto.info["temperature"] == given.info["temperature"]  # calibrated on the same held-out fits
+    truth = tgt.obs["truth"].astype(str).to_numpy()
+    if scramble:
+        assert ari_h["none"] > ari_h["eb"] + 0.1, ari_h
+        assert len(set_aside) == 1 and not set(auto.names) & set(src.obs["label"].astype(str)), auto.names
+        assert ari(auto.labels, truth) > 0.5
+    else:
+        assert ari_h["eb"] > ari_h["none"], ari_h
+        assert not set_aside and set(auto.names) == set(src.obs["label"].astype(str))
+        assert ari(auto.labels, truth) > 0.8
+
+
 @pytest.mark.slow
 def test_weak_anchoring_warns_once_for_the_target_not_for_held_out_sections():
     """The calibration's held-out source sections are fitted like targets; their warnings (here
@@ -141,7 +187,7 @@ def test_weak_anchoring_warns_once_for_the_target_not_for_held_out_sections():
     src.obsm["spatial"] = np.concatenate([part.obsm["spatial"] for part in parts])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        a = tb.fit_em(tgt, src, n_domains=3, **FAST)
+        a = tb.fit_em(tgt, src, n_domains=3, transfer="eb", **FAST)  # (not "auto": anchored kept)
     assert a.info["calibration"].startswith("held-out source sections"), a.info["calibration"]
     weak = [w for w in caught if "weak anchoring" in str(w.message)]
     assert a.kappa >= 1.0 and len(weak) == 1, (a.kappa, [str(w.message)[:80] for w in weak])

@@ -94,7 +94,8 @@ def inputs(target, source, source_labels, spatial):
 
 class FitJob(NamedTuple):
     """What `setup` hands to a fit: the inputs as AnnData, the prepared matrices, the data
-    settings, the K request (n_domains, n_novel), the transfer mode used and the warnings so far."""
+    settings, the K request (n_domains, n_novel), the transfer mode used (transfer="auto": "eb"
+    until `em.driver.choose_transfer` decides) and the warnings so far."""
     target: object
     source: object
     prep: Prepared
@@ -102,6 +103,7 @@ class FitJob(NamedTuple):
     request: tuple
     mode: str
     notes: list
+    choice: dict  # transfer="auto": what `em.driver.choose_transfer` chose and why (else empty)
 
 
 def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMSettings, source_labels,
@@ -122,8 +124,8 @@ def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMS
     for what, size in (("genes", p), ("spots", n)):
         if em.n_factors >= size:
             raise ValueError(f"n_factors={em.n_factors} must be smaller than the number of {what} ({size})")
-    mode = em.transfer if prep.X_source is not None else "none"
-    return FitJob(target, source, prep, ds, request, mode, notes)
+    mode = ("eb" if em.transfer == "auto" else em.transfer) if prep.X_source is not None else "none"
+    return FitJob(target, source, prep, ds, request, mode, notes, {})
 
 
 def on_device(ds: DataSettings, target, mesh) -> bool:

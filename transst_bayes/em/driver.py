@@ -20,6 +20,7 @@ from .. import validate as V
 from ..data import DataSettings, Prepared
 from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, k_table_row, mark_chosen, precision,
                    data_used, settings_from, settings_record, setup, source_fit)
+from ..metrics import adjusted_rand_index
 from ..pca_kmeans import kmeans
 from ..result import Diagnostics, SpotOutputs, TargetParams, TransSTResult, entropy
 from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
@@ -38,7 +39,7 @@ class EMSettings:
     """Model and optimisation settings of the EM path."""
 
     n_factors: int = 15
-    transfer: str = "eb"  # "eb" | "cv" | "none"
+    transfer: str = "auto"  # "auto" (choose "eb" or "none" on held-out source sections) | "eb" | "cv" | "none"
     variant: str | None = None  # None: "two_stage" for anchored domains, else "joint"
     beta: float | None = None  # None: learned (pseudo-likelihood); a number: fixed
     beta_init: float = 1.0
@@ -57,8 +58,8 @@ class EMSettings:
     def check(self) -> None:
         if self.domains not in DOMAIN_MODES:
             raise ValueError(f"domains must be one of {DOMAIN_MODES}, got {self.domains!r}")
-        if self.transfer not in TRANSFER_MODES:
-            raise ValueError(f"transfer must be one of {TRANSFER_MODES}, got {self.transfer!r}")
+        if self.transfer not in ("auto",) + TRANSFER_MODES:
+            raise ValueError(f"transfer must be one of {('auto',) + TRANSFER_MODES}, got {self.transfer!r}")
         if self.variant is not None and self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.criterion not in CRITERIA:
@@ -93,7 +94,7 @@ def fit_em(
     domains: str = "anchored",
     n_novel: int | Sequence[int] = DEFAULT_N_NOVEL,
     n_factors: int = 15,
-    transfer: str = "eb",
+    transfer: str = "auto",
     variant: str | None = None,
     beta: float | None = None,
     criterion: str = DEFAULT_CRITERION,
@@ -134,12 +135,19 @@ def fit_em(
     calibrate : "auto" (default): when the labeled source has several sections (obs column
         `source_batch_key`, else the first of "library_id", "section", "sample", "batch" with two
         or more values) and spatial coordinates, each is held out and fitted from the others,
-        and the temperature that calibrates those fits' per-spot probabilities against their
-        labels is applied to `proba` (labels unchanged); otherwise probabilities are the
+        as the target is (with the transfer mode used for it: with transfer="none" too, the
+        domains then matched to the labels by Hungarian matching), and the temperature that
+        calibrates those fits' per-spot probabilities against their labels is applied to
+        `proba` (labels unchanged); otherwise probabilities are the
         model's (`info["calibration"]` says why). "none": the model's probabilities. A number
         T > 0: that temperature. `info["temperature"]` holds the one used.
-    n_factors : q. transfer : "eb" (tau learned by empirical Bayes), "cv" (published lambda grid),
-        "none". variant : None (default: "two_stage" for anchored domains, "joint" for free ones),
+    n_factors : q. transfer : "auto" (default): when the labeled source has several sections
+        (as for `calibrate`), each is held out and fitted from the others both with the
+        source ("eb") and without it ("none"), and the target is fitted the way that found the
+        held-out sections' annotated domains better (higher mean ARI; "eb" on a tie or when the
+        source has one section); `info["transfer_choice"]` holds the held-out ARIs and a
+        warning says when the source was set aside. "eb" (tau learned by empirical Bayes),
+        "cv" (published lambda grid), "none": as given. variant : None (default: "two_stage" for anchored domains, "joint" for free ones),
         "two_stage" (cluster the factor scores under the transfer step's loadings) or "joint"
         (W_t re-fitted with the domains, z integrated out). beta : None to learn the Potts
         smoothness, or a fixed value. dtype : "float32" or "float64". progress_bar : a tqdm
@@ -160,14 +168,45 @@ def fit_em(
     mesh = spots_mesh(devices, em)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
                 data_options, mesh)
+    job, em, held = choose_transfer(job, label_key, em)
     with V.recorded_warnings(job.notes), precision(dtype):
         out = fit_arrays(job.prep, job.request, em, job.mode, progress_bar, mesh)
         res = _assemble(job.prep, out, em, job.ds, job.mode)
-    return finish(res, job, calibrate, label_key, em, t0)
+    return finish(res, job, calibrate, label_key, em, t0, held=held)
+
+
+def choose_transfer(job: FitJob, label_key: str, em: EMSettings) -> tuple:
+    """transfer="auto": the mode ("eb" or "none") whose fits of the held-out source sections
+    (`held_out`) recover their annotation better (mean ARI; "eb" on ties), as (job, em, held
+    fits of that mode for `finish` to calibrate on, or None). The choice is recorded in
+    `job.notes` as a warning when it sets the source aside, and in `job.choice`."""
+    if em.transfer != "auto":
+        return job, em, None
+    em = replace(em, transfer="eb")
+    if job.mode == "none":  # no labeled source: nothing to choose
+        return job, em, None
+    held, why = {}, None
+    for mode in ("eb", "none"):
+        held[mode], why = held_out(job.source, label_key, replace(em, transfer=mode), job.ds)
+        if held[mode] is None:
+            job.choice.update(chosen="eb", why=f"transfer='auto' kept 'eb': {why}")
+            return job, em, None
+    ari = {m: float(np.mean([adjusted_rand_index(np.asarray(names)[np.argmax(P, axis=1)], truth)
+                             for names, P, truth in held[m]])) for m in held}
+    chosen = "none" if ari["none"] > ari["eb"] else "eb"
+    job.choice.update(chosen=chosen, held_out_ari=ari, n_sections=len(held["eb"]))
+    if chosen == "none":
+        with V.recorded_warnings(job.notes):
+            warnings.warn(
+                f"the source's classes did not carry over to its own held-out sections (mean ARI "
+                f"{ari['eb']:.3f} with the source, {ari['none']:.3f} without it), so the target's domains "
+                "were found without the source (transfer='none'; domains are not named after source "
+                "classes); pass transfer='eb' to use the source anyway", UserWarning, stacklevel=3)
+    return job._replace(mode=chosen), replace(em, transfer=chosen), held[chosen]
 
 
 def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSettings, t0: float,
-           draws=None) -> TransSTResult:
+           draws=None, held=None) -> TransSTResult:
     """What both fits do after fitting: warn of empty domains and of anchoring too weak to trust
     the domain names (kappa >= plan.KAPPA_WEAK), keep the warnings in
     `info["warnings"]`, temper the probabilities by the calibration temperature (with posterior
@@ -181,7 +220,9 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
     res.info["warnings"] = job.notes
     tc = time.perf_counter()
     T, res.info["calibration"], res.info["calibration_ece"] = temperature(
-        calibrate, job.source if job.mode != "none" else None, label_key, em, job.ds)
+        calibrate, job.source, label_key, em, job.ds, held)
+    if job.choice:
+        res.info["transfer_choice"] = dict(job.choice)
     if draws is None:
         res.proba = C.temper(res.proba, T)
     else:
@@ -194,9 +235,10 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
     return res
 
 
-def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:
+def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings, held=None) -> tuple:
     """The temperature of the per-spot probabilities, how it was found, and the held-out fits'
-    pooled ECE at T = 1 and at the chosen T (None when no held-out fits were made)."""
+    pooled ECE at T = 1 and at the chosen T (None when no held-out fits were made). `held`:
+    the held-out fits already made (by `choose_transfer`), else they are made here."""
     if not isinstance(calibrate, str):
         return float(calibrate), "fixed temperature", None
     if calibrate == "none":
@@ -204,11 +246,25 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
     if source is None:
         return 1.0, "none: no labeled source to calibrate on", None
     key = C.section_key(source, ds.source_batch_key)
+    if held is None:
+        held, why = held_out(source, label_key, em, ds)
+        if held is None:
+            return 1.0, f"none: {why}", None
+    T, e = C.choose_temperature(held)
+    return T, (f"held-out source sections ({key}: {len(held)} fits; their ECE {e[0]:.3f} at T = 1, "
+               f"{float(e.min()):.3f} at T = {T:.2f})"), [float(e[0]), float(e.min())]
+
+
+def held_out(source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:
+    """Each section of the source fitted as a target from the other sections, with the fit's
+    settings (`calibrate="none"`): ([(names, proba, labels)], None), or (None, why not) when the
+    source has no sections, no coordinates, or no section could be fitted on its own."""
+    key = C.section_key(source, ds.source_batch_key)
     if key is None or source.obs[key].nunique() < 2:
-        return 1.0, ("none: the source has one section; name its sections' obs column with "
-                     "source_batch_key=... to calibrate on held-out sections"), None
+        return None, ("the source has one section; name its sections' obs column with "
+                      "source_batch_key=... to calibrate on held-out sections")
     if ds.spatial_key not in source.obsm:
-        return 1.0, f"none: the source has no coordinates in obsm[{ds.spatial_key!r}]", None
+        return None, f"the source has no coordinates in obsm[{ds.spatial_key!r}]"
     inner = replace(ds, layer=ds.source_layer or ds.layer, library_key=None,
                     graph_key=DataSettings.graph_key)
     opts = {k: v for k, v in asdict(inner).items() if k != "dtype"}
@@ -223,10 +279,8 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
 
     held = C.held_out_fits(source, label_key, key, ds.spatial_key, fit)
     if not held:
-        return 1.0, f"none: no section of source.obs[{key!r}] could be fitted on its own", None
-    T, e = C.choose_temperature(held)
-    return T, (f"held-out source sections ({key}: {len(held)} fits; their ECE {e[0]:.3f} at T = 1, "
-               f"{float(e.min()):.3f} at T = {T:.2f})"), [float(e[0]), float(e.min())]
+        return None, f"no section of source.obs[{key!r}] could be fitted on its own"
+    return held, None
 
 
 def spots_mesh(devices, em: EMSettings):

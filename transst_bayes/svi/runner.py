@@ -28,7 +28,7 @@ from .. import mrf
 from .. import shard
 from .. import plan as D
 from .. import validate as V
-from ..em.driver import EMSettings, fit_arrays, em_loglik, finish, resolve_variant, spots_mesh
+from ..em.driver import EMSettings, choose_transfer, fit_arrays, em_loglik, finish, resolve_variant, spots_mesh
 from ..job import (DEFAULT_N_NOVEL, data_used, k_table_row, mark_chosen, precision, settings_from,
                    settings_record, setup, source_fit)
 from ..models import sites
@@ -224,6 +224,7 @@ def fit_svi(
     mesh = spots_mesh(devices, em)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
                 data_options, mesh)
+    job, em, held = choose_transfer(job, label_key, em)
     prep, mode = job.prep, job.mode
     n = prep.X.shape[0]
     if batch_size is not None and batch_size > n:
@@ -250,7 +251,7 @@ def fit_svi(
     # the temperature is found by EM fits of held-out source sections (calibration.py) and
     # tempers each posterior draw's probabilities before they are averaged; labels stay the
     # argmax of the model's average
-    return finish(res, job, calibrate, label_key, em, t0, draws=fits[res.n_domains]["dlp"])
+    return finish(res, job, calibrate, label_key, em, t0, draws=fits[res.n_domains]["dlp"], held=held)
 
 
 def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay: shard.Layout):
