@@ -1,4 +1,4 @@
-"""How much of a real-data ARI is the seed: the default anchored fit (or any fit_em setting) on
+"""How much of a real-data ARI is the seed: the anchored fit (transfer="eb"; or any fit_em setting) on
 each section of HER2ST or seqFISH under several seeds, with its objective, to tell seed noise
 from a method's difference, and to see whether the best objective picks the best partition.
 
@@ -59,7 +59,7 @@ def main():
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     sections = args.sections or (_HER2ST_SECTIONS if args.data == "her2st" else _SEQFISH_SECTIONS)
-    kw = dict(domains=args.domains, **(dict(transfer="none") if args.no_transfer else {}))
+    kw = dict(domains=args.domains, transfer="none" if args.no_transfer else "eb")
     if args.factors is not None:
         kw["n_factors"] = args.factors
     rows = run(args.data, sections, range(args.seeds), kw, args.genes)

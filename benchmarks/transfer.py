@@ -12,12 +12,16 @@ include those fits); the ablations with calibrate="none" (their own probabilitie
 changes no label, and calibrating each would multiply the run time by the number of source
 sections).
 Methods:
-* anchored (default): `fit_em(target, source, label_key, n_domains=K)` with every other setting
-  at its default (domains="anchored", the two-stage variant: the factor scores under the
-  transfer step's loadings clustered; q = 15, genes by variance, pooled standardisation);
-* anchored joint: the same with variant="joint" (target loadings re-fitted with the domains,
+* default: `fit_em(target, source, label_key, n_domains=K)` with every other setting at its
+  default: transfer="auto" (the source's held-out sections fitted with and without it choose
+  whether the target uses it), domains="anchored", the two-stage variant (the factor scores
+  under the transfer step's loadings clustered), q = 15, genes by variance, pooled
+  standardisation, probabilities calibrated on the held-out sections;
+* anchored: the same with transfer="eb" (the source always used; the default before
+  2026-11-27 "g");
+* anchored joint: anchored with variant="joint" (target loadings re-fitted with the domains,
   z integrated out; the default before 2026-11-26);
-* free: the same with domains="free" (the paper's model with this package's priors);
+* free: anchored with domains="free" (the paper's model with this package's priors);
 * no transfer: transfer="none";
 * LR: multinomial logistic regression trained on the source's standardised expression;
   LR + smooth: its labels after one majority vote over each spot and its 6 nearest spots;
@@ -48,11 +52,12 @@ import transst_bayes as tb
 from transst_bayes.metrics import calibration_summary, named_predictions
 
 RAW = dict(calibrate="none")  # the ablations' own probabilities (their ARI is the same either way)
-FITS = {"anchored": dict(), "anchored joint": dict(variant="joint", **RAW),
-        "free": dict(domains="free", **RAW), "no transfer": dict(transfer="none", **RAW)}
-PREPROCESSING = {"anchored": dict(**RAW), "genes=source": dict(genes="source", **RAW),
-                 "separate": dict(standardize="separate", **RAW),
-                 "separate by section": dict(standardize="separate", source_batch_key="section", **RAW)}
+FITS = {"default": dict(), "anchored": dict(transfer="eb", **RAW),
+        "anchored joint": dict(transfer="eb", variant="joint", **RAW),
+        "free": dict(transfer="eb", domains="free", **RAW), "no transfer": dict(transfer="none", **RAW)}
+PREPROCESSING = {m: dict(transfer="eb", **RAW, **kw) for m, kw in (
+    ("anchored", {}), ("genes=source", dict(genes="source")), ("separate", dict(standardize="separate")),
+    ("separate by section", dict(standardize="separate", source_batch_key="section")))}
 
 
 def _score(row, name, pred, truth, names=None, proba=None, seconds=None):
@@ -81,6 +86,11 @@ def run(data: str, sections, q=15, seed=0, fits=FITS):
             _score(row, name, pred, truth, res.names, res.proba, dt)
             if name == "anchored":
                 row["kappa"] = res.kappa
+            if name == "default" and "transfer_choice" in res.info:
+                choice = res.info["transfer_choice"]
+                row["chosen"] = choice["chosen"]
+                for m, a in choice.get("held_out_ari", {}).items():
+                    row[f"held-out ARI {m}"] = a
         prep = standardised_pair(target, source, label, **opts)
         t0 = time.perf_counter()
         names, P = label_transfer(prep, seed)
@@ -124,8 +134,10 @@ def main():
     cols = (["section"] + [f"{m} ECE" for m in scored] + [f"{m} Brier" for m in scored]
             + [f"{first} max p", f"{first} accuracy"])
     print(markdown_table(rows + [mean], cols))
-    print("\nkappa, seconds per fit")
-    print(markdown_table(rows + [mean], ["section", "kappa"] + [f"{m} s" for m in fits],
+    print("\nthe default's transfer choice (held-out source sections' mean ARI with and without the "
+          "source), kappa of the anchored fit, seconds per fit")
+    print(markdown_table(rows + [mean], ["section", "chosen", "held-out ARI eb", "held-out ARI none", "kappa"]
+                         + [f"{m} s" for m in fits],
                          {f"{m} s": "{:.1f}" for m in fits}))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     write_json(args.json, {"rows": rows, "mean": mean})

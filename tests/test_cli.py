@@ -68,6 +68,7 @@ def test_simulate_then_fit(sim_files, tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "spots per domain" in text and "hbic" in text
+    assert "transfer: eb\n" in text  # a one-section source: transfer="auto" keeps the source
     stages = text.split("seconds by stage (first calls compile): ")[1].splitlines()[0]
     assert [w.split()[0] for w in stages.split(", ")] == ["prepare", "graph", "source", "transfer",
                                                           "cluster", "calibration", "total"]
@@ -143,3 +144,17 @@ def test_output_paths_and_sizes_are_checked_before_any_work(sim_files, tmp_path,
     assert "is a file, not a folder" in _bad(["simulate", "--out", str(tmp_path / "file")], capsys)
     assert "--k-min and --k-max" in _bad(["demo", "--out", str(tmp_path / "d"), "--k-min", "5", "--k-max", "3"],
                                          capsys)
+
+
+def test_transfer_line_says_how_the_source_was_used():
+    import json
+
+    from transst_bayes.cli import _transfer_line
+
+    choice = {"chosen": "none", "held_out_ari": {"eb": 0.19, "none": 0.21}, "n_sections": 7}
+    uns = {"settings": json.dumps({"transfer_used": "none"}),
+           "meta": json.dumps({"info": {"transfer_choice": choice}})}
+    assert _transfer_line(uns) == ("transfer: none (chosen on 7 held-out source sections: mean ARI 0.190 "
+                                   "with the source, 0.210 without)")
+    uns = {"settings": json.dumps({"transfer_used": "eb"}), "meta": json.dumps({"info": {}})}
+    assert _transfer_line(uns) == "transfer: eb"

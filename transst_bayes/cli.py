@@ -245,11 +245,22 @@ def _fit(args) -> int:
           f"beta = {uns['beta']:.2f}, tau = {uns['tau']:.4g}, kappa = {uns['kappa']:.4g}, mean max probability = "
           f"{target.obs[args.key_added + '_maxprob'].mean():.3f} (temperature {uns['temperature']:.3g}; "
           f"calibration: {uns['calibration']})")
+    print(_transfer_line(uns))
     print("spots per domain: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     print(_timings_line(target, args.key_added))
     _print_k_table(json.loads(uns["k_table"]))
     print(f"wrote {out} (obs['{args.key_added}'], uns['{args.key_added}_markers'], ...)")
     return 0
+
+
+def _transfer_line(uns) -> str:
+    """How the source was used: the transfer mode, and transfer="auto"'s held-out evidence."""
+    used = json.loads(str(uns["settings"])).get("transfer_used", "none")
+    choice = json.loads(str(uns["meta"])).get("info", {}).get("transfer_choice", {})
+    ari = choice.get("held_out_ari")
+    why = (f" (chosen on {choice['n_sections']} held-out source sections: mean ARI {ari['eb']:.3f} with the "
+           f"source, {ari['none']:.3f} without)") if ari else ""
+    return f"transfer: {used}{why}"
 
 
 # --------------------------------------------------------------------------------- simulate
