@@ -32,9 +32,12 @@ def temper(proba: np.ndarray, T: float) -> np.ndarray:
 
 
 def pooled_ece(held: Sequence[tuple], T: float) -> float:
-    """ECE over held-out fits [(domain names, proba, true labels), ...] tempered by T."""
+    """ECE over held-out fits [(domain names, proba, true labels), ...] tempered by T (fits that
+    collapsed, names None, are left out)."""
     conf, ok = [], []
     for names, proba, truth in held:
+        if names is None:
+            continue
         pred, c = named_predictions(names, temper(proba, T), truth)
         conf.append(c)
         ok.append(pred == np.asarray(truth).astype(str))
@@ -64,8 +67,9 @@ def section_key(source, key: str | None) -> str | None:
 
 def held_out_fits(source, label_key: str, key: str, spatial_key: str, fit: Callable) -> list:
     """Each section of `source` fitted as a target from the other sections by `fit(target,
-    source, label_key, n_domains)`: [(names, proba, labels)]. Sections without enough spots or
-    labels to fit are skipped."""
+    source, label_key, n_domains)`: [(names, proba, labels)]; (None, None, labels) for a
+    section whose fit collapsed numerically (FloatingPointError). Sections without enough spots
+    or labels to fit are skipped."""
     held = []
     sections = source.obs[key].astype(str).to_numpy()
     for h in np.unique(sections):
@@ -75,6 +79,10 @@ def held_out_fits(source, label_key: str, key: str, spatial_key: str, fit: Calla
         K = int(np.unique(truth).size)
         if K < 2 or tgt.n_obs < 4 * K or spatial_key not in tgt.obsm:
             continue
-        res = fit(tgt, src, label_key, K)
+        try:
+            res = fit(tgt, src, label_key, K)
+        except FloatingPointError:  # this section's collapse is not the target's
+            held.append((None, None, truth))
+            continue
         held.append((list(res.names), np.asarray(res.proba), truth))
     return held

@@ -191,10 +191,13 @@ def choose_transfer(job: FitJob, label_key: str, em: EMSettings) -> tuple:
         if held[mode] is None:
             job.choice.update(chosen="eb", why=f"transfer='auto' kept 'eb': {why}")
             return job, em, None
-    ari = {m: float(np.mean([adjusted_rand_index(np.asarray(names)[np.argmax(P, axis=1)], truth)
+    ari = {m: float(np.mean([0.0 if names is None else  # a collapsed fit found nothing
+                             adjusted_rand_index(np.asarray(names)[np.argmax(P, axis=1)], truth)
                              for names, P, truth in held[m]])) for m in held}
-    chosen = "none" if ari["none"] > ari["eb"] else "eb"
-    job.choice.update(chosen=chosen, held_out_ari=ari, n_sections=len(held["eb"]))
+    failed = {m: sum(names is None for names, _, _ in held[m]) for m in held}
+    # the target alone only where it did better and never collapsed on a held-out section
+    chosen = "none" if ari["none"] > ari["eb"] and not failed["none"] else "eb"
+    job.choice.update(chosen=chosen, held_out_ari=ari, n_sections=len(held["eb"]), collapsed=failed)
     if chosen == "none":
         with V.recorded_warnings(job.notes):
             warnings.warn(
@@ -251,7 +254,8 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
         if held is None:
             return 1.0, f"none: {why}", None
     T, e = C.choose_temperature(held)
-    return T, (f"held-out source sections ({key}: {len(held)} fits; their ECE {e[0]:.3f} at T = 1, "
+    n_fits = sum(names is not None for names, _, _ in held)
+    return T, (f"held-out source sections ({key}: {n_fits} fits; their ECE {e[0]:.3f} at T = 1, "
                f"{float(e.min()):.3f} at T = {T:.2f})"), [float(e[0]), float(e.min())]
 
 
@@ -278,7 +282,7 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:
                           calibrate="none", **opts)
 
     held = C.held_out_fits(source, label_key, key, ds.spatial_key, fit)
-    if not held:
+    if not any(names is not None for names, _, _ in held):
         return None, f"no section of source.obs[{key!r}] could be fitted on its own"
     return held, None
 
