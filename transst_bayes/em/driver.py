@@ -147,8 +147,8 @@ def fit_em(
         held-out sections' annotated domains better (higher mean ARI; "eb" on a tie or when the
         source has one section); `info["transfer_choice"]` holds the held-out ARIs and a
         warning says when the source was set aside. "eb" (tau learned by empirical Bayes),
-        "cv" (published lambda grid), "none": as given. variant : None (default: "two_stage" for anchored domains, "joint" for free ones),
-        "two_stage" (cluster the factor scores under the transfer step's loadings) or "joint"
+        "cv" (published lambda grid), "none": as given. variant : None (default: "two_stage"
+        for anchored domains, "joint" for free ones), "two_stage" (cluster the factor scores under the transfer step's loadings) or "joint"
         (W_t re-fitted with the domains, z integrated out). beta : None to learn the Potts
         smoothness, or a fixed value. dtype : "float32" or "float64". progress_bar : a tqdm
         bar over the K tried.
