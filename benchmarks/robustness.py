@@ -1,5 +1,5 @@
 """Does the default fit every real data set? `fit_em` with default settings (float32, anchored
-domains) on each real source/target pair in ../shared/data for q in {5, 10, 15, 20, 30} and K in
+domains; both transfer modes the default chooses between) on each real source/target pair in ../shared/data for q in {5, 10, 15, 20, 30} and K in
 {2, about C / 2, C} (C = the source's classes): whether it finished with a finite objective, the
 smallest noise variance psi_g relative to the floor (a Heywood case drives it there), ARI
 against the annotation, seconds.
@@ -7,7 +7,12 @@ against the annotation, seconds.
 Pairs: HER2ST A1 (the other seven sections as the source), seqFISH embryo1_z2 (the other
 embryos), HER2ST H1 with the Wu et al. 2021 breast scRNA-seq (celltype_major) as the source.
 
-    python benchmarks/robustness.py [--pairs her2st seqfish scrna] [--calibrate none|auto] [--json out.json]
+    python benchmarks/robustness.py [--pairs her2st seqfish scrna] [--calibrate none|auto]
+                                    [--transfer eb none] [--json out.json]
+
+`--transfer`: the transfer modes fitted, each a row (default: "eb" and "none", the two that
+the default `transfer="auto"` chooses between on held-out source sections; "auto" runs the
+choice itself, one more fit per source section and mode).
 
 `--calibrate none` (the default here) skips the held-out source-section fits that the package's
 default makes to calibrate the probabilities: they do not change the target's fit (labels,
@@ -47,19 +52,19 @@ def pairs(which=PAIRS):
         yield "HER2ST H1 <- scRNA", t, load_wu2021(), "celltype_major", "label", {}
 
 
-def run(which=PAIRS, calibrate="none"):
+def run(which=PAIRS, calibrate="none", transfers=("eb", "none")):
     rows = []
     for name, target, source, label, truth_key, opts in pairs(which):
         release_compiled_programs()
         truth = target.obs[truth_key].astype(str).to_numpy()
         C = int(source.obs[label].nunique())
         for K in sorted({2, max(2, C // 2), C}):
-            for q in QS:
-                row = {"data": name, "C": C, "K": K, "q": q}
+            for q, transfer in ((q, m) for q in QS for m in transfers):
+                row = {"data": name, "transfer": transfer, "C": C, "K": K, "q": q}
                 t0 = time.perf_counter()
                 try:
-                    res = tb.fit_em(target, source, label, n_domains=K, n_factors=q,
-                                     calibrate=calibrate, **opts)
+                    res = tb.fit_em(target, source, label, n_domains=K, n_factors=q, transfer=transfer,
+                                    calibrate=calibrate, **opts)
                     row.update(finite=bool(np.all(np.isfinite(res.trace))),
                                **{"min psi / floor": float(res.psi.min() / PSI_FLOOR),
                                   "ARI": tb.adjusted_rand_index(res.labels, truth)})
@@ -75,12 +80,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pairs", nargs="*", default=list(PAIRS), choices=PAIRS)
     ap.add_argument("--calibrate", default="none", choices=("none", "auto"))
+    ap.add_argument("--transfer", nargs="*", default=["eb", "none"], choices=("auto", "eb", "none"))
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
-    rows = run(args.pairs, args.calibrate)
-    print(markdown_table(rows, ["data", "C", "K", "q", "finite", "min psi / floor", "ARI", "s"],
+    rows = run(args.pairs, args.calibrate, args.transfer)
+    print(markdown_table(rows, ["data", "transfer", "C", "K", "q", "finite", "min psi / floor", "ARI", "s"],
                          {"min psi / floor": "{:.0f}", "ARI": "{:.3f}", "s": "{:.1f}"}))
     bad = [r for r in rows if not r["finite"]]
     print(f"\n{len(rows) - len(bad)} of {len(rows)} fits finite; total {time.perf_counter() - t0:.0f} s")
