@@ -293,7 +293,7 @@ def spots_mesh(devices, em: EMSettings):
     mesh = shard.mesh(devices)
     if mesh is not None and em.transfer == "cv":
         raise ValueError("devices: transfer='cv' (the published code's cross-validated lambda) runs on "
-                         "one device; use transfer='eb' (the default) or devices=None")
+                         "one device; use transfer='auto' (the default) or 'eb', or devices=None")
     return mesh
 
 
