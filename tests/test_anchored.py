@@ -191,6 +191,28 @@ def test_a_held_out_fit_that_collapses_neither_stops_the_fit_nor_chooses_its_mod
     assert np.isfinite(res.proba).all()
 
 
+def test_when_every_held_out_fit_of_one_mode_collapses_the_other_modes_fits_calibrate_once(monkeypatch):
+    """Every held-out fit without the source collapses: the source is kept, and its held-out fits
+    (made once for the choice) calibrate the target; none is made a second time."""
+    from transst_bayes.em import driver
+
+    src, tgt = _sectioned(scramble=False)
+    original, calls = driver.fit_em, []
+
+    def counting(target, source=None, *a, transfer="auto", calibrate="auto", **kw):
+        if calibrate == "none":  # a held-out fit
+            calls.append(transfer)
+            if transfer == "none":
+                raise FloatingPointError("every restart ended with a non-finite objective")
+        return original(target, source, *a, transfer=transfer, calibrate=calibrate, **kw)
+
+    monkeypatch.setattr(driver, "fit_em", counting)
+    res = tb.fit_em(tgt, src, n_domains=3, n_factors=4, n_restarts=2)
+    assert res.info["transfer_choice"]["chosen"] == "eb", res.info["transfer_choice"]
+    assert calls.count("eb") == 3 and calls.count("none") == 3, calls
+    assert res.info["calibration"].startswith("held-out source sections (section: 3 fits"), res.info["calibration"]
+
+
 @pytest.mark.slow
 def test_weak_anchoring_warns_once_for_the_target_not_for_held_out_sections():
     """The calibration's held-out source sections are fitted like targets; their warnings (here

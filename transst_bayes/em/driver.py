@@ -178,26 +178,25 @@ def fit_em(
 def choose_transfer(job: FitJob, label_key: str, em: EMSettings) -> tuple:
     """transfer="auto": the mode ("eb" or "none") whose fits of the held-out source sections
     (`held_out`) recover their annotation better (mean ARI; "eb" on ties), as (job, em, held
-    fits of that mode for `finish` to calibrate on, or None). The choice is recorded in
-    `job.notes` as a warning when it sets the source aside, and in `job.choice`."""
+    fits of that mode for `finish` to calibrate on, or None). The choice is in the returned
+    job's `choice` and, when it sets the source aside, a warning in its `notes`."""
     if em.transfer != "auto":
         return job, em, None
     em = replace(em, transfer="eb")
     if job.mode == "none":  # no labeled source: nothing to choose
         return job, em, None
-    held, why = {}, None
+    held = {}
     for mode in ("eb", "none"):
         held[mode], why = held_out(job.source, label_key, replace(em, transfer=mode), job.ds)
-        if held[mode] is None:
-            job.choice.update(chosen="eb", why=f"transfer='auto' kept 'eb': {why}")
-            return job, em, None
+        if held[mode] is None:  # no sections, or every fit of this mode collapsed
+            return job._replace(choice=dict(chosen="eb", why=f"transfer='auto' kept 'eb': {why}")), em, held["eb"]
     ari = {m: float(np.mean([0.0 if names is None else  # a collapsed fit found nothing
                              adjusted_rand_index(np.asarray(names)[np.argmax(P, axis=1)], truth)
                              for names, P, truth in held[m]])) for m in held}
     failed = {m: sum(names is None for names, _, _ in held[m]) for m in held}
     # the target alone only where it did better and never collapsed on a held-out section
     chosen = "none" if ari["none"] > ari["eb"] and not failed["none"] else "eb"
-    job.choice.update(chosen=chosen, held_out_ari=ari, n_sections=len(held["eb"]), collapsed=failed)
+    choice = dict(chosen=chosen, held_out_ari=ari, n_sections=len(held["eb"]), collapsed=failed)
     if chosen == "none":
         with V.recorded_warnings(job.notes):
             warnings.warn(
@@ -205,7 +204,7 @@ def choose_transfer(job: FitJob, label_key: str, em: EMSettings) -> tuple:
                 f"{ari['eb']:.3f} with the source, {ari['none']:.3f} without it), so the target's domains "
                 "were found without the source (transfer='none'; domains are not named after source "
                 "classes); pass transfer='eb' to use the source anyway", UserWarning, stacklevel=3)
-    return job._replace(mode=chosen), replace(em, transfer=chosen), held[chosen]
+    return job._replace(mode=chosen, choice=choice), replace(em, transfer=chosen), held[chosen]
 
 
 def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSettings, t0: float,
