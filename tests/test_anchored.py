@@ -123,8 +123,11 @@ def test_large_class_shift_grows_kappa_and_falls_back_to_free():
 
 def _sectioned(scramble: bool):
     """A target and a source of three sections; `scramble`: each section names the classes
-    differently, so that the source's classes do not carry over from section to section."""
-    src, tgt = tb.simulate(0, height=20, width=20, n_genes=80, n_factors=4, n_domains=3, source_sections=3)
+    differently, so that the source's classes do not carry over from section to section. Noise
+    2 (held-out ARI with / without the source 0.884 / 0.768 unscrambled): at noise 1 both are
+    near 0.9 and the choice is a tie once the target alone is centred on its own means."""
+    src, tgt = tb.simulate(0, height=20, width=20, n_genes=80, n_factors=4, n_domains=3, source_sections=3,
+                           error=2.0)
     if scramble:
         lab = src.obs["label"].astype(str).to_numpy().copy()
         names = np.unique(lab)

@@ -407,6 +407,23 @@ def _scale_target(X, m: np.ndarray, sd: np.ndarray):
     return devprep.scale(X, m, sd, MAX_Z)
 
 
+def centred(prep: Prepared) -> Prepared:
+    """The target centred on its own gene means, with `gene_mean` moved by the same amount (the
+    expression described is unchanged): what a fit without the source needs. Its factor model
+    has no intercept, and pooled standardisation leaves the target's means off zero by its
+    section's effect; left in, that offset sits in the domain means, which the free fit's
+    whitening step (`factor.whiten`) then blows up. Host: in place; device: in JAX."""
+    X = prep.X
+    if isinstance(X, np.ndarray):
+        m = X.mean(axis=0, dtype=np.float64)
+        for b in _blocks(X):
+            b -= m.astype(X.dtype)
+    else:
+        m = devprep.moments(X)[0]
+        X = devprep.scale(X, m, np.ones_like(m), np.inf)
+    return prep._replace(X=X, gene_mean=prep.gene_mean + prep.gene_scale * m)
+
+
 def _empty_spots(X) -> int:
     """Number of spots with no expression at all (a block of rows at a time: no |X| copy)."""
     if sp.issparse(X):

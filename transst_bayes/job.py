@@ -17,7 +17,7 @@ from . import devprep
 from . import plan as D
 from . import validate as V
 from ._version import __version__
-from .data import DataSettings, Prepared, as_anndata, expression_matrix, prepare
+from .data import DataSettings, Prepared, as_anndata, centred, expression_matrix, prepare
 from .result import DataUsed, SourceFit
 
 if TYPE_CHECKING:
@@ -125,7 +125,14 @@ def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMS
         if em.n_factors >= size:
             raise ValueError(f"n_factors={em.n_factors} must be smaller than the number of {what} ({size})")
     mode = ("eb" if em.transfer == "auto" else em.transfer) if prep.X_source is not None else "none"
-    return FitJob(target, source, prep, ds, request, mode, notes, {})
+    return in_mode(FitJob(target, source, prep, ds, request, "eb", notes, {}), mode)
+
+
+def in_mode(job: FitJob, mode: str) -> FitJob:
+    """The job fitted in transfer `mode`; without the source ("none") the target is centred on its
+    own gene means (`data.centred`: nothing but the source ties it to the pooled ones)."""
+    prep = centred(job.prep) if mode == "none" and job.mode != "none" else job.prep
+    return job._replace(prep=prep, mode=mode)
 
 
 def on_device(ds: DataSettings, target, mesh) -> bool:

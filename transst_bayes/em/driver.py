@@ -18,7 +18,7 @@ from .. import calibration as C
 from .. import plan as D
 from .. import validate as V
 from ..data import DataSettings, Prepared
-from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, k_table_row, mark_chosen, precision,
+from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, in_mode, k_table_row, mark_chosen, precision,
                    data_used, settings_from, settings_record, setup, source_fit)
 from ..metrics import adjusted_rand_index
 from ..pca_kmeans import kmeans
@@ -204,7 +204,7 @@ def choose_transfer(job: FitJob, label_key: str, em: EMSettings) -> tuple:
                 f"{ari['eb']:.3f} with the source, {ari['none']:.3f} without it), so the target's domains "
                 "were found without the source (transfer='none'; domains are not named after source "
                 "classes); pass transfer='eb' to use the source anyway", UserWarning, stacklevel=3)
-    return job._replace(mode=chosen, choice=choice), replace(em, transfer=chosen), held[chosen]
+    return in_mode(job, chosen)._replace(choice=choice), replace(em, transfer=chosen), held[chosen]
 
 
 def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSettings, t0: float,
