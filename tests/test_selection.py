@@ -15,10 +15,13 @@ def test_parameter_count():
     assert n_params(1, 1) == 3
 
 
-@pytest.mark.parametrize("n, const", [(500, 0.5), (2000, 2.0)])
-def test_criteria_by_hand(n, const):
+@pytest.mark.parametrize("n, anchored, const", [(500, False, 0.5), (2000, False, 0.5), (500, True, 0.5),
+                                                (2000, True, 2.0)])
+def test_criteria_by_hand(n, anchored, const):
+    """Free domains: the published small-sample constant 0.5 at every size; novel domains beside
+    anchored ones: the published switch (0.5 below 1,000 spots, else 2)."""
     ll, K, q, H = -1234.5, 3, 4, 12.5
-    c = criteria(ll, K, q, n, H)
+    c = criteria(ll, K, q, n, H, anchored=anchored)
     df = 43
     assert set(CRITERIA) <= set(c)
     assert c["n_params"] == df

@@ -1,5 +1,5 @@
-"""Choosing the number of domains K: BIC, MBIC, HBIC with the published code's constants (HBIC
-the default), Schwarz's BIC, and ICL."""
+"""Choosing the number of domains K: BIC, MBIC, HBIC (the default) with the published code's
+constants (free domains: its small-sample constant at every size), Schwarz's BIC, and ICL."""
 
 from __future__ import annotations
 
@@ -14,26 +14,37 @@ def n_params(K: int, q: int) -> int:
     return K * (q + q * (q + 1) // 2) + 1
 
 
-def criteria(loglik: float, K: int, q: int, n: int, entropy: float) -> dict:
-    """Information criteria (smaller is better).
+def penalty_constant(n: int, anchored: bool) -> float:
+    """The constant of BIC, MBIC and HBIC. The published code's is 0.5 below 1,000 spots and 2
+    above; that switch is kept where the K table counts novel domains beside anchored ones, and
+    free domains take 0.5 at every size.
+
+    Measured (2026-11-27, every criterion recomputed from the same fits' log-likelihoods;
+    benchmarks/simulation.py --ksel: 1,600 spots, q = 10, true K = 4, seeds 0-9, p = 1,000 and
+    2,000, noise 1 and 3): free domains gain 241-571 nats from K = 3 to 4 and at most 96 from 4
+    to 5, and a domain costs 65 parameters. HBIC with the constant 2 charges about 365 nats and
+    picks K = 3 in 31 of 40 fits (mean abs(K_hat - K) 0.60-0.90 per row); with 0.5 (91 nats)
+    0.00 in every row, 0.00 on the paper's setting (50 x 50, p = 1,000, K in 2..6) and 0.20 on
+    notebooks/01_quickstart's 576 spots. Anchored fits choose the number of novel domains right
+    under both (0.00 in every row), but on seqFISH (1,304-2,221 cells, q = 15) the constant 0.5
+    adds a novel domain to embryo2_z5 (it gains 309 nats against 267; ARI 0.796 -> 0.676), the
+    published switch none: a novel domain takes spots from named classes, so it must gain more.
+    Schwarz's BIC (SBIC) is right at 1,600 spots but picks K = 3 at 576 (206 nats against a gain
+    of 117), so no single Schwarz-type penalty is right at every size."""
+    return 0.5 if n < 1000 or not anchored else 2.0
+
+
+def criteria(loglik: float, K: int, q: int, n: int, entropy: float, anchored: bool = False) -> dict:
+    """Information criteria (smaller is better); `anchored`: the K table counts novel domains
+    beside anchored ones (`penalty_constant`).
 
     SBIC = -2 LL + df * log(n)   (Schwarz's BIC)
-    const = 0.5 below 1000 spots, else 2 (as in the published code);
     BIC  = -2 LL + const * df * log(n)
     MBIC = -2 LL + const * df * log(n) * log(log(q + n))
     HBIC = -2 LL + const * df * log(log(n) + df)
     ICL  = BIC + 2 * sum_j H(r_j)   (classification entropy of the responsibilities)
-
-    No single penalty of this form fits every size measured (2026-11-27): on the K-selection
-    simulation (benchmarks/simulation.py --ksel, 1,600 spots, q = 10, true K = 4) free domains
-    gain 241-571 nats from K = 3 to 4 and at most 96 from 4 to 5, and one domain costs 65
-    parameters: SBIC charges 240 nats and picks K = 4 in 40 of 40 fits, HBIC (const 2) about 365
-    and picks K = 3 in 31 of 40. On 576 spots (notebooks/01_quickstart's small setting, p = 300)
-    the fourth domain gains 117 nats: HBIC (const 0.5 there, 91 nats) picks K = 4 (ARI 0.884),
-    SBIC (206 nats) K = 3 (ARI 0.778). HBIC stays the default; the 65-parameter count of a full
-    covariance ignores its inverse-Wishart prior, which an effective parameter count would not.
     """
-    const = 0.5 if n < 1000 else 2.0
+    const = penalty_constant(n, anchored)
     df = n_params(K, q)
     bic = -2.0 * loglik + const * df * np.log(n)
     return {

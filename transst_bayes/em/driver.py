@@ -467,7 +467,7 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         R = np.asarray(f.state.R, np.float64)
         ll = em_loglik(f)
         row = {"K": K, "n_novel": plan.n_novel if plan.classes else None, "loglik": ll}
-        row.update(criteria(ll, K, q, n, float(entropy(R).sum())))
+        row.update(criteria(ll, K, q, n, float(entropy(R).sum()), anchored=bool(plan.classes)))
         row.update({"beta": float(f.state.beta), "kappa": float(np.sqrt(f.state.kappa2)) if plan.classes else None,
                     "n_iter": int(f.n_iter), "converged": bool(f.converged)})
         table.append(k_table_row(row))
