@@ -240,3 +240,16 @@ def test_rare_genes_do_not_collapse_the_fit():
     assert np.all(np.isfinite(res.trace))
     assert res.psi.min() > 100 * PSI_FLOOR
     assert ari(res.labels, tgt.obs["truth"]) >= 0.85
+
+
+def test_the_target_is_centred_alike_when_prepared_on_the_device():
+    """data.centred's JAX branch (prepare_on="device", here on the CPU): the labels and gene
+    means of the host path (measured: every label equal, gene means within 3e-7)."""
+    src, tgt = tb.simulate(0, height=20, width=20, n_genes=200, n_factors=5)
+    tgt.X = tgt.X + 2.0 * np.random.default_rng(0).normal(size=tgt.n_vars)[None, :]
+    kw = dict(n_domains=4, transfer="none", calibrate="none", n_restarts=1)
+    host = tb.fit_em(tgt, src, "label", prepare_on="host", **kw)
+    dev = tb.fit_em(tgt, src, "label", prepare_on="device", **kw)
+    np.testing.assert_array_equal(host.labels, dev.labels)
+    np.testing.assert_allclose(host.gene_mean, dev.gene_mean, atol=1e-5)
+    assert np.abs(dev.target.mu).max() < 10.0
