@@ -18,8 +18,8 @@ from .. import calibration as C
 from .. import plan as D
 from .. import validate as V
 from ..data import DataSettings, Prepared
-from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, in_mode, k_table_row, mark_chosen, precision,
-                   data_used, settings_from, settings_record, setup, source_fit)
+from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, in_mode, k_table_row, mark_chosen,
+                   precision, data_used, settings_from, settings_record, setup, source_fit)
 from ..metrics import adjusted_rand_index
 from ..pca_kmeans import kmeans
 from ..result import Diagnostics, SpotOutputs, TargetParams, TransSTResult, entropy
