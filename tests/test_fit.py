@@ -159,12 +159,13 @@ def test_paper_setting_ari_and_hbic(paper_pair):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
-def test_free_domains_choose_the_true_k_on_the_k_selection_simulation(seed):
+def test_free_domains_choose_the_true_k_on_the_k_selection_simulation():
     """benchmarks/simulation.py --ksel's setting (40 x 40, p = 1,000, q = 10, true K = 4, K in
     3..5): the default criterion picks K = 4 for free domains. With the published constant 2
-    above 1,000 spots HBIC picked K = 3 on both seeds (the fourth domain gains 241-571 nats, the
-    constant 2 charges about 365); anchored fits choose 0 novel domains."""
+    above 1,000 spots HBIC picked K = 3 here (seeds 1 and 2; one seed kept for the suite's time:
+    the fourth domain gains 241-571 nats, the constant 2 charges about 365); anchored fits
+    choose 0 novel domains."""
+    seed = 1
     src, tgt = tb.simulate(seed, height=40, width=40, n_genes=1000, n_factors=10, n_domains=4)
     free = tb.fit_em(tgt, src, domains="free", n_domains=[3, 4, 5], n_factors=10, seed=seed)
     assert free.n_domains == 4, [(r["K"], r["hbic"]) for r in free.k_table]
