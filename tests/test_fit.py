@@ -85,6 +85,24 @@ def test_a_fit_without_the_source_ignores_the_targets_offset_from_the_pooled_mea
     np.testing.assert_allclose(res.gene_mean, own, atol=1e-4)
 
 
+def test_the_target_is_centred_only_where_its_standardisation_did_not(monkeypatch):
+    """No extra pass over the matrix where standardisation already removed the target's own
+    means (no source, or standardize="separate"); one where it did not (pooled with a source,
+    or standardize="none")."""
+    from transst_bayes import job
+
+    calls = []
+    original = job.centred
+    monkeypatch.setattr(job, "centred", lambda prep: calls.append(1) or original(prep))
+    src, tgt = tb.simulate(0, height=12, width=12, n_genes=60, n_factors=3)
+    kw = dict(n_domains=2, n_factors=3, n_restarts=1, calibrate="none")
+    for source, extra, expect in ((None, {}, 0), (src, dict(standardize="separate"), 0),
+                                  (src, {}, 1), (None, dict(standardize="none"), 1)):
+        calls.clear()
+        tb.fit_em(tgt, source, "label", transfer="none", **kw, **extra)
+        assert len(calls) == expect, (source is None, extra)
+
+
 def test_source_classes_may_differ_from_target_domains():
     src, tgt = tb.simulate(2, height=20, width=20, n_genes=200, n_factors=5, n_domains=4)
     # merge two source classes: the source has 3 classes, the target 4 domains

@@ -424,6 +424,12 @@ def centred(prep: Prepared) -> Prepared:
     return prep._replace(X=X, gene_mean=prep.gene_mean + prep.gene_scale * m)
 
 
+def own_means_removed(prep: Prepared, s: DataSettings) -> bool:
+    """Whether standardisation already centred the target on its own gene means ("separate", or
+    "pooled" with no source to pool with), so that `centred` has nothing to do."""
+    return s.standardize == "separate" or (s.standardize == "pooled" and prep.X_source is None)
+
+
 def _empty_spots(X) -> int:
     """Number of spots with no expression at all (a block of rows at a time: no |X| copy)."""
     if sp.issparse(X):

@@ -17,7 +17,7 @@ from . import devprep
 from . import plan as D
 from . import validate as V
 from ._version import __version__
-from .data import DataSettings, Prepared, as_anndata, centred, expression_matrix, prepare
+from .data import DataSettings, Prepared, as_anndata, centred, expression_matrix, own_means_removed, prepare
 from .result import DataUsed, SourceFit
 
 if TYPE_CHECKING:
@@ -130,8 +130,10 @@ def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMS
 
 def in_mode(job: FitJob, mode: str) -> FitJob:
     """The job fitted in transfer `mode`; without the source ("none") the target is centred on its
-    own gene means (`data.centred`: nothing but the source ties it to the pooled ones)."""
-    prep = centred(job.prep) if mode == "none" and job.mode != "none" else job.prep
+    own gene means (`data.centred`: nothing but the source ties it to the pooled ones), unless
+    its standardisation did so already (no pass over the matrix then)."""
+    todo = mode == "none" and job.mode != "none" and not own_means_removed(job.prep, job.ds)
+    prep = centred(job.prep) if todo else job.prep
     return job._replace(prep=prep, mode=mode)
 
 
