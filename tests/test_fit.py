@@ -274,21 +274,3 @@ def test_the_target_is_centred_alike_when_prepared_on_the_device():
     np.testing.assert_allclose(host.gene_mean, dev.gene_mean, atol=1e-5)
     assert np.abs(dev.target.mu).max() < 10.0
 
-
-def test_the_whitening_step_never_lowers_the_objective(monkeypatch):
-    """The free model's whitening (`factor.whiten`) keeps the likelihood but not the domains'
-    prior: with the target left off-centre (centring switched off here, the 2-sd offset of the
-    test above), the unguarded step blew the domain means up and the objective fell by about
-    9e4 nats over the run. Guarded (taken only where the log-prior does not fall), the objective
-    never falls by more than rounding, even without the centring."""
-    from transst_bayes import job
-
-    monkeypatch.setattr(job, "centred", lambda prep: prep)
-    src, tgt = tb.simulate(0, height=20, width=20, n_genes=200, n_factors=5)
-    shifted = tgt.copy()
-    shifted.X = tgt.X + 2.0 * np.random.default_rng(0).normal(size=tgt.n_vars)[None, :]
-    res = tb.fit_em(shifted, src, "label", n_domains=4, transfer="none", calibrate="none",
-                    dtype="float64", n_restarts=1)
-    assert not np.allclose(res.gene_mean, np.asarray(shifted[:, res.genes].X).mean(axis=0), atol=1e-2)
-    tr = res.trace
-    assert np.all(np.diff(tr) >= -1e-6 * np.abs(tr[:-1])), np.diff(tr).min()
