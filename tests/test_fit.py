@@ -273,4 +273,3 @@ def test_the_target_is_centred_alike_when_prepared_on_the_device():
     np.testing.assert_array_equal(host.labels, dev.labels)
     np.testing.assert_allclose(host.gene_mean, dev.gene_mean, atol=1e-5)
     assert np.abs(dev.target.mu).max() < 10.0
-

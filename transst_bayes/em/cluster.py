@@ -138,22 +138,12 @@ def step(state: ClusterState, data: ClusterData, s: Settings) -> tuple[ClusterSt
         if s.mode == "eb":
             tau2 = jnp.maximum(F.eb_tau2(st, data.W_s, psi), 1e-8)
         if s.mode == "none":
-            W, mu, Sigma = _whiten_if_prior_allows(W, mu, Sigma, R.sum(0), data.prior, kappa2)
+            W, mu, Sigma = F.whiten(W, mu, Sigma, R.sum(0))
     beta = state.beta
     if s.learn_beta:
         beta = mrf.newton_beta(beta, R, counts, n_steps=3)
     info = StepInfo(obj, state.beta, state.tau2, state.kappa2)
     return ClusterState(W, psi, mu, Sigma, tau2, beta, R, kappa2), info
-
-
-def _whiten_if_prior_allows(W, mu, Sigma, weights, prior: P.DomainPrior, kappa2):
-    """`factor.whiten` (z re-expressed so that its pooled covariance is I: the free model's
-    GL(q) freedom) where it does not lower the domains' log-prior, else the parameters as they
-    are. The likelihood is the same either way, so the objective cannot fall at this step (it
-    did when the domain means were far from the prior's centre: README, free domains)."""
-    Ww, mw, Sw = F.whiten(W, mu, Sigma, weights)
-    take = P.domain_log_prior(mw, Sw, prior, kappa2) >= P.domain_log_prior(mu, Sigma, prior, kappa2)
-    return tuple(jnp.where(take, a, b) for a, b in ((Ww, W), (mw, mu), (Sw, Sigma)))
 
 
 def init(Z, labels, W, psi, tau2, beta, K: int, kappa2, w) -> ClusterState:
