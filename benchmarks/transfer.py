@@ -25,7 +25,10 @@ Methods:
 * no transfer: transfer="none";
 * LR: multinomial logistic regression trained on the source's standardised expression;
   LR + smooth: its labels after one majority vote over each spot and its 6 nearest spots;
-* PCA + GMM: a Gaussian mixture on 15 principal components of the target.
+* PCA + GMM: a Gaussian mixture on 15 principal components of the target;
+* PCA + tied GMM + Potts: a BayesSpace-like baseline without MCMC: a Gaussian mixture whose
+  clusters share one covariance (BayesSpace's shared precision) on the same 15 components, then
+  ICM under a Potts prior with fixed smoothness 2 on the target's spot graph.
 
 With ``--preprocessing`` the fitted columns are instead the default anchored fit under each
 gene selection / standardisation (variance + pooled: the default; genes="source";
@@ -44,7 +47,7 @@ import warnings
 
 import numpy as np
 
-from _common import (label_transfer, markdown_table, pca_gmm,
+from _common import (label_transfer, markdown_table, pca_gmm, pca_tied_gmm_potts,
                      release_compiled_programs, smooth_majority, standardised_pair, write_json)
 from real_data import her2st_sections, seqfish_sections, transfer_protocol
 
@@ -99,6 +102,7 @@ def run(data: str, sections, q=15, seed=0, fits=FITS):
         sm = smooth_majority(names[np.argmax(P, axis=1)], target.obsm["spatial"])
         _score(row, "LR + smooth", sm, truth)
         _score(row, "PCA + GMM", pca_gmm(prep.X, q, K, seed), truth)
+        _score(row, "PCA + tied GMM + Potts", pca_tied_gmm_potts(prep.X, q, K, prep.adjacency, seed), truth)
         rows.append(row)
         print(f"{sec}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items()
                                      if isinstance(v, float) and k.endswith("ARI")), flush=True)
@@ -123,7 +127,7 @@ def main():
     for c in rows[0]:
         if isinstance(rows[0][c], float):
             mean[c] = float(np.nanmean([np.nan if r[c] is None else r[c] for r in rows]))
-    methods = list(fits) + ["LR", "LR + smooth", "PCA + GMM"]
+    methods = list(fits) + ["LR", "LR + smooth", "PCA + GMM", "PCA + tied GMM + Potts"]
     for metric in ("ARI", "NMI"):
         print(f"\n{metric}")
         print(markdown_table(rows + [mean], ["section", "K", "n"] + [f"{m} {metric}" for m in methods]))
