@@ -53,7 +53,8 @@ def pca_tied_gmm_potts(X, q, K, adjacency, seed=0, beta=2.0, sweeps=10):
 
     Z = pca_scores(X, q)
     gmm = GaussianMixture(K, covariance_type="tied", n_init=3, random_state=seed, reg_covar=1e-4).fit(Z)
-    loglik = gmm._estimate_weighted_log_prob(Z)
+    # log posterior = log weight + log density - a per-spot constant, which no argmax below sees
+    loglik = np.log(np.maximum(gmm.predict_proba(Z), 1e-300))
     A = sp.csr_matrix(adjacency, dtype=float)
     z = np.argmax(loglik, axis=1)
     for _ in range(sweeps):
