@@ -28,7 +28,7 @@ Methods:
 * PCA + GMM: a Gaussian mixture on 15 principal components of the target;
 * PCA + tied GMM + Potts: a BayesSpace-like baseline without MCMC: a Gaussian mixture whose
   clusters share one covariance (BayesSpace's shared precision) on the same 15 components, then
-  ICM under a Potts prior with fixed smoothness 2 on the target's spot graph.
+  the package's ICM under a Potts prior with fixed smoothness 2 on the target's spot graph.
 
 With ``--preprocessing`` the fitted columns are instead the default anchored fit under each
 gene selection / standardisation (variance + pooled: the default; genes="source";
@@ -102,7 +102,7 @@ def run(data: str, sections, q=15, seed=0, fits=FITS):
         sm = smooth_majority(names[np.argmax(P, axis=1)], target.obsm["spatial"])
         _score(row, "LR + smooth", sm, truth)
         _score(row, "PCA + GMM", pca_gmm(prep.X, q, K, seed), truth)
-        _score(row, "PCA + tied GMM + Potts", pca_tied_gmm_potts(prep.X, q, K, prep.adjacency, seed), truth)
+        _score(row, "PCA + tied GMM + Potts", pca_tied_gmm_potts(prep.X, q, K, prep.graph, seed), truth)
         rows.append(row)
         print(f"{sec}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items()
                                      if isinstance(v, float) and k.endswith("ARI")), flush=True)
