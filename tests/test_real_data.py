@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 
 import transst_bayes as tb
@@ -71,3 +72,22 @@ def test_seqfish_svi_posterior_draws_finish():
     ari_ = float(out.stdout.split("ARI")[-1])
     # measured 0.471 (1 round of 10 steps from the EM warm start)
     assert ari_ >= 0.35
+
+
+def test_spatial_block_folds_are_equal_stripes():
+    stripes = benchmark("supervised_ceiling").stripes
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(size=(103, 2))
+    fold = stripes(xy, 5)
+    counts = np.bincount(fold)
+    assert counts.size == 5 and counts.max() - counts.min() <= 1
+    order = np.argsort(xy[:, 0])
+    assert np.all(np.diff(fold[order]) >= 0)  # each fold a contiguous stripe along x
+
+
+def test_supervised_ceiling_matches_readme_e1():
+    """README's reference table (benchmarks/supervised_ceiling.py, HER2ST E1): a classifier on
+    the target's own labels, 5-fold cross-validated."""
+    row = benchmark("supervised_ceiling").run("her2st", ["E1"])[0]
+    assert row["random folds ARI"] == pytest.approx(0.561, abs=0.02)
+    assert row["spatial blocks ARI"] == pytest.approx(0.498, abs=0.02)

@@ -1,0 +1,85 @@
+"""How far the annotation can be read from the expression at all: a classifier trained on the
+*target's own* labels, cross-validated, on the protocols of benchmarks/transfer.py.
+
+This is not a method a user could run on an unlabeled section (it needs the target's
+annotation); it is a reference for the accuracy targets of the transfer tables: an
+unsupervised or transferred fit that comes close to it has read from the expression about as
+much of the annotation as a supervised model of the same features does. Features: the same 15
+principal components of the same standardised matrix as the table's "PCA + ..." baselines
+(`_common.pca_scores` of `prepare(...).X`). Model: multinomial logistic regression
+(scikit-learn, C = 1). Two cross-validations with 5 folds each: random folds (optimistic: a
+held-out spot's neighbours are in the training folds, and neighbouring spots are alike) and
+spatial blocks (5 stripes of equal spot count along the first coordinate: each fold is a region
+the classifier has not seen, closer to a new section); each also after one majority vote over
+each spot and its 6 nearest spots (`_common.smooth_majority`, as in transfer.py's
+"LR + smooth"). Scores: ARI against the annotation.
+
+    python benchmarks/supervised_ceiling.py --data her2st|seqfish [--sections ...] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from _common import markdown_table, pca_scores, smooth_majority, standardised_pair, write_json
+from real_data import her2st_sections, seqfish_sections, transfer_protocol
+
+import transst_bayes as tb
+
+
+def stripes(coords: np.ndarray, n_folds: int = 5) -> np.ndarray:
+    """Fold of each spot: n_folds stripes of (nearly) equal spot count along the first coordinate."""
+    rank = np.argsort(np.argsort(coords[:, 0], kind="stable"), kind="stable")
+    return rank * n_folds // len(rank)
+
+
+def run(data: str, sections, q=15, seed=0):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
+
+    rows = []
+    for sec in sections:
+        target, source, K, label, opts = transfer_protocol(data, sec)
+        truth = target.obs[label].astype(str).to_numpy()
+        xy = np.asarray(target.obsm["spatial"], float)
+        Z = pca_scores(np.asarray(standardised_pair(target, source, label, **opts).X, np.float64), q)
+        lr = LogisticRegression(max_iter=3000, C=1.0)
+        row = {"section": sec, "K": K, "n": target.n_obs}
+        for name, cv, groups in (("random folds", KFold(5, shuffle=True, random_state=seed), None),
+                                 ("spatial blocks", GroupKFold(5), stripes(xy))):
+            pred = cross_val_predict(lr, Z, truth, cv=cv, groups=groups)
+            row[f"{name} ARI"] = tb.adjusted_rand_index(pred, truth)
+            row[f"{name} + smooth ARI"] = tb.adjusted_rand_index(smooth_majority(pred, xy), truth)
+            row[f"{name} accuracy"] = float(np.mean(pred == truth))
+        rows.append(row)
+        print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+              flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", choices=("her2st", "seqfish"), required=True)
+    ap.add_argument("--sections", nargs="*", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    sections = args.sections or (her2st_sections() if args.data == "her2st" else seqfish_sections())
+    t0 = time.perf_counter()
+    rows = run(args.data, sections, seed=args.seed)
+    mean = {"section": "mean"}
+    for c, v in rows[0].items():
+        if isinstance(v, float):
+            mean[c] = float(np.mean([r[c] for r in rows]))
+    print(markdown_table(rows + [mean], list(rows[0])))
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    write_json(args.json, {"rows": rows, "mean": mean})
+
+
+if __name__ == "__main__":
+    main()
