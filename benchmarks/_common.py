@@ -75,6 +75,34 @@ def markdown_table(rows: list[dict], cols: list[str], fmt: dict | None = None) -
     return "\n".join(out)
 
 
+def mean_row(rows: list[dict]) -> dict:
+    """The table row of the means over sections of every float column (None and NaN left out)."""
+    mean = {"section": "mean"}
+    for c, v in rows[0].items():
+        if isinstance(v, float):
+            mean[c] = float(np.nanmean([np.nan if r.get(c) is None else r[c] for r in rows]))
+    return mean
+
+
+def section_parser(doc: str):
+    """The arguments every real-data benchmark takes: --data, --sections, --seed, --json."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", choices=("her2st", "seqfish"), required=True)
+    ap.add_argument("--sections", nargs="*", default=None, help="default: every section")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    return ap
+
+
+def chosen_sections(args) -> list[str]:
+    """The sections named by --sections, else every section of --data."""
+    from real_data import her2st_sections, seqfish_sections
+
+    return args.sections or (her2st_sections() if args.data == "her2st" else seqfish_sections())
+
+
 def write_json(path, obj) -> None:
     if path:
         Path(path).write_text(json.dumps(obj, indent=2, default=float))

@@ -29,14 +29,13 @@ printed are T and, for each, the number of (domain, gene) contrasts with lfsr < 
 
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
 
 import numpy as np
 
-from _common import markdown_table, release_compiled_programs, write_json
-from real_data import her2st_sections, seqfish_sections, transfer_protocol
+from _common import chosen_sections, markdown_table, mean_row, release_compiled_programs, section_parser, write_json
+from real_data import transfer_protocol
 
 import transst_bayes as tb
 from transst_bayes.calibration import choose_temperature
@@ -95,15 +94,11 @@ def markers(data: str, sections, seed=0):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", choices=("her2st", "seqfish"), required=True)
-    ap.add_argument("--sections", nargs="*", default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None)
+    ap = section_parser(__doc__)
     ap.add_argument("--markers", action="store_true", help="marker lfsr before and after calibration (fit_svi)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    sections = args.sections or (her2st_sections() if args.data == "her2st" else seqfish_sections())
+    sections = chosen_sections(args)
     t0 = time.perf_counter()
     if args.markers:
         rows = markers(args.data, sections, args.seed)
@@ -111,10 +106,7 @@ def main():
         write_json(args.json, {"rows": rows})
         return
     rows = run(args.data, sections, args.seed)
-    mean = {"section": "mean"}
-    for c, v in rows[0].items():
-        if isinstance(v, float):
-            mean[c] = float(np.mean([r[c] for r in rows]))
+    mean = mean_row(rows)
     cols = list(rows[0])
     print(markdown_table(rows + [mean], cols, {"s": "{:.0f}", "T": "{:.2f}", "oracle T": "{:.1f}"}))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")

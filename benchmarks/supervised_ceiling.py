@@ -19,14 +19,14 @@ each spot and its 6 nearest spots (`_common.smooth_majority`, as in transfer.py'
 
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
 
 import numpy as np
 
-from _common import markdown_table, pca_scores, smooth_majority, standardised_pair, write_json
-from real_data import her2st_sections, seqfish_sections, transfer_protocol
+from _common import (chosen_sections, markdown_table, mean_row, pca_scores, section_parser, smooth_majority,
+                     standardised_pair, write_json)
+from real_data import transfer_protocol
 
 import transst_bayes as tb
 
@@ -62,20 +62,11 @@ def run(data: str, sections, q=15, seed=0):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", choices=("her2st", "seqfish"), required=True)
-    ap.add_argument("--sections", nargs="*", default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args()
+    args = section_parser(__doc__).parse_args()
     warnings.simplefilter("ignore")
-    sections = args.sections or (her2st_sections() if args.data == "her2st" else seqfish_sections())
     t0 = time.perf_counter()
-    rows = run(args.data, sections, seed=args.seed)
-    mean = {"section": "mean"}
-    for c, v in rows[0].items():
-        if isinstance(v, float):
-            mean[c] = float(np.mean([r[c] for r in rows]))
+    rows = run(args.data, chosen_sections(args), seed=args.seed)
+    mean = mean_row(rows)
     print(markdown_table(rows + [mean], list(rows[0])))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     write_json(args.json, {"rows": rows, "mean": mean})

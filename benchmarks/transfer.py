@@ -41,15 +41,15 @@ choose those defaults by evidence.
 
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
 
 import numpy as np
 
-from _common import (label_transfer, markdown_table, pca_gmm, pca_tied_gmm_potts,
-                     release_compiled_programs, smooth_majority, standardised_pair, write_json)
-from real_data import her2st_sections, seqfish_sections, transfer_protocol
+from _common import (chosen_sections, label_transfer, markdown_table, mean_row, pca_gmm, pca_tied_gmm_potts,
+                     release_compiled_programs, section_parser, smooth_majority, standardised_pair,
+                     write_json)
+from real_data import transfer_protocol
 
 import transst_bayes as tb
 from transst_bayes.metrics import calibration_summary, named_predictions
@@ -110,23 +110,16 @@ def run(data: str, sections, q=15, seed=0, fits=FITS):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", choices=("her2st", "seqfish"), required=True)
-    ap.add_argument("--sections", nargs="*", default=None)
+    ap = section_parser(__doc__)
     ap.add_argument("--q", type=int, default=15)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None)
     ap.add_argument("--preprocessing", action="store_true")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    sections = args.sections or (her2st_sections() if args.data == "her2st" else seqfish_sections())
+    sections = chosen_sections(args)
     t0 = time.perf_counter()
     fits = PREPROCESSING if args.preprocessing else FITS
     rows = run(args.data, sections, args.q, args.seed, fits)
-    mean = {"section": "mean", "K": "", "n": ""}
-    for c in rows[0]:
-        if isinstance(rows[0][c], float):
-            mean[c] = float(np.nanmean([np.nan if r[c] is None else r[c] for r in rows]))
+    mean = mean_row(rows)
     methods = list(fits) + ["LR", "LR + smooth", "PCA + GMM", "PCA + tied GMM + Potts"]
     for metric in ("ARI", "NMI"):
         print(f"\n{metric}")
