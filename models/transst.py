@@ -1,8 +1,8 @@
 """The TransST models as NumPyro programs (plates "spot", "gene", "factor", "domain").
 
 `transst_model` (z integrated out, loadings under the transfer prior), `scores_model` (the
-two-stage form: the transferred factor scores clustered, loadings fixed), `no_transfer_model`,
-`explicit_z_model`. Every model has the signature `model(data, K, n_factors, batch_size=None, **options)`:
+two-stage form: the transferred factor scores clustered, loadings fixed), `fixed_loadings_model`
+(no source: loadings and noise fixed at an EM fit's), `no_transfer_model`, `explicit_z_model`. Every model has the signature `model(data, K, n_factors, batch_size=None, **options)`:
 - `data`: SpotData (X the standardised expression, field the Potts mean-field neighbour sums
   of the current responsibilities, W_s the source loadings or None);
 - `K` domains, `n_factors` q; `batch_size`: spots per minibatch (None: all spots).
@@ -36,6 +36,8 @@ class SpotData(NamedTuple):
     W_s: jax.Array | None = None  # (p, q) source loadings
     prior: DomainPrior | None = None  # centres of the domain priors (None: every domain free)
     w: jax.Array | None = None  # (n,) 1 a spot, 0 a row that pads the spots over devices (None: none)
+    W: jax.Array | None = None  # (p, q) fixed loadings (`fixed_loadings_model`: an EM fit's)
+    psi: jax.Array | None = None  # (p,) fixed noise variances (`fixed_loadings_model`)
 
 
 @contextmanager
@@ -52,11 +54,12 @@ def spot_plate(data: SpotData, batch_size):
 
 
 def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size, domains="free",
-                      kappa=None):
-    """Noise, domain and smoothness priors, then each spot's expression with z integrated out
-    and its domain summed out under the mean-field Potts field."""
+                      kappa=None, psi=None):
+    """Noise (unless `psi` is given), domain and smoothness priors, then each spot's expression
+    with z integrated out and its domain summed out under the mean-field Potts field."""
     dt = data.X.dtype
-    psi = noise_variances(data.X.shape[1], dt)
+    if psi is None:
+        psi = noise_variances(data.X.shape[1], dt)
     mu, L = domain_distributions(K, n_factors, dt, data.prior, domains, kappa)
     beta = smoothness()
     comps = integrated_components(W, psi, mu, L)
@@ -93,9 +96,26 @@ def scores_model(data: SpotData, K: int, n_factors: int, batch_size=None, domain
 
 
 def no_transfer_model(data: SpotData, K: int, n_factors: int, batch_size=None):
-    """The spatial factor model without a source (tau -> infinity)."""
+    """The spatial factor model without a source (tau -> infinity), loadings W ~ N(0, 1).
+
+    Its loadings are identified only up to an invertible q x q map (W A^-1 with A mu_k,
+    A Sigma_k A^T fits equally well), which the EM path removes by whitening each step. A
+    mean-field guide (AutoNormal) cannot follow that ridge and drifts to one tight domain
+    holding every spot (HER2ST, every section): `fit_svi` fits `fixed_loadings_model` without
+    a source; this model is for guides that can (AutoDelta) and for research."""
     W = free_loadings(data.X.shape[1], n_factors, dtype=data.X.dtype)
     _integrated_spots(data, W, K, n_factors, batch_size)
+
+
+def fixed_loadings_model(data: SpotData, K: int, n_factors: int, batch_size=None):
+    """The spatial factor model without a source with its loadings and noise fixed at data.W and
+    data.psi (fit_svi's default without a source: the EM fit's whitened estimate, empirical
+    Bayes on the factor model); the posterior is over the domains (mu_k, Sigma_k) and beta,
+    z integrated out as in `transst_model`."""
+    if data.W is None or data.psi is None:
+        raise ValueError("fixed_loadings_model needs the loadings and noise in data.W and data.psi "
+                         "(fit_svi passes an EM fit's); use no_transfer_model to learn them")
+    _integrated_spots(data, data.W, K, n_factors, batch_size, psi=data.psi)
 
 
 def explicit_z_model(data: SpotData, K: int, n_factors: int, batch_size=None, form: str = "global",

@@ -158,3 +158,63 @@ def test_transfer_line_says_how_the_source_was_used():
                                    "with the source, 0.210 without)")
     uns = {"settings": json.dumps({"transfer_used": "eb"}), "meta": json.dumps({"info": {}})}
     assert _transfer_line(uns) == "transfer: eb"
+
+
+def _her2st():
+    from conftest import benchmark, data_dir
+
+    if data_dir() is None or not (data_dir() / "her2st").exists():
+        pytest.skip("HER2ST data not found: set TRANSST_DATA to the folder holding her2st/")
+    return benchmark("real_data").her2st_protocol("H1")
+
+
+@pytest.mark.slow
+def test_fit_finishes_when_the_default_sets_the_source_aside(tmp_path, capsys):
+    """Regression: on HER2ST transfer="auto" chose "none", and `fit` then died asking for
+    transfer-breaking genes ("the fit has no source loadings"), exit 2, nothing written. Target
+    H1, source E1 + F1 (measured held-out ARI 0.02 with the source, 0.14 without)."""
+    target, source, _ = _her2st()
+    source = source[source.obs["section"].isin(["E1", "F1"]).to_numpy()].copy()
+    target.write_h5ad(tmp_path / "t.h5ad")
+    source.write_h5ad(tmp_path / "s.h5ad")
+    out = tmp_path / "out.h5ad"
+    rc = main(["--quiet", "--no-cache", "fit", "--target", str(tmp_path / "t.h5ad"), "--source",
+               str(tmp_path / "s.h5ad"), "--label-key", "label", "--n-domains", "6", "--n-genes", "500",
+               "--out", str(out)])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    assert "transfer: none" in text.out and "transfer-breaking genes: none computed" in text.out
+    a = ad.read_h5ad(out)
+    assert a.obs["transst"].nunique() >= 4 and "transst_markers" in a.uns
+    assert json.loads(str(a.uns["transst"]["settings"]))["transfer_used"] == "none"
+    # the options the warning points to are there: --transfer eb uses the source anyway
+    rc = main(["--quiet", "--no-cache", "fit", "--target", str(tmp_path / "t.h5ad"), "--source",
+               str(tmp_path / "s.h5ad"), "--label-key", "label", "--n-domains", "6", "--n-genes", "500",
+               "--transfer", "eb", "--calibrate", "none", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    a = ad.read_h5ad(out)
+    assert json.loads(str(a.uns["transst"]["settings"]))["transfer_used"] == "eb"
+    assert "transst_transfer_breaking" in a.uns and a.uns["transst"]["temperature"] == 1.0
+
+
+def test_fit_options_are_checked_before_the_fit(sim_files, tmp_path, capsys):
+    base = ["--quiet", "--no-cache", "fit", "--target", str(sim_files / "target.h5ad"), "--out",
+            str(tmp_path / "o.h5ad")]
+    for extra, msg in ((["--calibrate", "warm"], "--calibrate"), (["--calibrate", "-1"], "--calibrate"),
+                       (["--transfer", "eb"], "needs a labeled --source"),
+                       (["--guide", "normal"], "--method svi")):
+        assert main(base + extra) == EXIT_BAD_INPUT
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_fit_passes_its_options(sim_files, tmp_path, capsys):
+    out = tmp_path / "o.h5ad"
+    rc = main(["--quiet", "--no-cache", "fit", "--target", str(sim_files / "target.h5ad"), "--source",
+               str(sim_files / "source.h5ad"), "--n-domains", "3", "--n-factors", "4", "--transfer", "eb",
+               "--calibrate", "2.5", "--domains", "free", "--n-restarts", "1", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    a = ad.read_h5ad(out)
+    st = json.loads(str(a.uns["transst"]["settings"]))
+    assert st["transfer_used"] == "eb" and st["domains_used"] == "free" and st["n_restarts"] == 1
+    assert a.uns["transst"]["temperature"] == 2.5

@@ -227,15 +227,14 @@ def _fit(args) -> int:
         raise InputError(f"--spatial-key {args.spatial_key!r} is not in the target's obsm "
                          f"(keys: {list(target.obsm.keys())}); give the key of the coordinates")
     ks = _k_list(args)
-    opts = dict(n_factors=args.n_factors, graph=args.graph, progress_bar=not args.quiet)
-    if args.n_genes is not None:
-        opts["n_genes"] = args.n_genes
+    opts = _fit_options(args, source)
     t0 = time.perf_counter()
     tl.transst(target, source, label_key=args.label_key, n_domains=ks, method=args.method,
                spatial_key=args.spatial_key, library_key=args.library_key, layer=args.layer,
                rng=args.seed, key_added=args.key_added, **opts)
     tl.markers(target, key=args.key_added)
-    if source is not None:
+    used_source = _used_source(target, args.key_added)
+    if used_source:  # a fit that set the source aside (transfer "none") has no source loadings
         tl.transfer_breaking_genes(target, key=args.key_added)
     secs = time.perf_counter() - t0
     uns = target.uns[args.key_added]
@@ -246,11 +245,53 @@ def _fit(args) -> int:
           f"{target.obs[args.key_added + '_maxprob'].mean():.3f} (temperature {uns['temperature']:.3g}; "
           f"calibration: {uns['calibration']})")
     print(_transfer_line(uns))
+    if source is not None and not used_source:
+        print("transfer-breaking genes: none computed (the fit did not use the source; "
+              "--transfer eb uses it anyway)")
     print("spots per domain: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     print(_timings_line(target, args.key_added))
     _print_k_table(json.loads(uns["k_table"]))
     print(f"wrote {out} (obs['{args.key_added}'], uns['{args.key_added}_markers'], ...)")
     return 0
+
+
+def _calibrate(value: str):
+    """--calibrate: "auto", "none" or a temperature > 0."""
+    if value in ("auto", "none"):
+        return value
+    try:
+        T = float(value)
+    except ValueError:
+        T = float("nan")
+    if not T > 0 or T == float("inf"):
+        raise InputError(f"--calibrate must be auto, none or a temperature > 0, got {value!r}")
+    return T
+
+
+def _fit_options(args, source) -> dict:
+    """fit_em / fit_svi keyword arguments from the `fit` options (None: the function's default)."""
+    if source is None and args.transfer not in (None, "none"):
+        raise InputError(f"--transfer {args.transfer} needs a labeled --source")
+    if args.method != "svi" and args.guide is not None:
+        raise InputError("--guide is an option of --method svi")
+    opts = dict(n_factors=args.n_factors, graph=args.graph, progress_bar=not args.quiet,
+                calibrate=_calibrate(args.calibrate), domains=args.domains)
+    named = dict(n_genes=args.n_genes, criterion=args.criterion, source_batch_key=args.source_batch_key,
+                 n_restarts=args.n_restarts, guide=args.guide, dtype=args.dtype)
+    opts.update({k: v for k, v in named.items() if v is not None})
+    if args.transfer is not None:
+        if args.method == "svi":
+            opts["em_options"] = {"transfer": args.transfer}
+        else:
+            opts["transfer"] = args.transfer
+    if args.method == "svi" and "n_restarts" in opts:
+        opts.setdefault("em_options", {})["n_restarts"] = opts.pop("n_restarts")
+    return opts
+
+
+def _used_source(adata, key: str) -> bool:
+    """Whether the fit under `key` used the source (transfer mode other than "none")."""
+    return json.loads(str(adata.uns[key]["settings"])).get("transfer_used", "none") != "none"
 
 
 def _transfer_line(uns) -> str:
@@ -314,7 +355,23 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--library-key", default=None, help="obs column naming the sections")
     f.add_argument("--graph", choices=("knn", "visium", "st", "radius"), default="knn")
     f.add_argument("--n-factors", type=int, default=15)
-    f.add_argument("--n-genes", type=int, default=None)
+    f.add_argument("--n-genes", type=int, default=None, help="genes to select (default 2,000)")
+    f.add_argument("--transfer", choices=("auto", "eb", "cv", "none"), default=None,
+                   help="use of the source: auto (default: chosen on held-out source sections), eb "
+                        "(always, tau learned), cv (the published lambda grid), none")
+    f.add_argument("--calibrate", default="auto",
+                   help="auto (default: temperature from held-out source sections), none, or a temperature")
+    f.add_argument("--source-batch-key", default=None,
+                   help="source obs column naming its sections (held-out fits for --transfer auto and "
+                        "--calibrate auto; default: library_id, section, sample or batch)")
+    f.add_argument("--domains", choices=("anchored", "free"), default="anchored",
+                   help="anchored (default): domains tied to and named after source classes; free")
+    f.add_argument("--criterion", default=None, choices=("hbic", "sbic", "bic", "mbic", "icl", "loo", "waic"),
+                   help="choice of K among --k-range (default: hbic for em, loo for svi)")
+    f.add_argument("--n-restarts", type=int, default=None, help="EM restarts (default 3)")
+    f.add_argument("--guide", choices=("normal", "lowrank", "delta"), default=None,
+                   help="SVI guide (--method svi; default normal)")
+    f.add_argument("--dtype", choices=("float32", "float64"), default=None)
     f.add_argument("--key-added", default=keys.DEFAULT)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True, help="output .h5ad")

@@ -233,8 +233,8 @@ def marker_heatmap(adata, *, key: str = keys.DEFAULT, n_top: int = 5, markers_ke
     """Heatmap of the domains' expected expression of the top `n_top` marker genes per domain
     (by posterior mean contrast) from `uns[markers_key or f"{key}_markers"]`.
 
-    Rows are genes, grouped by the domain they mark (a gene among the top of several domains is
-    shown once, in the first block), columns are domains; each row is z-scored across domains.
+    Rows are genes in one block per domain, each block that domain's own top `n_top` genes (a
+    gene among the top of several domains appears in each of their blocks), columns are domains; each row is z-scored across domains.
     A strip left of the heatmap and the colour of the gene labels give each block's domain.
     Returns the heatmap Axes (image in `ax.images[0]`, colourbar attached to its figure)."""
     n_top = V.integer("n_top", n_top, minimum=1)
@@ -248,9 +248,8 @@ def marker_heatmap(adata, *, key: str = keys.DEFAULT, n_top: int = 5, markers_ke
     for d in doms:
         top = df[dom == d].sort_values("contrast", ascending=False)["gene"].astype(str)
         for g in top.head(n_top):
-            if g not in genes:
-                genes.append(g)
-                owner.append(d)
+            genes.append(g)
+            owner.append(d)
     expr = df.assign(domain=dom, gene=df["gene"].astype(str)).pivot_table(
         index="gene", columns="domain", values="expression", aggfunc="mean")
     M = expr.reindex(index=genes, columns=doms).to_numpy(dtype=float)

@@ -1,5 +1,6 @@
-"""Posterior summaries of a fit (fit_svi; fit_em gives point values): spots, marker genes,
-transfer-breaking genes, label alignment, ArviZ InferenceData.
+"""Posterior summaries of a fit: spots, marker genes, transfer-breaking genes, label alignment,
+ArviZ InferenceData. fit_svi fits carry posterior draws; for fit_em fits the marker intervals
+come from the domain means' conditional posterior given the rest of the fit (`em_mean_draws`).
 
 Plain functions over a TransSTResult returning pandas DataFrames / numpy arrays.
 """
@@ -30,11 +31,53 @@ def widen(draws: np.ndarray, T: float) -> np.ndarray:
     return m + np.sqrt(T) * (draws - m)
 
 
+EM_DRAWS = 400  # draws of the domain means for the marker intervals of an EM fit
+
+
+def em_mean_draws(res: TransSTResult, n_draws: int = EM_DRAWS, seed: int = 0) -> np.ndarray:
+    """Draws (S, K, q) of the domain means from their posterior given the rest of an EM fit.
+
+    With Sigma_k, the loadings, the noise and the domain probabilities fixed at the fit's values,
+    mu_k is Gaussian (conjugate to its prior N(m_k, s_k^2 I)): mean the fit's mu_k (its MAP given
+    the rest), precision N_k w A_k + I / s_k^2, with N_k the domain's expected number of spots,
+    w the fit's likelihood power and A_k = Sigma_k^-1 for the two-stage variant (the factor
+    scores are the data) or W^T (W Sigma_k W^T + Psi)^-1 W for the joint one (z integrated out;
+    Woodbury). s_k is kappa for a domain anchored to a source class, else the free prior's
+    scale. The uncertainty of Sigma_k, the loadings, beta and the labels is left out: these
+    intervals are narrower than a full posterior's (fit_svi)."""
+    from .priors import MU_SCALE
+
+    mu = np.asarray(res.mu, np.float64)
+    Sigma = np.asarray(res.Sigma, np.float64)
+    K, q = mu.shape
+    N = np.asarray(res.proba, np.float64).sum(axis=0)
+    weight = float(res.settings.get("weight", 1.0) or 1.0)
+    eye = np.eye(q)
+    if res.settings.get("variant_used") == "joint":
+        W = np.asarray(res.W_t, np.float64)
+        M = W.T @ (W / np.asarray(res.psi, np.float64)[:, None])  # W^T Psi^-1 W
+        A = np.stack([M - M @ np.linalg.solve(np.linalg.inv(S) + M, M) for S in Sigma])
+    else:
+        A = np.linalg.inv(Sigma)
+    classes = set(map(str, res.source_classes or ()))
+    anchored = np.array([str(n) in classes for n in res.names]) & (res.kappa is not None)
+    s2 = np.where(anchored, (res.kappa or 0.0) ** 2, MU_SCALE**2)
+    prec = weight * N[:, None, None] * A + eye[None] / np.maximum(s2, 1e-12)[:, None, None]
+    prec = 0.5 * (prec + np.swapaxes(prec, 1, 2))
+    # x = L^-T e with prec = L L^T has covariance prec^-1
+    L = np.linalg.cholesky(prec)
+    e = np.random.default_rng(seed).standard_normal((n_draws, K, q))
+    dev = np.linalg.solve(np.swapaxes(L, 1, 2)[None], e[..., None])[..., 0]
+    return mu[None] + dev
+
+
 def _draws(res: TransSTResult):
-    """Posterior draws of W (S, p, q) and mu (S, K, q); a fit without a posterior gives S = 1."""
+    """Posterior draws of W (S, p, q) and mu (S, K, q): an SVI fit's, or for a fit without a
+    posterior (EM) the fitted loadings with draws of mu from its conditional posterior
+    (`em_mean_draws`)."""
     post = res.posterior or {}
     W = post.get(sites.W, res.W_t[None])
-    mu = post.get(sites.MU, res.mu[None])
+    mu = post[sites.MU] if sites.MU in post else em_mean_draws(res) if not post else res.mu[None]
     return np.asarray(W, np.float64), np.asarray(mu, np.float64)
 
 
@@ -66,7 +109,10 @@ def marker_genes(res: TransSTResult, domain: int | str | None = None, n_top: int
     """Marker genes per domain: contrast = the domain's expected expression minus the mean of
     the other domains, with posterior mean, `credible` interval, P(contrast > 0) and local false
     sign rate (lfsr = min(P(> 0), P(< 0))). Ranked within each domain by the posterior mean of
-    the contrast (largest first); `n_top` keeps the top rows per domain.
+    the contrast (largest first); `n_top` keeps the top rows per domain. SVI fits: over the
+    posterior draws; EM fits: over draws of the domain means from their conditional posterior
+    given the fit's covariances, loadings and labels (`em_mean_draws`; narrower than a full
+    posterior). The column `posterior` says which.
 
     temperature : the calibration the intervals follow; None (default) takes the fit's own
         (`res.info["temperature"]`, the one its spot probabilities were tempered by), 1.0 reads
@@ -108,6 +154,7 @@ def marker_genes(res: TransSTResult, domain: int | str | None = None, n_top: int
     out = pd.concat(frames, ignore_index=True)
     out["n_draws"] = S
     out["temperature"] = float(T)
+    out["posterior"] = "svi" if res.posterior else "em_conditional"
     return out
 
 

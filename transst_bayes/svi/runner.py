@@ -183,8 +183,10 @@ def fit_svi(
     model : `model(data: SpotData, K, n_factors, batch_size=None, **model_options)`; default
         `models.scores_model` for anchored domains (the two-stage variant, as `fit_em`: data.X
         holds the transferred factor scores, the loadings stay at the transfer step's),
-        `models.transst_model` for free domains with a source, `models.no_transfer_model`
-        without. With `variant="two_stage"` in `em_options`, a model's data.X is the factor
+        `models.transst_model` for free domains with a source, `models.fixed_loadings_model`
+        without (the loadings and noise at the EM fit's, the posterior over the domains and
+        beta: a mean-field guide over free loadings, `models.no_transfer_model`, drifts along
+        their GL(q) ridge to one domain). With `variant="two_stage"` in `em_options`, a model's data.X is the factor
         scores; a model passed here otherwise sees the expression (the EM warm start then uses
         the joint variant).
     form : None, or the transfer prior on the loadings ("ridge" | "global" | "horseshoe"): given,
@@ -238,8 +240,8 @@ def fit_svi(
         elif mode != "none":
             model = M.transst_model
             opts.setdefault("form", form or "global")
-        else:
-            model = M.no_transfer_model
+        else:  # the free model's loadings drift under a mean-field guide (models.no_transfer_model)
+            model = M.fixed_loadings_model
     with V.recorded_warnings(job.notes), precision(dtype):
         out = fit_arrays(prep, job.request, em, mode, mesh=mesh)
         Ks = out["Ks"]
@@ -273,7 +275,8 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     if anchored:
         opts.setdefault("domains", "anchored")
     data = SpotData(X=X, field=mrf.neighbour_sums(R, nbr, mask), W_s=W_s,
-                    prior=prior if anchored else None, w=shard.weights(lay, dt))
+                    prior=prior if anchored else None, w=shard.weights(lay, dt),
+                    W=jnp.asarray(fit.state.W, dt), psi=jnp.asarray(fit.state.psi, dt))
     m = partial(model, K=K, n_factors=st.n_factors, **opts)
     learn_kappa = anchored and opts.get("kappa") is None
     init = init_to_value(values=_init_values(fit.state, W_s, opts.get("form", "global"), W_s is not None,
