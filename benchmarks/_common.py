@@ -89,7 +89,7 @@ def section_parser(doc: str):
     import argparse
 
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", choices=("her2st", "seqfish"), required=True)
+    ap.add_argument("--data", choices=("her2st", "seqfish", "dlpfc"), required=True)
     ap.add_argument("--sections", nargs="*", default=None, help="default: every section")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
@@ -98,9 +98,52 @@ def section_parser(doc: str):
 
 def chosen_sections(args) -> list[str]:
     """The sections named by --sections, else every section of --data."""
-    from real_data import her2st_sections, seqfish_sections
+    from real_data import dlpfc_sections, her2st_sections, seqfish_sections
 
-    return args.sections or (her2st_sections() if args.data == "her2st" else seqfish_sections())
+    every = {"her2st": her2st_sections, "seqfish": seqfish_sections, "dlpfc": dlpfc_sections}
+    return args.sections or every[args.data]()
+
+
+BENCH_README = Path(__file__).resolve().parent / "README.md"
+
+
+def run_record(command: str) -> dict:
+    """Where and when a table was made: the command, the date, the commit (with "+changes" when
+    the tree differs from it), the machine (CPU cores, JAX's devices) and the JAX version."""
+    import os
+    import platform
+    import subprocess
+
+    import jax
+
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=BENCH_README.parent, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no", "--", "transst_bayes", "models"):
+        commit += "+changes"
+    devices = sorted({d.device_kind for d in jax.devices()})
+    return {"command": command, "date": time.strftime("%Y-%m-%d"), "commit": commit,
+            "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, JAX {jax.__version__} on "
+                       + ", ".join(devices)}
+
+
+def write_readme_section(name: str, title: str, protocol: str, record: dict, table: str) -> None:
+    """Put a benchmark's table into benchmarks/README.md between the markers of `name` (added at
+    the end when absent), with its protocol and `run_record`: reruns replace their own section."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = (f"{start}\n### {title}\n\n{protocol}\n\n`{record['command']}` ({record['date']}, commit "
+             f"{record['commit']}, {record['machine']})\n\n{table}\n{end}")
+    text = BENCH_README.read_text() if BENCH_README.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    BENCH_README.write_text(text)
 
 
 def write_json(path, obj) -> None:

@@ -11,6 +11,8 @@ Data sets:
 * Mouse-embryo seqFISH (Lohoff et al. 2022, subsample from iSC.MEB), see :func:`load_seqfish` and
   :func:`seqfish_protocol`.
 * Wu et al. 2021 breast-cancer scRNA-seq, tumour CID4465, see :func:`load_wu2021`.
+* DLPFC Visium (Maynard et al. 2021), two adjacent sections of one donor, see
+  :func:`dlpfc_protocol`.
 """
 
 from __future__ import annotations
@@ -210,11 +212,44 @@ def load_wu2021() -> ad.AnnData:
     return ad.read_h5ad(data_dir() / _WU2021_FILE)
 
 
+# --------------------------------------------------------------------------------------------
+# DLPFC Visium
+# --------------------------------------------------------------------------------------------
+
+_DLPFC_SECTIONS = ["151675", "151676"]
+
+
+def dlpfc_sections() -> list[str]:
+    """The two DLPFC sections (donor 3), each the target of one transfer from the other."""
+    return list(_DLPFC_SECTIONS)
+
+
+def dlpfc_protocol(target_section: str) -> tuple[ad.AnnData, ad.AnnData, int]:
+    """DLPFC transfer: target = one section, source = the other with its layers (obs ``layer``;
+    its unannotated spots dropped), genes = the shared genes in the target's order, K = 7.
+    The target keeps its unannotated spots (NaN ``layer``): score only the annotated ones."""
+    if target_section not in _DLPFC_SECTIONS:
+        raise ValueError(f"unknown DLPFC section {target_section!r}; expected one of {_DLPFC_SECTIONS}")
+    folder = data_dir() / "dlpfc_visium"
+    other = next(s for s in _DLPFC_SECTIONS if s != target_section)
+    tgt = ad.read_h5ad(folder / f"dlpfc_{target_section}.h5ad")
+    src = ad.read_h5ad(folder / f"dlpfc_{other}.h5ad")
+    genes = [g for g in tgt.var_names if g in set(src.var_names)]
+    tgt = tgt[:, genes].copy()
+    src = src[src.obs["layer"].notna().to_numpy(), genes].copy()
+    src.obs["layer"] = src.obs["layer"].astype(str).astype("category")
+    return tgt, src, 7
+
+
 def transfer_protocol(data: str, section: str) -> tuple:
     """(target, source, K, label_key, data options) of the real-data transfer protocols:
-    HER2ST leave one section out, or seqFISH one section against the other embryos (all genes)."""
+    HER2ST leave one section out, seqFISH one section against the other embryos (all genes), or
+    DLPFC one section from the other."""
     if data == "her2st":
         target, source, K = her2st_protocol(section)
         return target, source, K, "label", {}
+    if data == "dlpfc":
+        target, source, K = dlpfc_protocol(section)
+        return target, source, K, "layer", {}
     target, source, K = seqfish_protocol(section)
     return target, source, K, "celltype", dict(n_genes=target.n_vars)

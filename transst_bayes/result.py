@@ -35,8 +35,9 @@ def entropy(proba: np.ndarray) -> np.ndarray:
 class SpotOutputs(NamedTuple):
     """Per-spot outputs (n spots).
 
-    labels (n,) int: the domain of each spot. EM: ICM labels (the MAP labelling under the Potts
-    prior, started at the most probable domains); SVI: the most probable domain of `proba`.
+    labels (n,) int: the domain of each spot: ICM labels (the MAP labelling under the Potts
+    prior, started at the most probable domains of `proba`) at the EM fit (EM) or at the guide's
+    point estimate (SVI; the most probable domain where the model has no beta).
     proba (n, K): domain probabilities (EM: the final mean-field responsibilities; SVI: averaged
     over posterior draws), tempered by `info["temperature"]`. factors (n, q): posterior mean
     factor scores (two-stage fits: the scores that were clustered). spot_loglik (S, n): SVI

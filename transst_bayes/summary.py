@@ -76,9 +76,13 @@ def _draws(res: TransSTResult):
     posterior (EM) the fitted loadings with draws of mu from its conditional posterior
     (`em_mean_draws`)."""
     post = res.posterior or {}
-    W = post.get(sites.W, res.W_t[None])
     mu = post[sites.MU] if sites.MU in post else em_mean_draws(res) if not post else res.mu[None]
-    return np.asarray(W, np.float64), np.asarray(mu, np.float64)
+    return _loading_draws(res), np.asarray(mu, np.float64)
+
+
+def _loading_draws(res: TransSTResult) -> np.ndarray:
+    """Posterior draws of W (S, p, q); the fitted loadings (S = 1) where they are not a site."""
+    return np.asarray((res.posterior or {}).get(sites.W, res.W_t[None]), np.float64)
 
 
 def spot_summary(res: TransSTResult):
@@ -168,7 +172,7 @@ def transfer_breaking_genes(res: TransSTResult, n_top: int | None = None):
     if res.W_s is None:
         raise ValueError("the fit has no source loadings (fitted without a source); transfer-"
                          "breaking genes need a source")
-    W, _ = _draws(res)
+    W = _loading_draws(res)
     dist = np.linalg.norm(W - np.asarray(res.W_s)[None], axis=2).mean(0)
     df = pd.DataFrame({"gene": list(res.genes), "distance": dist})
     post = res.posterior or {}

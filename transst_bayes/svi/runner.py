@@ -345,8 +345,29 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     dlp, ll = (jnp.stack([shard.real(x, lay) for x in a]) for a in zip(*per_draw))
     if sites.Z in samples:  # per-spot draws: the real spots'
         samples[sites.Z] = samples[sites.Z][:, : lay.n]
+    # the expression log-likelihood per domain at the guide's point estimate (a zero Potts field
+    # adds the same log(1/K) to every domain), and its beta: the labels' ICM (`_icm_labels`)
+    pt = point(state, data) if st.batch_size is None else \
+        jax.jit(lambda p, d: _point(guide, p, full, d))(params, data)
+    point_ll, _ = terms(pt, data._replace(field=jnp.zeros_like(data.field)))
     return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
-            "converged": converged, "data": data, "n_rounds": len(losses), "params": params}
+            "converged": converged, "data": data, "n_rounds": len(losses), "params": params,
+            "point_loglik": shard.real(point_ll, lay),
+            "point_beta": None if sites.BETA not in pt else float(pt[sites.BETA])}
+
+
+def _icm_labels(graph, proba: np.ndarray, fit: dict) -> np.ndarray:
+    """The labels of an SVI fit as fit_em makes its own: ICM under the Potts prior (the guide's
+    point estimate of beta and of the domains' likelihood), started at the most probable domain
+    of the posterior-averaged probabilities; the argmax of those where the model has no beta."""
+    start = np.argmax(proba, axis=1)
+    if fit["point_beta"] is None:
+        return start.astype(np.int64)
+    ll = jnp.asarray(fit["point_loglik"])
+    g = mrf.on_device(graph, ll.dtype)
+    y = mrf.icm(jnp.asarray(start, jnp.int32), ll, g.nbr, g.mask, g.colors, g.n_colors,
+                jnp.asarray(fit["point_beta"], ll.dtype))
+    return np.asarray(y, np.int64)
 
 
 def _waic_loo(ll: np.ndarray, beta: np.ndarray) -> dict:
@@ -439,7 +460,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         model_options={k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in opts.items()},
         criterion=criterion, em=asdict(em), domains_used="anchored" if plan.classes else "free")
     return TransSTResult(
-        spots=SpotOutputs(labels=np.argmax(proba, axis=1).astype(np.int64), proba=proba,
+        spots=SpotOutputs(labels=_icm_labels(prep.graph, proba, f), proba=proba,
                           factors=np.asarray(factors), spot_loglik=np.asarray(f["spot_loglik"])),
         target=TargetParams(W=np.asarray(W), psi=np.asarray(psi), mu=np.asarray(mu), Sigma=Sigma, tau=tau,
                             beta=float("nan") if mean.beta is None else float(mean.beta), kappa=kappa,
