@@ -48,6 +48,21 @@ def test_delta_guide_reproduces_em(pair, em):
     assert {k: r.settings[k] for k in shared} == {k: em.settings[k] for k in shared}
 
 
+def test_without_a_source_the_default_keeps_the_em_loadings_and_labels(pair):
+    """Without a source fit_svi's default model is `fixed_loadings_model`: the loadings and noise
+    are the EM fit's (no site), the delta guide's labels are EM's (both by ICM), and AutoNormal
+    keeps every domain (the free-loadings model sent every HER2ST spot to one domain)."""
+    _, tgt = pair
+    em = tb.fit_em(tgt, None, n_domains=3, n_factors=5)
+    for guide in ("delta", "normal"):
+        r = tb.fit_svi(tgt, None, n_domains=3, guide=guide, **FAST)
+        assert r.settings["model"] == "fixed_loadings_model"
+        assert "W" not in r.posterior and "psi" not in r.posterior and "mu" in r.posterior
+        np.testing.assert_allclose(r.W_t, em.W_t, rtol=1e-6)
+        assert tb.adjusted_rand_index(r.labels, em.labels) >= (0.98 if guide == "delta" else 0.9)
+        assert np.bincount(r.labels, minlength=3).min() >= 0.1 * tgt.n_obs
+
+
 @pytest.mark.slow
 def test_tau_limits(pair, em):
     src, tgt = pair
