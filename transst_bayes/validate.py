@@ -1,5 +1,5 @@
 """Argument checks shared by every entry point: each names the argument, the value and the fix,
-and runs in plain Python / NumPy before any data reach the device (issue 13)."""
+and runs in plain Python / NumPy before any data reach the device."""
 
 from __future__ import annotations
 
