@@ -67,7 +67,9 @@ TITLES = {"her2st": "HER2ST, leave one section out", "seqfish": "seqFISH mouse e
 PROTOCOL = ("Default `fit_em(target, source, label_key, n_domains=K)` and `fit_svi(...)` with the same "
             "arguments (every other setting at its default; each call's seconds include its held-out "
             "fits; fit_svi runs second in the same process and reuses the compiled programs of "
-            "fit_em's identical held-out fits, so its seconds hold little compilation). ARI against the annotation (DLPFC: annotated spots only); \"EM vs SVI ARI\": "
+            "fit_em's identical held-out fits, so its seconds hold little compilation). ARI of each "
+            "spot's most probable domain (as in the transfer tables) against the annotation (DLPFC: "
+            "annotated spots only); \"EM vs SVI ARI\": "
             "agreement of the two paths' labels; ECE of the per-spot maximum probability; \"chosen\": "
             "the transfer mode the default chose; \"domains\": domains holding a spot.")
 
