@@ -199,3 +199,48 @@ def test_fit_with_device_preparation_gives_the_host_labels(sparse):
     np.testing.assert_allclose(dev.trace[-1], host.trace[-1], rtol=1e-4)  # float32 rounding
     np.testing.assert_allclose(dev.proba, host.proba, atol=5e-3)
     assert tb.adjusted_rand_index(dev.labels, t.obs["truth"].to_numpy()) > 0.5
+
+
+def test_scanpy_highly_variable_genes_are_used_when_present():
+    """A target with scanpy's `var["highly_variable"]` is fitted on those genes (the shared and
+    usable ones) by default; genes="variance" still ranks by variance; a flag column that is not
+    boolean is a ValueError naming it."""
+    t, s = _counts_pair(3)
+    flagged = [f"g{i}" for i in (5, 12, 17, 30, 31, 44, 49)]  # g5: not in the source
+    t.var["highly_variable"] = t.var_names.isin(flagged)
+    auto = prepare(t, s, "label", DataSettings(n_genes=10))
+    assert auto.genes == [g for g in flagged if g != "g5"]
+    hv = prepare(t, s, "label", DataSettings(genes="highly_variable"))
+    assert hv.genes == auto.genes
+    plain = prepare(t, s, "label", DataSettings(n_genes=10, genes="variance"))
+    assert len(plain.genes) == 10 and plain.genes != auto.genes
+    t2 = t.copy()
+    del t2.var["highly_variable"]
+    assert prepare(t2, s, "label", DataSettings(n_genes=10)).genes == plain.genes
+    with pytest.raises(ValueError, match="highly_variable"):
+        prepare(t2, s, "label", DataSettings(genes="highly_variable"))
+    t2.var["highly_variable"] = np.arange(t2.n_vars, dtype=float)
+    with pytest.raises(ValueError, match="highly_variable"):
+        prepare(t2, s, "label", DataSettings())
+
+
+def test_already_scaled_input_is_taken_with_a_warning():
+    """Expression standardised per gene (sc.pp.scale) makes every gene's variance 1, so ranking
+    genes by variance picks at random: the fit warns and says what to pass instead."""
+    import warnings
+
+    t, s = _counts_pair(4)
+    logt = np.log1p(t.X / t.X.sum(1, keepdims=True) * 1e4)
+    sd = logt.std(0, ddof=1)
+    scaled = t.copy()
+    scaled.X = np.clip((logt - logt.mean(0)) / np.where(sd > 0, sd, 1.0), -10, 10)
+    with pytest.warns(UserWarning, match="sc.pp.scale"):
+        prepare(scaled, s, "label", DataSettings(n_genes=10))
+    logged = t.copy()
+    logged.X = logt
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare(logged, s, "label", DataSettings(n_genes=10))
+    with warnings.catch_warnings():  # a list of genes is taken as given: no ranking to spoil
+        warnings.simplefilter("error")
+        prepare(scaled, s, "label", DataSettings(genes=("g12", "g30", "g31")))

@@ -22,7 +22,10 @@ from . import validate as V
 from .graph import build_graph, pad_graph, validate_adjacency
 from .mrf import Graph
 
-GENE_SELECTIONS = ("variance", "cv", "source")
+RANKINGS = ("variance", "cv", "source")  # gene scores: variance / coefficient of variation on the
+# target, how well a gene separates the source's classes
+HVG = "highly_variable"  # scanpy's sc.pp.highly_variable_genes flag column in var
+GENE_SELECTIONS = ("auto", HVG) + RANKINGS
 PREPARE_ON = ("auto", "host", "device")
 MIN_DETECTED_SHARE = 0.01  # a selected gene is non-zero in at least this share of the spots...
 MIN_DETECTED_SPOTS = 10  # ... and in at least this many, in the target and in the source
@@ -40,7 +43,9 @@ class DataSettings:
     source_layer: str | None = None  # None: same as `layer`
     counts: bool | None = None  # None: detect (non-negative integers = raw counts)
     target_sum: float = 1e4
-    genes: str | tuple = "variance"  # "variance", "cv", "source" or an explicit tuple of names
+    # "auto": the target's var["highly_variable"] when it has one, else "variance";
+    # "highly_variable", "variance", "cv", "source" or an explicit tuple of names
+    genes: str | tuple = "auto"
     n_genes: int = 2000
     standardize: str = "pooled"  # "pooled" | "separate" | "none"
     source_batch_key: str | None = None  # "separate": standardise each source batch on its own
@@ -329,12 +334,20 @@ def gene_stats(X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (*_mean_var(X), _detected(X))
 
 
-def rank_genes(stats, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=None) -> np.ndarray:
-    """`select_genes` from the target's `gene_stats` (computed on the host or on a device)."""
+def rank_genes(stats, genes_t: np.ndarray, how, n_genes: int, Xs=None, labels=None,
+               flagged: np.ndarray | None = None) -> np.ndarray:
+    """`select_genes` from the target's `gene_stats` (computed on the host or on a device).
+    how="highly_variable": every usable gene of the boolean mask `flagged` (n_genes does not
+    apply: the flag already chose the number)."""
     if isinstance(how, str):
-        if how not in GENE_SELECTIONS:
+        if how not in RANKINGS + (HVG,):
             raise ValueError(f"genes must be one of {GENE_SELECTIONS} or a list of names, got {how!r}")
         m, v, detected = stats
+        if how == HVG:
+            ok = np.asarray(flagged, dtype=bool) & (v > 0) & detected
+            if Xs is not None:
+                ok &= _detected(Xs)
+            return np.flatnonzero(ok)
         if how == "source":
             if Xs is None:
                 raise ValueError("genes='source' ranks genes by the source's classes and needs a "
@@ -488,6 +501,48 @@ def spatial_graph(adata, s: DataSettings, what: str = "target"):
                        array_row=row, array_col=col, libraries=libs)
 
 
+def highly_variable(adata, idx: np.ndarray) -> np.ndarray | None:
+    """The boolean `var["highly_variable"]` of `adata` at the gene indices `idx` (None when the
+    column is absent); a column that is not boolean is a ValueError."""
+    if HVG not in adata.var:
+        return None
+    col = adata.var[HVG]
+    if col.dtype != bool and not (col.dtype == object and col.map(lambda x: isinstance(x, (bool, np.bool_))).all()):
+        raise ValueError(f"target.var['{HVG}'] must be boolean (True for the genes to fit, as "
+                         f"sc.pp.highly_variable_genes writes it), got dtype {col.dtype}; fix the "
+                         "column or pass genes='variance' or a list of gene names")
+    return np.asarray(col, dtype=bool)[idx]
+
+
+def gene_choice(how, flagged: np.ndarray | None):
+    """genes="auto" -> "highly_variable" when the target flags its genes, else "variance"."""
+    if how == "auto":
+        return HVG if flagged is not None else "variance"
+    if how == HVG and flagged is None:
+        raise ValueError(f"genes='{HVG}' needs a boolean target.var['{HVG}'] column (run "
+                         "sc.pp.highly_variable_genes first), or pass genes='variance'")
+    return how
+
+
+def warn_if_scaled(stats, how) -> None:
+    """Warn when the target looks standardised per gene already (sc.pp.scale): every gene's
+    mean ~0 and variance ~1, so no variance ranking can choose genes (the fit standardises
+    on its own)."""
+    if not isinstance(how, str) or how == HVG or stats is None:
+        return
+    m, v = np.asarray(stats[0], dtype=float), np.asarray(stats[1], dtype=float)
+    live = v > 0
+    if live.sum() < 2:
+        return
+    scaled = (np.abs(m[live]) < 0.05) & (v[live] > 0.8) & (v[live] < 1.2)
+    if scaled.mean() > 0.9:
+        warnings.warn("the target's expression looks standardised per gene already (every gene's "
+                      "mean ~0 and variance ~1, as after sc.pp.scale), so genes cannot be ranked "
+                      f"by {how}; pass log-normalised expression (layer=... holding it, or the "
+                      "raw counts) and let the fit standardise, or choose the genes with genes=[...]",
+                      UserWarning, stacklevel=4)
+
+
 def prepare(target, source=None, label_key: str = "label", settings: DataSettings = DataSettings(),
             min_genes: int = 2, on_device: bool = False) -> Prepared:
     """Read, check, normalise, select and standardise; build the target graph. `on_device`:
@@ -534,7 +589,8 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         idx_t = np.arange(genes_t.size)
         genes_sh = genes_t
         idx_s = None
-    how = s.genes if isinstance(s.genes, str) else list(s.genes)
+    flagged = highly_variable(target, idx_t) if s.genes in ("auto", HVG) else None
+    how = gene_choice(s.genes, flagged) if isinstance(s.genes, str) else list(s.genes)
     Xs_sh = None if Xs is None else _columns(Xs, idx_s)  # the source in the target's gene order
     if on_device:
         stats = None
@@ -545,7 +601,8 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         same = idx_t.size == Xt.shape[1] and np.array_equal(idx_t, np.arange(Xt.shape[1]))
         Xt = Xt if same else _columns(Xt, idx_t)  # no copy when every target gene is shared
         stats = gene_stats(Xt) if isinstance(how, str) else None
-    sel = rank_genes(stats, genes_sh, how, s.n_genes, Xs_sh, labels)
+    warn_if_scaled(stats, how)
+    sel = rank_genes(stats, genes_sh, how, s.n_genes, Xs_sh, labels, flagged)
     if sel.size < min_genes:
         raise ValueError(
             f"only {sel.size} usable genes after selection (need at least {min_genes} = "
