@@ -250,43 +250,79 @@ def test_embedding_basis(fitted):
         pl.embedding(fitted, basis="tsne")
 
 
-def _crit_lines(ax):
-    return [line for line in ax.lines if not line.get_label().startswith("chosen")]
+def _k_frame(ad):
+    import pandas as pd
+
+    return pd.DataFrame(json.loads(ad.uns["transst"]["k_table"])).sort_values("K")
 
 
-def test_k_selection(fitted):
-    ax = pl.k_selection(fitted)
-    lines = _crit_lines(ax)
-    assert [line.get_label() for line in lines] == ["sbic", "bic", "mbic", "hbic", "icl"]
-    for line in lines:
-        assert list(line.get_xdata()) == [2, 3]
-        y = np.asarray(line.get_ydata())
-        assert y.min() == pytest.approx(0) and y.max() == pytest.approx(1)
-    vline = [line for line in ax.lines if line.get_label().startswith("chosen")]
-    assert len(vline) == 1
-    table = json.loads(fitted.uns["transst"]["k_table"])
-    chosen = [r["K"] for r in table if r["chosen"]][0]
-    assert list(vline[0].get_xdata()) == [chosen, chosen]
-    # hbic (the default) chose K: its scaled value at the chosen K is 0 (best)
-    hb = lines[3]
-    assert hb.get_ydata()[list(hb.get_xdata()).index(chosen)] == pytest.approx(0)
+def _chosen_lines(ax):
+    return [line for line in ax.lines if line.get_label().startswith("chosen")]
+
+
+def test_k_selection_draws_the_real_values_one_panel_per_criterion(fitted):
+    axs = pl.k_selection(fitted)
+    t = _k_frame(fitted)
+    names = ["sbic", "bic", "mbic", "hbic", "icl"]
+    assert isinstance(axs, list) and len(axs) == len(names)
+    assert len({a.figure for a in axs}) == 1
+    chosen = int(t.loc[t["chosen"], "K"].iloc[0])
+    for ax, c in zip(axs, names):
+        line = ax.lines[0]
+        assert line.get_label() == c and ax.get_ylabel() == c and c in ax.get_title()
+        assert list(line.get_xdata()) == list(t["K"])
+        np.testing.assert_allclose(line.get_ydata(), t[c])  # the criterion itself, not rescaled
+        # the chosen K: a dashed vertical line in every panel
+        (vline,) = _chosen_lines(ax)
+        assert list(vline.get_xdata()) == [chosen, chosen] and vline.get_linestyle() == "--"
+        # the criterion's minimum is marked
+        (best,) = [line for line in ax.lines if line.get_label().startswith("minimum")]
+        i = int(np.argmin(t[c].to_numpy()))
+        assert list(best.get_xdata()) == [t["K"].iloc[i]]
+        assert best.get_ydata()[0] == pytest.approx(t[c].iloc[i])
+        assert [tk.get_text() for tk in ax.get_xticklabels()] == [str(k) for k in t["K"]]
+    # hbic (the default) chose K: its minimum is at the chosen K
+    assert axs[3].lines[1].get_xdata()[0] == chosen
     with pytest.raises(ValueError, match="nonsense"):
         pl.k_selection(fitted, criteria=["nonsense"])
 
 
-def test_k_selection_single_k_and_loo(fitted):
+def test_k_selection_axes_and_deviance_scale(fitted):
+    ad = fitted.copy()
+    rows = json.loads(ad.uns["transst"]["k_table"])
+    for r, loo in zip(rows, [-700.0, -650.0]):
+        r.update(elpd_loo=loo, elpd_waic=float("nan"))
+    ad.uns["transst"] = dict(ad.uns["transst"], k_table=json.dumps(rows))
+    axs = pl.k_selection(ad)
+    assert [a.lines[0].get_label() for a in axs] == ["sbic", "bic", "mbic", "hbic", "icl", "loo"]
+    # loo on the deviance scale, -2 elpd, and labelled so
+    np.testing.assert_allclose(axs[-1].lines[0].get_ydata(), [1400.0, 1300.0])
+    assert "-2 elpd" in axs[-1].get_ylabel()
+    plt.close("all")
+    # given axes: as many as criteria, else a ValueError
+    fig, given = plt.subplots(1, 2)
+    out = pl.k_selection(ad, criteria=["bic", "waic"], ax=given)
+    assert out == list(given)
+    assert np.isnan(out[1].lines[0].get_ydata()).all() and len(_chosen_lines(out[1])) == 1
+    with pytest.raises(ValueError, match="2 panel"):
+        pl.k_selection(ad, criteria=["bic", "icl"], ax=given[0])
+    with pytest.raises(ValueError, match="1 panel"):
+        pl.k_selection(ad, criteria="bic", ax=given)
+    # one criterion: still a list, of one Axes
+    _, one = plt.subplots()
+    assert pl.k_selection(ad, criteria="bic", ax=one) == [one]
+
+
+def test_k_selection_single_k(fitted):
     ad = fitted.copy()
     rows = json.loads(ad.uns["transst"]["k_table"])
     row = dict(rows[-1], chosen=True, elpd_loo=-100.0, elpd_waic=float("nan"))
     ad.uns["transst"] = dict(ad.uns["transst"], k_table=json.dumps([row]))
-    ax = pl.k_selection(ad)
-    lines = _crit_lines(ax)
-    assert [line.get_label() for line in lines] == ["sbic", "bic", "mbic", "hbic", "icl", "loo (-2 elpd)"]
-    for line in lines:
-        assert line.get_marker() == "o" and list(line.get_xdata()) == [row["K"]]
-    plt.close("all")
-    ax = pl.k_selection(ad, criteria=["bic"])
-    assert len(_crit_lines(ax)) == 1 and len(ax.lines) == 2
+    axs = pl.k_selection(ad)
+    assert [a.lines[0].get_label() for a in axs] == ["sbic", "bic", "mbic", "hbic", "icl", "loo"]
+    for a in axs:
+        assert a.lines[0].get_marker() == "o" and list(a.lines[0].get_xdata()) == [row["K"]]
+    np.testing.assert_allclose(axs[-1].lines[0].get_ydata(), [200.0])
 
 
 def test_transfer_breaking(fitted):
@@ -382,3 +418,173 @@ def test_match_colors_makes_every_plot_use_the_reference_matched_colours(fitted)
     assert _facecolors(pl.domains(ad)) == set(colors)  # the plain map now uses them too
     with pytest.raises(ValueError, match="reference='nope'"):
         pl.match_colors(ad, "nope")
+
+
+# ------------------------------------------------------------------ save=, show=, titles, legends
+PLOTS = {
+    "domains": lambda ad, **kw: pl.domains(ad, **kw),
+    "domains_reference": lambda ad, **kw: pl.domains(ad, reference="truth", **kw),
+    "uncertainty": lambda ad, **kw: pl.uncertainty(ad, which="entropy", **kw),
+    "marker_heatmap": lambda ad, **kw: pl.marker_heatmap(ad, n_top=2, **kw),
+    "ridge": lambda ad, **kw: pl.ridge(ad, str(ad.var_names[0]), **kw),
+    "embedding": lambda ad, **kw: pl.embedding(ad, basis="pca", **kw),
+    "k_selection": lambda ad, **kw: pl.k_selection(ad, **kw),
+    "transfer_breaking": lambda ad, **kw: pl.transfer_breaking(ad, n_top=5, **kw),
+    "calibration": lambda ad, **kw: pl.calibration(ad, "truth", **kw),
+}
+
+
+def _first_axes(out):
+    return out[0] if isinstance(out, list) else out
+
+
+@pytest.mark.parametrize("name", PLOTS)
+def test_save_writes_the_figure(fitted, tmp_path, name):
+    path = tmp_path / f"{name}.png"
+    out = PLOTS[name](fitted, save=path)  # a pathlib.Path
+    data = path.read_bytes()
+    assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _first_axes(out).figure.axes  # still returns its Axes
+    PLOTS[name](fitted, save=str(tmp_path / f"{name}.pdf"))  # a str, format from the extension
+    assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.parametrize("name", PLOTS)
+def test_bad_save_is_refused_before_drawing(fitted, tmp_path, name):
+    with pytest.raises(TypeError, match="save must be a str or os.PathLike"):
+        PLOTS[name](fitted, save=3)
+    with pytest.raises(ValueError, match=r"save=.*folder .* does not exist"):
+        PLOTS[name](fitted, save=tmp_path / "no_such_folder" / "plot.png")
+    assert plt.get_fignums() == []  # nothing was drawn
+    assert not (tmp_path / "no_such_folder").exists()
+
+
+def test_save_names_other_bad_paths(fitted, tmp_path):
+    with pytest.raises(ValueError, match="save=.* is a folder"):
+        pl.domains(fitted, save=tmp_path)
+    with pytest.raises(ValueError, match=r"save=.*cannot write \.xyz"):
+        pl.domains(fitted, save=tmp_path / "plot.xyz")
+    with pytest.raises(TypeError, match="save must be"):
+        pl.domains(fitted, save=b"plot.png")
+    with pytest.raises(TypeError, match="show must be True, False or None"):
+        pl.domains(fitted, show="yes")
+    assert plt.get_fignums() == []
+
+
+@pytest.mark.parametrize("name", PLOTS)
+def test_show(fitted, monkeypatch, name):
+    calls = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: calls.append(a))
+    PLOTS[name](fitted)
+    PLOTS[name](fitted, show=None)
+    PLOTS[name](fitted, show=False)
+    assert calls == []
+    out = PLOTS[name](fitted, show=True)
+    assert len(calls) == 1
+    assert _first_axes(out).figure is not None  # the Axes come back with show=True too
+
+
+def test_readable_titles(fitted):
+    ax = pl.domains(fitted)
+    assert ax.get_title() == "domains" and _legend(ax).get_title().get_text() == "domain"
+    assert pl.domains(fitted, title="my map").get_title() == "my map"
+    ref, dom = pl.domains(fitted, reference="truth")
+    assert ref.get_title() == "truth" and dom.get_title() == "domains"
+    assert _legend(ref).get_title().get_text() == "truth"
+    assert _legend(dom).get_title().get_text() == "domain"
+    for which, words in [("maxprob", "maximum domain probability"), ("entropy", "domain entropy")]:
+        ax = pl.uncertainty(fitted, which=which)
+        assert ax.get_title() == words
+        assert ax.collections[0].colorbar.ax.get_ylabel() == words
+        assert ":" not in ax.get_title()
+    assert pl.uncertainty(fitted, title="spot certainty").get_title() == "spot certainty"
+    assert pl.marker_heatmap(fitted, n_top=2).get_title() == "top 2 marker genes per domain"
+    assert pl.marker_heatmap(fitted, title="m").get_title() == "m"
+    gene = str(fitted.var_names[0])
+    assert pl.ridge(fitted, gene).get_title() == f"{gene} expression per domain"
+    assert pl.ridge(fitted, gene, title="r").get_title() == "r"
+    assert pl.embedding(fitted, basis="pca").get_title() == "domains"
+    assert pl.embedding(fitted, basis="pca", title="e").get_title() == "e"
+    assert pl.transfer_breaking(fitted, n_top=4).get_title() == "top 4 transfer-breaking genes"
+    assert pl.transfer_breaking(fitted, title="t").get_title() == "t"
+    ax = pl.calibration(fitted, "truth")
+    assert ax.get_title().startswith("calibration against truth\n") and "ECE" in ax.get_title()
+    ax = pl.calibration(fitted, "truth", title="c")
+    assert ax.get_title().split("\n")[0] == "c" and "Brier" in ax.get_title()
+
+
+def _legend_entries(ax) -> dict[str, str]:
+    leg = _legend(ax)
+    return {t.get_text(): to_hex(h.get_markerfacecolor()) for t, h in zip(leg.get_texts(), leg.legend_handles)}
+
+
+def _toy(domains, **obs):
+    import anndata as ad
+    import pandas as pd
+
+    n = len(domains)
+    a = ad.AnnData(np.zeros((n, 1)), obs=pd.DataFrame(obs, index=[str(i) for i in range(n)]))
+    a.obs["transst"] = domains
+    a.obsm["spatial"] = np.c_[np.arange(float(n)), np.zeros(n)]
+    a.obsm["X_transst"] = np.c_[np.arange(float(n)), np.arange(float(n)) ** 2]
+    return a
+
+
+def test_legends_list_names_in_natural_order():
+    import pandas as pd
+
+    names = ["10", "2", "1", "2", "10", "1"]
+    # strings, and a Categorical in pandas' default (sorted) order: natural order
+    for dom in (names, pd.Categorical(names)):
+        a = _toy(dom, section=["s10", "s9", "s1", "s9", "s10", "s1"])
+        ax = pl.domains(a)
+        assert list(_legend_entries(ax)) == ["1", "2", "10"]
+        # each legend entry wears the colour of its domain's spots
+        fc = [to_hex(c) for c in ax.collections[0].get_facecolors()]
+        shown = _legend_entries(ax)
+        assert all(fc[i] == shown[n] for i, n in enumerate(names))
+        _, lib = pl.embedding(a, basis="pca", library_key="section")
+        assert list(_legend_entries(lib)) == ["s1", "s9", "s10"]
+        assert _legend(lib).get_title().get_text() == "section" and lib.get_title() == "section"
+        plt.close("all")
+    # an order someone chose is kept: an ordered Categorical, or categories not in sorted order
+    for cats, ordered in [(["10", "2", "1"], True), (["2", "10", "1"], False)]:
+        a = _toy(pd.Categorical(names, categories=cats, ordered=ordered))
+        assert list(_legend_entries(pl.domains(a))) == cats
+    # the reference panel too
+    a = _toy(pd.Categorical(["0", "1"] * 3), layer=["L10", "L2", "L1", "L2", "L10", "L1"])
+    ref, _ = pl.domains(a, reference="layer")
+    assert list(_legend_entries(ref)) == ["L1", "L2", "L10"]
+    assert _legend(ref).get_title().get_text() == "layer"
+
+
+def test_fit_domain_order_is_kept_in_legends(fitted):
+    """The fit's domains beyond 10 ("0" ... "11") keep their order ("2" before "10")."""
+    import pandas as pd
+
+    names = [str(k) for k in range(12)]
+    a = _toy(pd.Categorical.from_codes(np.arange(24) % 12, categories=names))
+    assert list(_legend_entries(pl.domains(a))) == names
+    assert list(_legend_entries(pl.domains(fitted))) == list(fitted.obs["transst"].cat.categories)
+
+
+@pytest.mark.parametrize("name", pl.__all__)
+def test_docstrings_are_numpydoc_with_every_parameter(name):
+    import inspect
+    import re
+
+    f = getattr(pl, name)
+    doc = inspect.getdoc(f)
+    summary, _, rest = doc.partition("\n\n")
+    assert "\n" not in summary and summary.endswith(".")
+    sections = {}
+    for m in re.finditer(r"^(\w+)\n-+\n(.*?)(?=^\w+\n-+\n|\Z)", rest, re.S | re.M):
+        sections[m.group(1)] = m.group(2)
+    assert list(sections) == ["Parameters", "Returns", "Examples"]
+    documented = re.findall(r"^(\w+) : \S", sections["Parameters"], re.M)
+    assert documented == list(inspect.signature(f).parameters)
+    assert sections["Returns"].strip() and ">>> import transst_bayes as tb" in sections["Examples"]
+    assert f">>> tb.pl.{name}(adata" in sections["Examples"]
+    if name != "match_colors":
+        assert {"show", "save"} <= set(inspect.signature(f).parameters)
+        assert inspect.signature(f).parameters["show"].default is None
