@@ -63,6 +63,23 @@ def pca_tied_gmm_potts(X, q, K, graph, seed=0, beta=2.0):
     return np.asarray(mrf.icm(start, loglik, g.nbr, g.mask, g.colors, g.n_colors, jnp.float32(beta)))
 
 
+def label_transfer_potts(P: np.ndarray, graph, beta: float = 2.0, max_sweeps: int = 20) -> np.ndarray:
+    """The classifier a user with labeled sections tries next: the label transfer's class
+    probabilities P (n, C) smoothed by ICM under a Potts prior of fixed smoothness `beta`, on
+    log P + beta * (number of neighbours labelled k) over the target's spot graph
+    (`Prepared.graph`; 6 nearest spots by default), from the argmax, at most `max_sweeps`
+    chromatic sweeps. Returns the class index per spot."""
+    import jax.numpy as jnp
+
+    from transst_bayes import mrf
+
+    loglik = jnp.asarray(np.log(np.maximum(P, 1e-300)), jnp.float32)
+    g = mrf.on_device(graph)
+    start = jnp.argmax(loglik, axis=1).astype(jnp.int32)
+    return np.asarray(mrf.icm(start, loglik, g.nbr, g.mask, g.colors, g.n_colors, jnp.float32(beta),
+                              max_sweeps=max_sweeps))
+
+
 def markdown_table(rows: list[dict], cols: list[str], fmt: dict | None = None) -> str:
     fmt = fmt or {}
     out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -127,23 +144,63 @@ def run_record(command: str) -> dict:
     if git("status", "--porcelain", "--untracked-files=no", "--", "transst_bayes", "models"):
         commit += "+changes"
     devices = sorted({d.device_kind for d in jax.devices()})
+    load = os.getloadavg()[1] if hasattr(os, "getloadavg") else float("nan")
     return {"command": command, "date": time.strftime("%Y-%m-%d"), "commit": commit,
             "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, JAX {jax.__version__} on "
-                       + ", ".join(devices)}
+                       + ", ".join(devices) + f", load average {load:.1f}"}
 
 
-def write_readme_section(name: str, title: str, protocol: str, record: dict, table: str) -> None:
-    """Put a benchmark's table into benchmarks/README.md between the markers of `name` (added at
-    the end when absent), with its protocol and `run_record`: reruns replace their own section."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = (f"{start}\n### {title}\n\n{protocol}\n\n`{record['command']}` ({record['date']}, commit "
-             f"{record['commit']}, {record['machine']})\n\n{table}\n{end}")
-    text = BENCH_README.read_text() if BENCH_README.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    BENCH_README.write_text(text)
+def command_line(argv=None) -> str:
+    """The benchmark's command as run, without its --json / --from-json file arguments."""
+    argv = list(sys.argv if argv is None else argv)
+    out, skip = [], False
+    for a in argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a in ("--json", "--from-json"):
+            skip = True
+            continue
+        if a.startswith(("--json=", "--from-json=")):
+            continue
+        out.append(a)
+    return " ".join(["python", "benchmarks/" + Path(argv[0]).name] + out)
+
+
+def result_name(command: str) -> str:
+    """The result file's (and README section's) name: the script and its arguments."""
+    import re
+
+    words = command.split()[1:]
+    words[0] = Path(words[0]).stem
+    return re.sub(r"[^A-Za-z0-9]+", "_", "_".join(w.lstrip("-") for w in words)).strip("_")
+
+
+def table_spec(rows: list[dict], columns: list[str], fmt: dict | None = None, caption: str = "") -> dict:
+    """One table of a result file (rows as JSON values: NumPy scalars made plain)."""
+    def plain(v):
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
+
+    return {"caption": caption, "columns": list(columns), "fmt": dict(fmt or {}),
+            "rows": [{c: plain(r.get(c)) for c in columns if c in r} for r in rows]}
+
+
+def publish(title: str, protocol: str, tables: list[dict], record: dict | None = None) -> Path:
+    """Save a whole-protocol run's tables as benchmarks/results/NAME.json (NAME from the command
+    line) and write its section of benchmarks/README.md (`report.py`). `record`: the saved run's
+    `run_record` when the tables come from one (--from-json), else this run's."""
+    import report
+
+    record = record or run_record(command_line())
+    name = result_name(record["command"])
+    result = {"name": name, "title": title, "protocol": protocol, "record": record, "tables": tables}
+    report.RESULTS.mkdir(exist_ok=True)
+    path = report.RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=1, default=float, allow_nan=True) + "\n")
+    report.write_section(result)
+    return path
 
 
 def write_json(path, obj) -> None:

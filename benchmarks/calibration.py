@@ -34,7 +34,8 @@ import warnings
 
 import numpy as np
 
-from _common import chosen_sections, markdown_table, mean_row, release_compiled_programs, section_parser, write_json
+from _common import (chosen_sections, markdown_table, mean_row, publish, release_compiled_programs, section_parser,
+                     table_spec, write_json)
 from real_data import transfer_protocol
 
 import transst_bayes as tb
@@ -93,6 +94,22 @@ def markers(data: str, sections, seed=0):
     return rows
 
 
+PROTOCOL = (
+    "The default call (`calibrate=\"auto\"`, `transfer=\"auto\"`), whose probabilities are tempered "
+    "by the temperature T that calibrates fits of the held-out source sections, beside the model's "
+    "own probabilities (`calibrate=\"none\"`). Accuracy: named domains read as their class, others by "
+    "Hungarian matching; ECE of the maximum probability against it, 10 bins. \"ECE floor\": the least "
+    "ECE possible when the accuracy is below 1/K. \"oracle T\" / \"oracle ECE\": the temperature best "
+    "for the target's own annotation (least ECE over 80 temperatures from 0.2 to 1000) and the ECE "
+    "it reaches: not a method (it needs the target's labels) but the least ECE any temperature "
+    "could reach on that fit. \"s\": the calibrated call, its held-out fits included, made right "
+    "after the uncalibrated one, which compiled the programs.")
+MARKERS_PROTOCOL = (
+    "`fit_svi` defaults, 100 draws: contrasts (domain x gene) with lfsr < 0.05 and with a 90% "
+    "interval that excludes 0, at T = 1 and at the fit's temperature T (the draws are widened by "
+    "sqrt(T) around their mean, `summary.widen`).")
+
+
 def main():
     ap = section_parser(__doc__)
     ap.add_argument("--markers", action="store_true", help="marker lfsr before and after calibration (fit_svi)")
@@ -102,15 +119,22 @@ def main():
     t0 = time.perf_counter()
     if args.markers:
         rows = markers(args.data, sections, args.seed)
-        print(markdown_table(rows, list(rows[0]), {"s": "{:.0f}", "T": "{:.2f}"}))
+        fmt = {"s": "{:.0f}", "T": "{:.2f}"}
+        print(markdown_table(rows, list(rows[0]), fmt))
         write_json(args.json, {"rows": rows})
+        publish(f"Marker genes before and after calibration: {args.data}", MARKERS_PROTOCOL,
+                [table_spec(rows, list(rows[0]), fmt)])
         return
     rows = run(args.data, sections, args.seed)
     mean = mean_row(rows)
     cols = list(rows[0])
-    print(markdown_table(rows + [mean], cols, {"s": "{:.0f}", "T": "{:.2f}", "oracle T": "{:.1f}"}))
+    fmt = {"s": "{:.0f}", "T": "{:.2f}", "oracle T": "{:.1f}"}
+    print(markdown_table(rows + [mean], cols, fmt))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     write_json(args.json, {"rows": rows, "mean": mean})
+    if args.sections is None:
+        publish(f"Calibration of the per-spot probabilities: {args.data}", PROTOCOL,
+                [table_spec(rows + [mean], cols, fmt)])
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import warnings
 
 import numpy as np
 
-from _common import (chosen_sections, markdown_table, mean_row, release_compiled_programs, run_record,
-                     section_parser, write_json, write_readme_section)
+from _common import (chosen_sections, markdown_table, mean_row, publish, release_compiled_programs,
+                     section_parser, table_spec, write_json)
 from real_data import transfer_protocol
 
 import transst_bayes as tb
@@ -80,21 +80,23 @@ def main():
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
+    record = None
     if args.from_json:
         import json
 
-        rows = json.loads(open(args.from_json).read())["rows"]
+        saved = json.loads(open(args.from_json).read())
+        rows, record = saved["rows"], saved.get("record")
     else:
         rows = run(args.data, chosen_sections(args), args.seed)
-    table = markdown_table(rows + [mean_row(rows)], COLUMNS, {"EM s": "{:.0f}", "SVI s": "{:.0f}"})
+    fmt = {"EM s": "{:.0f}", "SVI s": "{:.0f}"}
     print()
-    print(table)
+    print(markdown_table(rows + [mean_row(rows)], COLUMNS, fmt))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     if not args.from_json:
         write_json(args.json, {"rows": rows, "mean": mean_row(rows)})
     if args.sections is None:
-        write_readme_section(f"em_vs_svi_{args.data}", f"fit_em and fit_svi defaults: {TITLES[args.data]}",
-                             PROTOCOL, run_record(f"python benchmarks/em_vs_svi.py --data {args.data}"), table)
+        publish(f"fit_em and fit_svi defaults: {TITLES[args.data]}", PROTOCOL,
+                [table_spec(rows + [mean_row(rows)], COLUMNS, fmt)], record)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 
-from _common import markdown_table, release_compiled_programs, write_json
+from _common import markdown_table, publish, release_compiled_programs, table_spec, write_json
 from real_data import her2st_protocol, load_her2st_section, load_wu2021, seqfish_protocol
 
 import transst_bayes as tb
@@ -76,6 +76,13 @@ def run(which=PAIRS, calibrate="none", transfers=("eb", "none")):
     return rows
 
 
+PROTOCOL = (
+    "`fit_em` defaults (float32, anchored domains) for q in {5, 10, 15, 20, 30} and K in {2, C/2, C} "
+    "(C: the source's classes), with the calibration and transfer modes of the command line. "
+    "\"finite\": the objective is finite; \"min psi / floor\": the smallest noise variance psi_g "
+    "over its floor (a Heywood case drives it there).")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pairs", nargs="*", default=list(PAIRS), choices=PAIRS)
@@ -86,13 +93,16 @@ def main():
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
     rows = run(args.pairs, args.calibrate, args.transfer)
-    print(markdown_table(rows, ["data", "transfer", "C", "K", "q", "finite", "min psi / floor", "ARI", "s"],
-                         {"min psi / floor": "{:.0f}", "ARI": "{:.3f}", "s": "{:.1f}"}))
+    cols = ["data", "transfer", "C", "K", "q", "finite", "min psi / floor", "ARI", "s"]
+    fmt = {"min psi / floor": "{:.0f}", "ARI": "{:.3f}", "s": "{:.1f}"}
+    print(markdown_table(rows, cols, fmt))
     bad = [r for r in rows if not r["finite"]]
     print(f"\n{len(rows) - len(bad)} of {len(rows)} fits finite; total {time.perf_counter() - t0:.0f} s")
     for r in bad:
         print("failed:", r)
     write_json(args.json, rows)
+    publish("Robustness over q and K", PROTOCOL, [table_spec(rows, cols, fmt,
+            caption=f"{len(rows) - len(bad)} of {len(rows)} fits finished with a finite objective:")])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from _common import markdown_table, write_json
+from _common import markdown_table, publish, table_spec, write_json
 from real_data import _HER2ST_SECTIONS, _SEQFISH_SECTIONS, transfer_protocol
 
 import transst_bayes as tb
@@ -46,6 +46,13 @@ def run(data: str, sections, seeds, kw: dict, n_genes=None) -> list[dict]:
     return rows
 
 
+PROTOCOL = (
+    "`fit_em` with {kw} and `calibrate=\"none\"` (same protocol as the transfer tables) over seeds "
+    "0-{seeds} on each section; the seed changes the k-means starts of the restarts. \"best "
+    "objective's ARI\": the ARI of the seed whose fit has the largest objective (what more restarts "
+    "would choose).")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", choices=("her2st", "seqfish"), required=True)
@@ -64,8 +71,12 @@ def main():
         kw["n_factors"] = args.factors
     rows = run(args.data, sections, range(args.seeds), kw, args.genes)
     cols = ["section", "K", "n", "ARI per seed", "min", "max", "mean", "best objective's ARI"]
-    print(markdown_table(rows, cols, {c: "{:.3f}" for c in cols[4:]}))
+    fmt = {c: "{:.3f}" for c in cols[4:]}
+    print(markdown_table(rows, cols, fmt))
     write_json(args.json, rows)
+    if args.sections is None:
+        publish(f"Seed spread: {args.data}", PROTOCOL.format(seeds=args.seeds - 1, kw=kw),
+                [table_spec(rows, cols, fmt)])
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ Methods:
 * no transfer: transfer="none";
 * LR: multinomial logistic regression trained on the source's standardised expression;
   LR + smooth: its labels after one majority vote over each spot and its 6 nearest spots;
+  LR + Potts: its probabilities smoothed by ICM under a Potts prior of fixed smoothness 2 on
+  the target's spot graph (`_common.label_transfer_potts`);
 * PCA + GMM: a Gaussian mixture on 15 principal components of the target;
 * PCA + tied GMM + Potts: a BayesSpace-like baseline without MCMC: a Gaussian mixture whose
   clusters share one covariance (BayesSpace's shared precision) on the same 15 components, then
@@ -46,9 +48,9 @@ import warnings
 
 import numpy as np
 
-from _common import (chosen_sections, label_transfer, markdown_table, mean_row, pca_gmm, pca_tied_gmm_potts,
-                     release_compiled_programs, section_parser, smooth_majority, standardised_pair,
-                     write_json)
+from _common import (chosen_sections, label_transfer, label_transfer_potts, markdown_table, mean_row, pca_gmm,
+                     pca_tied_gmm_potts, publish, release_compiled_programs, section_parser, smooth_majority, standardised_pair,
+                     table_spec, write_json)
 from real_data import transfer_protocol
 
 import transst_bayes as tb
@@ -101,6 +103,7 @@ def run(data: str, sections, q=15, seed=0, fits=FITS):
         _score(row, "LR", pred, truth, names, P, time.perf_counter() - t0)
         sm = smooth_majority(names[np.argmax(P, axis=1)], target.obsm["spatial"])
         _score(row, "LR + smooth", sm, truth)
+        _score(row, "LR + Potts", names[label_transfer_potts(P, prep.graph)], truth)
         _score(row, "PCA + GMM", pca_gmm(prep.X, q, K, seed), truth)
         _score(row, "PCA + tied GMM + Potts", pca_tied_gmm_potts(prep.X, q, K, prep.graph, seed), truth)
         rows.append(row)
@@ -109,35 +112,69 @@ def run(data: str, sections, q=15, seed=0, fits=FITS):
     return rows
 
 
+BASELINES = ["LR", "LR + smooth", "LR + Potts", "PCA + GMM", "PCA + tied GMM + Potts"]
+TITLES = {"her2st": "HER2ST, leave one section out", "seqfish": "seqFISH mouse embryo, between embryos",
+          "dlpfc": "DLPFC Visium pair"}
+PROTOCOLS = {
+    "her2st": "Eight sections of eight patients; target = one section, source = the other seven with "
+              "their pathologist labels, K = labels in the target, 2,000 genes by variance, q = 15.",
+    "seqfish": "Target = one section, source = the other embryos' cells with their cell types, K = "
+               "cell types in the target, all 351 genes, q = 15.",
+    "dlpfc": "Two adjacent sections of one donor; target = one section, source = the other with its "
+             "layers, K = 7; every target spot is scored, the ~1% unannotated ones as a label "
+             "\"nan\" of their own.",
+}
+
+
+def tables(rows: list[dict], fits) -> list[dict]:
+    """The printed and published tables: ARI, NMI, calibration, the default's choice and seconds."""
+    mean = mean_row(rows)
+    methods = list(fits) + BASELINES
+    out = [table_spec(rows + [mean], ["section", "K", "n"] + [f"{m} {metric}" for m in methods],
+                      caption=f"{metric} against the annotation:") for metric in ("ARI", "NMI")]
+    scored = list(fits) + ["LR"]
+    first = scored[0]
+    out.append(table_spec(rows + [mean], ["section"] + [f"{m} ECE" for m in scored] + [f"{m} Brier" for m in scored]
+                          + [f"{first} max p", f"{first} accuracy"],
+                          caption="Calibration of the per-spot probabilities: ECE and Brier score per "
+                                  f"method; the {first} fit's mean maximum probability beside its accuracy:"))
+    if "held-out ARI eb" in rows[0] or "chosen" in rows[0]:
+        out.append(table_spec(rows + [mean], ["section", "chosen", "held-out ARI eb", "held-out ARI none", "kappa"]
+                              + [f"{m} s" for m in fits], {f"{m} s": "{:.1f}" for m in fits},
+                              caption="The default's transfer choice (mean ARI of the held-out source "
+                                      "sections fitted with and without the source), kappa of the "
+                                      "anchored fit, seconds per fit:"))
+    return out
+
+
 def main():
     ap = section_parser(__doc__)
     ap.add_argument("--q", type=int, default=15)
     ap.add_argument("--preprocessing", action="store_true")
+    ap.add_argument("--from-json", default=None, help="publish the tables of a saved run (its --json)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     sections = chosen_sections(args)
     t0 = time.perf_counter()
     fits = PREPROCESSING if args.preprocessing else FITS
-    rows = run(args.data, sections, args.q, args.seed, fits)
-    mean = mean_row(rows)
-    methods = list(fits) + ["LR", "LR + smooth", "PCA + GMM", "PCA + tied GMM + Potts"]
-    for metric in ("ARI", "NMI"):
-        print(f"\n{metric}")
-        print(markdown_table(rows + [mean], ["section", "K", "n"] + [f"{m} {metric}" for m in methods]))
-    scored = list(fits) + ["LR"]
-    print("\nCalibration of the per-spot probabilities: ECE and Brier score per method; the default's "
-          "mean maximum probability beside its accuracy")
-    first = scored[0]
-    cols = (["section"] + [f"{m} ECE" for m in scored] + [f"{m} Brier" for m in scored]
-            + [f"{first} max p", f"{first} accuracy"])
-    print(markdown_table(rows + [mean], cols))
-    print("\nthe default's transfer choice (held-out source sections' mean ARI with and without the "
-          "source), kappa of the anchored fit, seconds per fit")
-    print(markdown_table(rows + [mean], ["section", "chosen", "held-out ARI eb", "held-out ARI none", "kappa"]
-                         + [f"{m} s" for m in fits],
-                         {f"{m} s": "{:.1f}" for m in fits}))
+    record = None
+    if args.from_json:
+        import json
+
+        saved = json.loads(open(args.from_json).read())
+        rows, record = saved["rows"], saved.get("record")
+    else:
+        rows = run(args.data, sections, args.q, args.seed, fits)
+    made = tables(rows, fits)
+    for t in made:
+        print(f"\n{t['caption']}")
+        print(markdown_table(t["rows"], t["columns"], t["fmt"]))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
-    write_json(args.json, {"rows": rows, "mean": mean})
+    if not args.from_json:
+        write_json(args.json, {"rows": rows, "mean": mean_row(rows)})
+    if args.sections is None:
+        what = " under each preprocessing" if args.preprocessing else ""
+        publish(f"Transfer{what}: {TITLES[args.data]}", PROTOCOLS[args.data], made, record)
 
 
 if __name__ == "__main__":
