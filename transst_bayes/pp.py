@@ -12,6 +12,8 @@ from . import data as D
 from . import validate as V
 from .graph import GRAPH_KINDS, validate_adjacency
 
+__all__ = ["log_normalize", "select_genes", "spatial_neighbors"]
+
 
 def _boundary(adata, layer, key_added, copy, none_ok: bool = True) -> None:
     """The checks every helper shares: an AnnData, str keys, a bool `copy`."""
@@ -23,10 +25,49 @@ def _boundary(adata, layer, key_added, copy, none_ok: bool = True) -> None:
 
 def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None,
                   key_added: str | None = None, copy: bool = False):
-    """Library-size normalisation to `target_sum` per spot, then log1p (sparse stays sparse).
+    """Library-size normalisation to `target_sum` per spot, then log1p.
 
-    Reads `X` or `layer` (raw counts: non-negative integers, else ValueError); writes the result
-    to `layers[key_added]`, or in place of the input when key_added is None.
+    The normalisation the fits apply to raw counts (sparse input stays sparse).
+
+    Parameters
+    ----------
+    adata : AnnData
+        Raw counts (non-negative integers) in `X` or `layers[layer]`.
+    target_sum : float, default 1e4
+        Total count every spot is scaled to before log1p (> 0).
+    layer : str or None, default None
+        Layer holding the counts; None: `X`.
+    key_added : str or None, default None
+        Layer the result is written to; None: in place of the input (`layers[layer]`, or `X`).
+    copy : bool, default False
+        Return a changed copy instead of writing into `adata`.
+
+    Returns
+    -------
+    AnnData or None
+        None, or the changed copy with `copy=True`. Written: `layers[key_added]`, or the input
+        (`X` or `layers[layer]`) replaced when `key_added` is None.
+
+    Raises
+    ------
+    ValueError
+        The values are not raw counts (already normalised), hold NaN or inf, or `layer` is not
+        a layer of `adata`.
+    TypeError
+        `adata` is not an AnnData, `layer` / `key_added` is not a non-empty str, `target_sum` is
+        not a number, or `copy` is not a bool.
+
+    See Also
+    --------
+    select_genes, spatial_neighbors
+
+    Examples
+    --------
+    >>> import transst_bayes as tb
+    >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200, counts=True)
+    >>> tb.pp.log_normalize(target, key_added="lognorm")
+    >>> "lognorm" in target.layers
+    True
     """
     _boundary(adata, layer, key_added, copy)
     target_sum = V.number("target_sum", target_sum, 0.0, strict=True)
@@ -49,11 +90,58 @@ def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None,
 
 def select_genes(adata, *, n_genes: int = 2000, method: str = "variance", layer: str | None = None,
                  key_added: str = "transst_selected", copy: bool = False):
-    """Mark the genes the fit would select (`genes="variance"`: top `n_genes` by variance of
-    log-normalised expression; `"cv"`: by coefficient of variation, as the published code)
-    in the boolean column `var[key_added]`. Counts are log-normalised on the fly.
+    """Mark the genes the fit would select in a boolean `var` column.
 
-    Pass them on with `fit_em(..., genes=adata.var_names[adata.var[key_added]])`.
+    The gene selection of the fits' data option `genes`, among the genes that vary and are
+    non-zero in at least 1% (and 10) of the spots. Counts are log-normalised on the fly. Pass
+    the genes on with `fit_em(..., genes=adata.var_names[adata.var[key_added]])`.
+
+    Parameters
+    ----------
+    adata : AnnData
+        Expression (counts or log-normalised values) in `X` or `layers[layer]`, with unique
+        `var_names`.
+    n_genes : int, default 2000
+        Number of genes marked (>= 1).
+    method : str, default "variance"
+        "variance" (top `n_genes` by variance of the log-normalised expression) or "cv" (by
+        coefficient of variation, as the published code). The fits' other selections ("auto",
+        "highly_variable", "source") are made inside the fit only.
+    layer : str or None, default None
+        Layer holding the expression; None: `X`.
+    key_added : str, default "transst_selected"
+        Column of `var` written.
+    copy : bool, default False
+        Return a changed copy instead of writing into `adata`.
+
+    Returns
+    -------
+    AnnData or None
+        None, or the changed copy with `copy=True`. Written: `var[key_added]`, True for the
+        selected genes.
+
+    Raises
+    ------
+    ValueError
+        An unknown `method` (or "source", which needs a labeled source, or "auto"),
+        duplicated `var_names`, NaN or inf in the expression, or a missing layer.
+    TypeError
+        `adata` is not an AnnData, a key is not a non-empty str, `n_genes` is not an int, or
+        `copy` is not a bool.
+
+    See Also
+    --------
+    log_normalize, spatial_neighbors
+
+    Examples
+    --------
+    >>> import transst_bayes as tb
+    >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+    >>> tb.pp.select_genes(target, n_genes=50)
+    >>> int(target.var["transst_selected"].sum())
+    50
+    >>> genes = target.var_names[target.var["transst_selected"]]
+    >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10, genes=list(genes))
     """
     if method not in D.GENE_SELECTIONS:
         raise ValueError(f"method must be one of {D.GENE_SELECTIONS}, got {method!r}")
@@ -76,12 +164,58 @@ def select_genes(adata, *, n_genes: int = 2000, method: str = "variance", layer:
 def spatial_neighbors(adata, *, method: str = "knn", n_neighbors: int = 6, radius: float | None = None,
                       spatial_key: str = "spatial", library_key: str | None = None,
                       key_added: str = "spatial", copy: bool = False):
-    """Build the spots' neighbour graph as the fit does and store it squidpy-style in
-    `obsp[key_added + "_connectivities"]` (symmetric 0/1 CSR matrix). With the default key the
-    fit then uses this graph as given.
+    """Build the spots' neighbour graph as the fit does and store it squidpy-style.
 
-    method : "knn" (k = n_neighbors, symmetrised), "radius", "visium" (hexagonal lattice from
-    `obs["array_row"/"array_col"]`), "st" (square lattice); library_key: one block per section.
+    With the default `key_added` the fits then use this graph as given (their data option
+    `graph_key` is "spatial_connectivities").
+
+    Parameters
+    ----------
+    adata : AnnData
+        Spots with coordinates in `obsm[spatial_key]` ("knn", "radius") or lattice positions
+        in `obs["array_row"]` and `obs["array_col"]` ("visium", "st").
+    method : str, default "knn"
+        "knn" (k = `n_neighbors`, symmetrised), "radius" (every spot within `radius`),
+        "visium" (hexagonal lattice) or "st" (square lattice).
+    n_neighbors : int, default 6
+        Neighbours per spot of the "knn" graph.
+    radius : float or None, default None
+        Radius of the "radius" graph, in the units of the coordinates (required for it).
+    spatial_key : str, default "spatial"
+        Key of the coordinates in `obsm`.
+    library_key : str or None, default None
+        Column of `obs` that names several sections: one block per section, no edges between
+        them.
+    key_added : str, default "spatial"
+        Prefix of the `obsp` key written.
+    copy : bool, default False
+        Return a changed copy instead of writing into `adata`.
+
+    Returns
+    -------
+    AnnData or None
+        None, or the changed copy with `copy=True`. Written: `obsp[f"{key_added}_connectivities"]`,
+        the symmetric 0/1 adjacency as a CSR matrix.
+
+    Raises
+    ------
+    ValueError
+        An unknown `method`, missing coordinates or lattice positions, a missing or incomplete
+        `library_key` column, or "radius" without a positive `radius`.
+    TypeError
+        `adata` is not an AnnData, `key_added` is not a non-empty str, or `copy` is not a bool.
+
+    See Also
+    --------
+    log_normalize, select_genes
+
+    Examples
+    --------
+    >>> import transst_bayes as tb
+    >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+    >>> tb.pp.spatial_neighbors(target, method="st")
+    >>> target.obsp["spatial_connectivities"].shape
+    (400, 400)
     """
     if method not in GRAPH_KINDS:
         raise ValueError(f"method must be one of {GRAPH_KINDS}, got {method!r}")

@@ -129,18 +129,120 @@ def _flat_property(group: str, key: str):
 
 @dataclass
 class TransSTResult:
-    """What `fit_em` and `fit_svi` return (arrays are NumPy; K is the chosen number of domains),
-    in five groups, each documented with what its fields mean on each path:
+    """The result of `fit_em` and `fit_svi`: domains, probabilities, parameters, diagnostics.
 
-    spots (`SpotOutputs`: labels, proba, factors, spot_loglik), target (`TargetParams`: W, psi,
-    mu, Sigma, tau, beta, kappa, domain_names, posterior), source (`SourceFit`: W, psi, mu,
-    Sigma, classes), data (`DataUsed`: genes, obs_names, gene_mean, gene_scale) and diagnostics
-    (`Diagnostics`: trace, k_table, settings, info).
+    Arrays are NumPy; n is the number of spots fitted, p the number of genes fitted, q the
+    number of factors, K the chosen number of domains, C the number of source classes and S the
+    number of posterior draws (SVI). The fields are held in five groups, each a NamedTuple that
+    documents what its fields mean on each path: `spots` (`SpotOutputs`), `target`
+    (`TargetParams`), `source` (`SourceFit`), `data` (`DataUsed`) and `diagnostics`
+    (`Diagnostics`). Every field is also an attribute of the result under one flat name
+    (`res.labels`, `res.W_t` = `res.target.W`, `res.W_s` = `res.source.W`, ...), readable and
+    settable; `TransSTResult.from_flat(**fields)` builds one from those names. Results are
+    written into AnnData with `to_anndata`, saved with `save` and read with `load_result`.
 
-    Every field is also an attribute of the result under one flat name (`res.labels`,
-    `res.proba`, `res.W_t` = `res.target.W`, `res.W_s` = `res.source.W`, `res.psi_s`,
-    `res.source_classes` = `res.source.classes`, `res.genes`, `res.k_table`, `res.info`, ...),
-    readable and settable. `TransSTResult.from_flat(**fields)` builds one from those names.
+    Parameters
+    ----------
+    spots : SpotOutputs
+        Per-spot outputs: labels, proba, factors, spot_loglik.
+    target : TargetParams
+        The target's fitted parameters: W, psi, mu, Sigma, tau, beta, kappa, domain_names,
+        posterior.
+    source : SourceFit, default SourceFit()
+        The source factor model: W, psi, mu, Sigma, classes (empty without a source).
+    data : DataUsed, default DataUsed([], [])
+        What was fitted: genes, obs_names, gene_mean, gene_scale.
+    diagnostics : Diagnostics, default empty
+        trace, k_table, settings, info.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray of int, shape (n,)
+        The domain of each spot: ICM labels under the Potts prior, started at the most probable
+        domains (EM: at the EM fit; SVI: at the guide's point estimate).
+    proba : numpy.ndarray, shape (n, K)
+        Domain probabilities (EM: the final mean-field responsibilities; SVI: averaged over the
+        posterior draws), tempered by `info["temperature"]`.
+    factors : numpy.ndarray, shape (n, q)
+        Posterior mean factor scores (two-stage fits: the scores that were clustered).
+    spot_loglik : numpy.ndarray or None, shape (S, n)
+        SVI: the per-spot log-likelihood per posterior draw (WAIC / LOO); None for EM.
+    W_t : numpy.ndarray, shape (p, q)
+        The target's loadings.
+    psi : numpy.ndarray, shape (p,)
+        The target's noise variances.
+    mu : numpy.ndarray, shape (K, q)
+        The domains' factor means.
+    Sigma : numpy.ndarray, shape (K, q, q)
+        The domains' factor covariances.
+    tau : float
+        The transfer scale of the loadings (inf without transfer).
+    beta : float
+        The Potts smoothness (SVI: nan when the model has no beta).
+    kappa : float or None
+        Anchored fits: the standard deviation of the domain means around their source classes;
+        None for free domains.
+    domain_names : list of str
+        Source class names and "novel 1", ...; empty when the domains are "0", "1", ....
+    posterior : dict or None
+        SVI: draws of each global site, name -> (S, ...); None for EM.
+    W_s : numpy.ndarray or None, shape (p, q)
+        The source's loadings (None without a source).
+    psi_s : numpy.ndarray or None, shape (p,)
+        The source's noise variances.
+    mu_s : numpy.ndarray or None, shape (C, q)
+        The source classes' factor means.
+    Sigma_s : numpy.ndarray or None, shape (C, q, q)
+        The source classes' factor covariances.
+    source_classes : list of str
+        The source's class names.
+    genes : list of str
+        The genes fitted (p).
+    obs_names : list of str
+        The spots fitted (n).
+    gene_mean : numpy.ndarray or None, shape (p,)
+        Per-gene mean removed by the standardisation.
+    gene_scale : numpy.ndarray or None, shape (p,)
+        Per-gene scale divided out by the standardisation.
+    trace : numpy.ndarray
+        EM: the objective per iteration of the chosen fit's final run; SVI: minus the mean loss
+        per round.
+    k_table : list of dict
+        One row per K tried: log-likelihood, criteria, beta, kappa, iterations, convergence,
+        chosen (SVI: also WAIC, PSIS-LOO, ELBO).
+    settings : dict
+        What was asked and used (JSON-able), with the package version.
+    info : dict
+        Calibration (temperature, how it was found), warnings, classes found, seconds per
+        stage, iteration counts.
+    n_domains : int
+        K, the number of domains (columns of `proba`).
+    names : list of str
+        The name of each domain.
+    named_labels : numpy.ndarray of str, shape (n,)
+        `labels` as domain names.
+    maxprob : numpy.ndarray, shape (n,)
+        The most probable domain's probability per spot.
+    entropy : numpy.ndarray, shape (n,)
+        The entropy of each spot's domain probabilities.
+
+    See Also
+    --------
+    fit_em, fit_svi : The fits that return a result.
+    load_result : Read a saved result.
+
+    Examples
+    --------
+    >>> import transst_bayes as tb
+    >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+    >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+    >>> res.proba.shape
+    (400, 4)
+    >>> res.W_t is res.target.W
+    True
+    >>> res.to_anndata(target)
+    >>> path = res.save("fit.npz")
+    >>> again = tb.load_result(path)
     """
 
     spots: SpotOutputs
@@ -151,8 +253,38 @@ class TransSTResult:
 
     @classmethod
     def from_flat(cls, **kw) -> "TransSTResult":
-        """A result from its flat field names (`_FLAT`); unknown names are a TypeError, names left
-        out take their group's default (the spots' and target's required fields excepted)."""
+        """A result from its flat field names.
+
+        Names left out take their group's default, except the required ones (labels, proba,
+        factors, W_t, psi, mu, Sigma, tau, beta).
+
+        Parameters
+        ----------
+        **kw
+            Fields by their flat names (the attributes listed in the class docstring:
+            `labels`, `proba`, `W_t`, `W_s`, `genes`, `k_table`, `info`, ...).
+
+        Returns
+        -------
+        TransSTResult
+            The result holding those fields.
+
+        Raises
+        ------
+        TypeError
+            An unknown field name, or a required field missing.
+
+        See Also
+        --------
+        flat, replace
+
+        Examples
+        --------
+        >>> import transst_bayes as tb
+        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+        >>> same = tb.TransSTResult.from_flat(**res.flat())
+        """
         unknown = sorted(set(kw) - set(_FLAT))
         if unknown:
             raise TypeError(f"TransSTResult has no fields {unknown}")
@@ -167,43 +299,159 @@ class TransSTResult:
                                            d.get("settings", {}), d.get("info", {})))
 
     def flat(self) -> dict:
-        """Every field under its flat name."""
+        """Every field under its flat name.
+
+        Returns
+        -------
+        dict
+            Flat field name (`labels`, `proba`, `W_t`, `W_s`, `genes`, `info`, ...) -> value.
+
+        See Also
+        --------
+        from_flat, replace
+
+        Examples
+        --------
+        >>> import transst_bayes as tb
+        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+        >>> sorted(res.flat())[:3]
+        ['Sigma', 'Sigma_s', 'W_s']
+        """
         return {name: getattr(self, name) for name in _FLAT}
 
     def replace(self, **changes) -> "TransSTResult":
-        """A copy with the given flat fields changed."""
+        """A copy with the given flat fields changed.
+
+        Parameters
+        ----------
+        **changes
+            New values by flat field name (as in `from_flat`).
+
+        Returns
+        -------
+        TransSTResult
+            A new result; `self` is not changed.
+
+        Raises
+        ------
+        TypeError
+            An unknown field name.
+
+        See Also
+        --------
+        from_flat, flat
+
+        Examples
+        --------
+        >>> import transst_bayes as tb
+        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+        >>> noted = res.replace(info=dict(res.info, note='copy'))
+        """
         return TransSTResult.from_flat(**{**self.flat(), **changes})
 
     @property
     def n_domains(self) -> int:
+        """K, the number of domains (columns of `proba`)."""
         return int(self.proba.shape[1])
 
     @property
     def names(self) -> list:
-        """The name of each domain (column of proba)."""
+        """The name of each domain (column of `proba`): `domain_names`, else "0", "1", ...."""
         return list(self.domain_names) if self.domain_names else [str(k) for k in range(self.n_domains)]
 
     @property
     def named_labels(self) -> np.ndarray:
-        """labels as domain names."""
+        """`labels` as domain names, shape (n,)."""
         return np.asarray(self.names, dtype=object)[self.labels]
 
     @property
     def maxprob(self) -> np.ndarray:
+        """The most probable domain's probability per spot, shape (n,)."""
         return self.proba.max(axis=1)
 
     @property
     def entropy(self) -> np.ndarray:
+        """The entropy (nats) of each spot's domain probabilities, shape (n,)."""
         return entropy(self.proba)
 
     def k_table_frame(self):
+        """The K table as a pandas DataFrame.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per K tried: K, log-likelihood, the criteria (sbic, bic, mbic, hbic, icl;
+            SVI: also WAIC, PSIS-LOO and the ELBO), beta, kappa, iterations, convergence and
+            `chosen`.
+
+        Examples
+        --------
+        >>> import transst_bayes as tb
+        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+        >>> table = res.k_table_frame()
+        >>> table.loc[table['chosen'], 'K'].tolist()
+        [4]
+        """
         import pandas as pd
 
         return pd.DataFrame(self.k_table)
 
     # ---------------------------------------------------------------- AnnData
     def to_anndata(self, adata, key_added: str = keys.DEFAULT, copy: bool = False):
-        """Write the keys of DESIGN section 5 into `adata` (matched by obs_names)."""
+        """Write the fit into `adata` (scanpy style), matched by `obs_names`.
+
+        Parameters
+        ----------
+        adata : AnnData
+            The AnnData that was fitted (the same spots in the same order).
+        key_added : str, default "transst"
+            Name of the fit: the prefix of every key written.
+        copy : bool, default False
+            Return a changed copy instead of writing into `adata`.
+
+        Returns
+        -------
+        AnnData or None
+            None, or the changed copy with `copy=True`. Written (`key` = `key_added`):
+
+            - `obs[key]`: the domain of each spot (categorical, named after the domains);
+            - `obs[f"{key}_maxprob"]`: the most probable domain's probability;
+            - `obs[f"{key}_entropy"]`: the entropy of the spot's domain probabilities;
+            - `obsm[f"{key}_proba"]`: (n, K) domain probabilities;
+            - `obsm[f"X_{key}"]`: (n, q) latent factor scores;
+            - `varm[f"{key}_loadings"]`: (genes, q) target loadings, NaN rows for genes the
+              fit did not use;
+            - `uns[key]`: settings (JSON), beta, tau, kappa (NaN for free domains),
+              temperature, calibration, domain_names, n_domains, k_table (JSON), genes,
+              version, seed, and the arrays (`fit`) and metadata (`meta`) that
+              `from_anndata` rebuilds the result from;
+            - `uns[f"{key}_colors"]`: one colour per domain.
+
+        Raises
+        ------
+        ValueError
+            The spots of `adata` differ from the fitted ones.
+        TypeError
+            `adata` is not an AnnData, `key_added` is not a non-empty str, or `copy` is not a
+            bool.
+
+        See Also
+        --------
+        from_anndata : Rebuild the result from what this writes.
+        transst_bayes.tl.transst : Fit and write in one call.
+
+        Examples
+        --------
+        >>> import transst_bayes as tb
+        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+        >>> res.to_anndata(target, key_added="transst")
+        >>> target.obs["transst"].dtype.name
+        'category'
+        """
         import pandas as pd
 
         V.anndata("adata", adata)
@@ -260,8 +508,41 @@ class TransSTResult:
 
     @classmethod
     def from_anndata(cls, adata, key: str = keys.DEFAULT) -> "TransSTResult":
-        """Rebuild the fit that `to_anndata(adata, key_added=key)` wrote (per-spot arrays from
-        obs/obsm, the rest from uns[key]["fit"])."""
+        """Rebuild the result that `to_anndata(adata, key_added=key)` wrote.
+
+        Per-spot arrays come from `obs` / `obsm`, the rest from `uns[key]`; this works on a
+        re-read `.h5ad` file too.
+
+        Parameters
+        ----------
+        adata : AnnData
+            The AnnData the fit was written into (its spots unchanged).
+        key : str, default "transst"
+            Name of the fit (`key_added` of `to_anndata` or `tl.transst`).
+
+        Returns
+        -------
+        TransSTResult
+            The result as written.
+
+        Raises
+        ------
+        ValueError
+            `uns[key]` holds no TransST fit, or the spots were subset or reordered after the
+            fit.
+
+        See Also
+        --------
+        to_anndata
+
+        Examples
+        --------
+        >>> import transst_bayes as tb
+        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+        >>> res.to_anndata(target)
+        >>> again = tb.TransSTResult.from_anndata(target)
+        """
         uns = adata.uns.get(key)
         if not isinstance(uns, Mapping) or "fit" not in uns or "meta" not in uns:
             raise ValueError(
@@ -286,8 +567,35 @@ class TransSTResult:
 
     # ---------------------------------------------------------------- files
     def save(self, path) -> str:
-        """Save to a .npz file (arrays + JSON metadata with a format version; no pickle). A path
-        without ".npz" gets it, as `load_result` expects. Returns the path written."""
+        """Save to a .npz file: the arrays and JSON metadata with a format version, no pickle.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            File name; ".npz" is appended when missing, as `load_result` expects.
+
+        Returns
+        -------
+        str
+            The path written.
+
+        Raises
+        ------
+        TypeError
+            `path` is not a str or os.PathLike.
+
+        See Also
+        --------
+        load_result, load
+
+        Examples
+        --------
+        >>> import transst_bayes as tb
+        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+        >>> res.save("fit")
+        'fit.npz'
+        """
         path = _npz_path(path)
         arrays, meta = self._payload()
         meta["format"] = FILE_FORMAT
@@ -296,9 +604,39 @@ class TransSTResult:
 
     @classmethod
     def load(cls, path) -> "TransSTResult":
-        """Read a file written by `save` (the same path, with or without ".npz"). Anything else —
-        not a result of this package, truncated, or from a newer format — is a ValueError naming
-        the file; pickled content is never loaded."""
+        """Read a file written by `save`; pickled content is never loaded.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file (with or without ".npz").
+
+        Returns
+        -------
+        TransSTResult
+            The saved result.
+
+        Raises
+        ------
+        FileNotFoundError
+            There is no such file.
+        ValueError
+            The file is not a result of this package, is truncated, or has a newer format.
+        TypeError
+            `path` is not a str or os.PathLike.
+
+        See Also
+        --------
+        save, load_result
+
+        Examples
+        --------
+        >>> import transst_bayes as tb
+        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+        >>> path = res.save("fit.npz")
+        >>> again = tb.TransSTResult.load(path)
+        """
         path = _npz_path(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no result file {path!r}")
@@ -405,5 +743,37 @@ def _npz_path(path) -> str:
 
 
 def load_result(path) -> TransSTResult:
-    """`TransSTResult.load`: a fit saved by `TransSTResult.save`."""
+    """Read a result saved by `TransSTResult.save` (the same as `TransSTResult.load`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (with or without ".npz").
+
+    Returns
+    -------
+    TransSTResult
+        The saved result.
+
+    Raises
+    ------
+    FileNotFoundError
+        There is no such file.
+    ValueError
+        The file is not a TransST result file, is truncated, or has a newer format.
+    TypeError
+        `path` is not a str or os.PathLike.
+
+    See Also
+    --------
+    TransSTResult.save
+
+    Examples
+    --------
+    >>> import transst_bayes as tb
+    >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+    >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+    >>> path = res.save("fit.npz")
+    >>> res = tb.load_result(path)
+    """
     return TransSTResult.load(path)

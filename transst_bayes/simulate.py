@@ -102,33 +102,116 @@ def simulate(
     section_effect: float = 0.0,
     mixing: float = 0.0,
 ):
-    """Simulate a (source, target) AnnData pair.
+    """Simulate a (source, target) AnnData pair from the TransST model.
 
-    shift: "none" | "small" | "large" or a number: W_t = W_s + shift * loading_scale * noise.
-    shift_genes: a number of genes (the first ones after a random permutation) or a list of gene
-    indices whose target loadings are redrawn independently of the source ("transfer-breaking").
-    error: target noise upper bound (psi_t ~ U(0.1, error)); source_error likewise (default error).
-    class_shift: the target's domain means are the source's class means plus class_shift times a
-    standard normal vector each (0: the classes carry over exactly).
-    absent_classes: the last `absent_classes` source classes do not occur in the target.
-    novel_domains: the target has this many extra domains (labels "novel0", ...) whose means
-    (drawn like the others) the source lacks.
-    counts: return raw counts instead of Gaussian expression: per spot a library size
-    ~ library_size * LogNormal(0, 0.3), gene means proportional to exp(x / 2) and negative
-    binomial counts with the given dispersion (low depth: the real-data pathologies).
-    source_sections: the source lattice is cut into this many vertical strips, named in
-    source.obs["section"] ("section0", ...) when more than one.
-    section_effect: every source section and the target get their own gene offsets ~
-    N(0, section_effect^2) added to the expression (a batch effect the model does not have;
-    before the counts when counts=True).
-    mixing: every spot's expression (target and source) is mixed with a random lattice
-    neighbour's, weight ~ U(0, mixing), its label kept: spots that straddle domains, which the
-    model (one domain per spot) does not have; with mixing > 0.5 some boundary spots look more
-    like their neighbour's domain than their own.
+    Labels on a `height` x `width` square lattice are drawn from the Potts model with
+    smoothness `beta`; factors z | y = k ~ N(mu_k, Sigma_k); expression x = W z + e with
+    heteroscedastic noise psi_g ~ U(0.1, error). The source has `n_domains` labeled classes;
+    the target's loadings depart from the source's by `shift` (and, for `shift_genes`, break
+    from them), and its domains can differ from the source's classes (`class_shift`,
+    `absent_classes`, `novel_domains`).
 
-    Source labels in source.obs["label"], target truth in target.obs["truth"], coordinates in
-    obsm["spatial"] and obs["array_row"/"array_col"]; target.var["transfer_breaking"] marks genes
-    that break from the source; the true parameters are in target.uns["simulation"].
+    Parameters
+    ----------
+    seed : int, default 0
+        Random seed (>= 0).
+    height : int, default 50
+        Rows of the target's lattice (>= 2).
+    width : int, default 50
+        Columns of the target's lattice (>= 2).
+    n_genes : int, default 1000
+        Number of genes p.
+    n_factors : int, default 10
+        Number of latent factors q (< n_genes).
+    n_domains : int, default 4
+        Number of source classes K (>= 2).
+    beta : float, default 1.0
+        Potts smoothness of the labels (>= 0).
+    separation : float, default 5.0
+        Pairwise distance of the domain means (on orthogonal directions); domains 0 and 1 have
+        covariance I, the others 2 I.
+    loading_scale : float, default 0.15
+        Standard deviation of the source loadings' entries.
+    error : float, default 1.0
+        Upper bound of the target's noise variances, psi_t ~ U(0.1, error) (> 0.1).
+    source_error : float or None, default None
+        Upper bound of the source's noise variances; None: `error`.
+    shift : str or float, default "none"
+        Departure of the target's loadings: "none" (0), "small" (0.1), "large" (1.0) or a
+        number s >= 0, W_t = W_s + s * loading_scale * noise.
+    shift_genes : int, sequence of int or None, default None
+        A number of genes (the first ones after a random permutation) or a list of gene
+        indices whose target loadings are redrawn independently of the source
+        ("transfer-breaking" genes).
+    source_height : int or None, default None
+        Rows of the source's lattice; None: `height`.
+    source_width : int or None, default None
+        Columns of the source's lattice; None: `width`.
+    class_shift : float, default 0.0
+        The target's domain means are the source's class means plus `class_shift` times a
+        standard normal vector each (0: the classes carry over exactly).
+    absent_classes : int, default 0
+        The last `absent_classes` source classes do not occur in the target (at most
+        n_domains - 2).
+    novel_domains : int, default 0
+        Extra target domains (labels "novel0", ...) whose means (drawn like the others) the
+        source lacks.
+    counts : bool, default False
+        Return raw counts instead of Gaussian expression: per spot a library size
+        ~ library_size * LogNormal(0, 0.3), gene means proportional to exp(x / 2) and negative
+        binomial counts with the given dispersion (low depth, like real data).
+    library_size : float, default 2000.0
+        Mean library size of the counts (counts=True).
+    dispersion : float, default 5.0
+        Negative binomial dispersion of the counts (variance m + m^2 / dispersion).
+    source_sections : int, default 1
+        The source lattice is cut into this many vertical strips, named in
+        `source.obs["section"]` ("section0", ...) when more than one.
+    section_effect : float, default 0.0
+        Every source section and the target get their own gene offsets
+        ~ N(0, section_effect^2) added to the expression (a batch effect the model does not
+        have; added before the counts are drawn when counts=True).
+    mixing : float, default 0.0
+        In [0, 1]: every spot's expression (target and source) is mixed with a random lattice
+        neighbour's, weight ~ U(0, mixing), its label kept: spots that straddle domains, which
+        the model (one domain per spot) does not have; with mixing > 0.5 some boundary spots
+        look more like their neighbour's domain than their own.
+
+    Returns
+    -------
+    source : AnnData
+        The labeled source: classes ("domain0", ...) in `obs["label"]`, coordinates in
+        `obsm["spatial"]` and `obs["array_row"]` / `obs["array_col"]`, sections in
+        `obs["section"]` when `source_sections` > 1.
+    target : AnnData
+        The target: true domains in `obs["truth"]` (codes in `obs["truth_code"]`),
+        coordinates as for the source, `var["transfer_breaking"]` marking the genes that break
+        from the source, the true factors in `obsm["z_true"]`, the true loadings in
+        `varm["W_true"]` and `varm["W_source"]`, noise variances in `var["psi_true"]` and the
+        simulation's settings and domain parameters in `uns["simulation"]`.
+
+    Raises
+    ------
+    ValueError
+        A value out of range (for example n_factors >= n_genes, error <= 0.1, an unknown
+        `shift`, mixing outside [0, 1]).
+    TypeError
+        An integer argument that is not an int, or a number that is not a real number.
+
+    See Also
+    --------
+    fit_em, fit_svi : Fit the simulated pair.
+
+    Examples
+    --------
+    >>> import transst_bayes as tb
+    >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+    >>> target.shape
+    (400, 200)
+    >>> sorted(source.obs["label"].unique())
+    ['domain0', 'domain1', 'domain2', 'domain3']
+    >>> counts_source, counts_target = tb.simulate(seed=1, height=20, width=20, n_genes=200,
+    ...                                            counts=True, source_sections=2)
     """
     import anndata as ad
     import pandas as pd

@@ -36,7 +36,52 @@ KAPPA2_INIT = 0.1
 
 @dataclass(frozen=True)
 class EMSettings:
-    """Model and optimisation settings of the EM path."""
+    """Model and optimisation settings of the EM path.
+
+    `fit_em` builds one from its arguments; `fit_svi` builds the settings of its EM warm start
+    from `n_factors`, `seed`, `dtype`, `domains` and its `em_options` dict, which may set any
+    other field below. `check` raises ValueError or TypeError for a bad value.
+
+    Attributes
+    ----------
+    n_factors : int, default 15
+        Number of latent factors q.
+    transfer : str, default "auto"
+        How the source loadings are transferred: "auto", "eb", "cv" or "none" (see `fit_em`).
+    variant : str or None, default None
+        Clustering variant: "two_stage" or "joint"; None: "two_stage" for anchored domains,
+        "joint" for free ones.
+    beta : float or None, default None
+        Potts smoothness; None: learned (pseudo-likelihood), a number: fixed.
+    beta_init : float, default 1.0
+        Starting value of a learned beta.
+    criterion : str, default "hbic"
+        Criterion that chooses K among several: "sbic", "bic", "mbic", "hbic" or "icl".
+    n_restarts : int, default 3
+        EM restarts per K; the best one is run on to convergence.
+    max_iter : int, default 100
+        Largest number of EM iterations per K.
+    tol : float, default 1e-4
+        Convergence: change of the objective below `tol` nats per spot.
+    source_max_iter : int, default 100
+        Largest number of iterations of the source factor model (step 1).
+    transfer_max_iter : int, default 30
+        Iterations of the transfer step's loadings (final for "two_stage", a start for "joint").
+    n_mean_field : int, default 1
+        Mean-field sweeps of the Potts field per EM iteration.
+    weight : float, default 1.0
+        Power on the expression likelihood (< 1: the Potts prior weighs more).
+    seed : int, default 0
+        Random seed.
+    dtype : str, default "float32"
+        "float32" or "float64".
+    domains : str, default "anchored"
+        "anchored" (domains tied to source classes, with a labeled source) or "free".
+
+    See Also
+    --------
+    fit_em, SVISettings
+    """
 
     n_factors: int = 15
     transfer: str = "auto"  # "auto" (choose "eb" or "none" on held-out source sections) | "eb" | "cv" | "none"
@@ -113,54 +158,196 @@ def fit_em(
 ) -> TransSTResult:
     """Fit TransST on the compiled EM/ICM path.
 
+    The three TransST steps: a factor model of the labeled source (step 1), the target's
+    loadings shrunk towards the source's (step 2, the transfer), and a Gaussian mixture of the
+    target's factors under a Potts prior on the spot graph, fitted by EM with mean-field /
+    ICM updates (step 3), for every number of domains tried. Several K are compared by
+    `criterion`; the per-spot probabilities are then calibrated on held-out source sections
+    (`calibrate`).
+
     Parameters
     ----------
-    target : AnnData (or array with `spatial=` coordinates), the unlabeled section.
-    source : AnnData with labels in `obs[label_key]` (or array with `source_labels=`), or None.
-        Its classes need not be the target's domains. None (or transfer="none") fits the target
-        alone.
-    n_domains : K, or a list of K to choose from by `criterion` ("hbic", the default, "bic",
-        "mbic" with the published code's constants; "sbic", Schwarz's BIC; "icl").
-        None (default): with a labeled source, the source classes present in the target plus
-        each number of novel domains in `n_novel` (chosen by `criterion`); without a source 7.
-    domains : "anchored" (default; with a labeled source): domain k is tied to a source class
-        c(k), mu_k ~ N(m_c, kappa^2 I), Sigma_k ~ inverse-Wishart with mode S_c, kappa learned;
-        the classes are found from the data and name the domains; extra domains are "novel 1",
-        .... "free": the paper's free clustering of the target's factors (domains "0", "1", ...).
-        Without a source (or transfer="none") domains are free.
-    n_novel : number(s) of novel domains tried when n_domains is None (default 0, 1, 2).
-    weight : power on the expression likelihood (1: the model; < 1 tempers it so that the Potts
-        prior weighs more, a generalised-Bayes choice; the K table then uses the tempered
+    target : AnnData or array
+        The unlabeled section(s): counts or log-normalised values in `X` (or `layer`),
+        coordinates in `obsm["spatial"]` (or a Visium / ST lattice in `obs["array_row"]` and
+        `obs["array_col"]`, or a graph in `obsp["spatial_connectivities"]`). An array (NumPy or
+        scipy.sparse, spots x genes) needs `spatial=`.
+    source : AnnData, array or None, default None
+        Labeled data with the classes in `obs[label_key]` (an array needs `source_labels=` and
+        the target's genes in the same order). Its classes need not be the target's domains.
+        None (or transfer="none") fits the target alone.
+    label_key : str, default "label"
+        Column of `source.obs` holding the source's classes.
+    n_domains : int, sequence of int or None, default None
+        K, or a list of K to choose from by `criterion`. None: with a labeled source, the source
+        classes present in the target plus each number of novel domains in `n_novel` (chosen by
+        `criterion`); without a source 7.
+    domains : str, default "anchored"
+        "anchored" (with a labeled source): domain k is tied to a source class c(k),
+        mu_k ~ N(m_c, kappa^2 I) and Sigma_k ~ inverse-Wishart with mode S_c, kappa learned;
+        the classes are found from the data and name the domains, extra domains are named
+        "novel 1", "novel 2", .... "free": the paper's free clustering of the target's factors
+        (domains "0", "1", ...). Without a source (or with transfer="none") domains are free.
+    n_novel : int or sequence of int, default (0, 1, 2)
+        Number(s) of novel domains tried beside the anchored ones when `n_domains` is None.
+    n_factors : int, default 15
+        Number of latent factors q (smaller than the numbers of genes and spots).
+    transfer : str, default "auto"
+        How the source's loadings inform the target's. "auto": when the labeled source has
+        several sections (as for `calibrate`), each is held out and fitted from the others both
+        with the source ("eb") and without it ("none"), and the target is fitted the way that
+        found the held-out sections' annotated domains better (higher mean ARI; "eb" on a tie
+        or when the source has one section); `info["transfer_choice"]` holds the held-out ARIs
+        and a warning says when the source was set aside. "eb": the transfer scale tau learned
+        by empirical Bayes. "cv": the published code's cross-validated lambda grid. "none": the
+        target alone.
+    variant : str or None, default None
+        "two_stage" (cluster the factor scores under the transfer step's loadings) or "joint"
+        (W_t re-fitted with the domains, the factors integrated out). None: "two_stage" for
+        anchored domains, "joint" for free ones.
+    beta : float or None, default None
+        Potts smoothness: None learns it (pseudo-likelihood), a number >= 0 fixes it.
+    criterion : str, default "hbic"
+        How K is chosen among several: "hbic", "bic" or "mbic" (with the published code's
+        constants), "sbic" (Schwarz's BIC) or "icl". Every criterion is in `k_table`.
+    n_restarts : int, default 3
+        EM restarts per K: each runs 15 iterations and the best objective runs on to
+        convergence.
+    max_iter : int, default 100
+        Largest number of EM iterations per K.
+    tol : float, default 1e-4
+        Convergence: the objective changes by less than `tol` nats per spot.
+    seed : int, default 0
+        Random seed (k-means starts, restarts).
+    dtype : str, default "float32"
+        "float32" or "float64" (double precision).
+    weight : float, default 1.0
+        Power on the expression likelihood: 1 is the model; < 1 tempers it so that the Potts
+        prior weighs more (a generalised-Bayes choice; the K table then uses the tempered
         objective).
-    calibrate : "auto" (default): when the labeled source has several sections (obs column
-        `source_batch_key`, else the first of "library_id", "section", "sample", "batch" with two
-        or more values) and spatial coordinates, each is held out and fitted from the others,
-        as the target is (with the transfer mode used for it: with transfer="none" too, the
-        domains then matched to the labels by Hungarian matching), and the temperature that
-        calibrates those fits' per-spot probabilities against their labels is applied to
-        `proba` (labels unchanged); otherwise probabilities are the
-        model's (`info["calibration"]` says why). "none": the model's probabilities. A number
-        T > 0: that temperature. `info["temperature"]` holds the one used.
-    n_factors : q. transfer : "auto" (default): when the labeled source has several sections
-        (as for `calibrate`), each is held out and fitted from the others both with the
-        source ("eb") and without it ("none"), and the target is fitted the way that found the
-        held-out sections' annotated domains better (higher mean ARI; "eb" on a tie or when the
-        source has one section); `info["transfer_choice"]` holds the held-out ARIs and a
-        warning says when the source was set aside. "eb" (tau learned by empirical Bayes),
-        "cv" (published lambda grid), "none": as given. variant : None (default: "two_stage"
-        for anchored domains, "joint" for free ones), "two_stage" (cluster the factor scores under the transfer step's loadings) or "joint"
-        (W_t re-fitted with the domains, z integrated out). beta : None to learn the Potts
-        smoothness, or a fixed value. dtype : "float32" or "float64". progress_bar : a tqdm
-        bar over the K tried.
-    devices : None (default: JAX's default device), "all" (every device `jax.devices()`
-        lists), a list of devices (or their indices) or a one-axis `jax.sharding.Mesh`: the
-        target's spots are split across them and the global parameters replicated
-        (`transst_bayes.shard`); the labels are those of the one-device fit. The source fit and
-        the calibration fits stay on the default device. Not with transfer="cv".
-    data_options : layer, source_layer, counts, target_sum, genes, n_genes, standardize,
-        spatial_key, graph, graph_key, n_neighbors, radius, library_key, prepare_on (see
-        DataSettings; prepare_on="auto" prepares the target in JAX on the device when that is
-        a GPU or TPU).
+    calibrate : str or float, default "auto"
+        "auto": when the labeled source has several sections (obs column `source_batch_key`,
+        else the first of "library_id", "section", "sample", "batch" with two or more values)
+        and spatial coordinates, each is held out and fitted from the others, as the target is
+        (with the transfer mode used for it; with transfer="none" the domains are matched to
+        the labels by Hungarian matching), and the temperature that calibrates those fits'
+        per-spot probabilities against their labels is applied to `proba` (labels unchanged);
+        otherwise the probabilities are the model's (`info["calibration"]` says why). "none":
+        the model's probabilities. A number T > 0: that temperature. `info["temperature"]`
+        holds the one used.
+    progress_bar : bool, default False
+        Show a tqdm progress bar over the K tried.
+    devices : None, "all", sequence or jax.sharding.Mesh, default None
+        None: JAX's default device. "all" (every device `jax.devices()` lists), a list of
+        devices (or their indices) or a one-axis `jax.sharding.Mesh`: the target's spots are
+        split across them and the global parameters replicated (`transst_bayes.shard`); the
+        labels are those of the one-device fit. The source fit and the calibration fits stay on
+        the default device. Not with transfer="cv".
+    source_labels : array-like or None, default None
+        One label per row when `source` is an array.
+    spatial : array-like or None, default None
+        (n, 2) spot coordinates when `target` is an array.
+    **data_options
+        How expression and space are read: the data options listed under Other Parameters.
+
+    Other Parameters
+    ----------------
+    layer : str or None, default None
+        Expression layer: `adata.layers[layer]` of the target (and of the source unless
+        `source_layer` is given); None: `X`.
+    source_layer : str or None, default None
+        Layer of the source's expression; None: the same as `layer`.
+    counts : bool or None, default None
+        Whether the expression holds raw counts, which are normalised to `target_sum` per spot
+        and log1p-transformed. None: detected (non-negative integers are counts); True: counts
+        (ValueError when there are negative values); False: taken as already normalised.
+    target_sum : float, default 1e4
+        Library size that raw counts are normalised to.
+    genes : str or sequence of str, default "auto"
+        Gene selection among the genes that target and source share and that vary in the
+        target and are non-zero in at least 1% (and 10) of the spots of each: "auto" (scanpy's
+        boolean `var["highly_variable"]` of the target when it has that column, else
+        "variance"), "highly_variable" (every such gene flagged there; `n_genes` does not
+        apply), "variance" (the `n_genes` most variable genes of the log-normalised target),
+        "cv" (by coefficient of variation, as the published code), "source" (how well a gene
+        separates the source's classes: one-way ANOVA F; needs a labeled source), or a list of
+        gene names taken as given.
+    n_genes : int, default 2000
+        Number of genes selected by "variance", "cv" or "source".
+    standardize : str, default "pooled"
+        Per-gene standardisation: "pooled" (mean and standard deviation of target and source
+        together), "separate" (the target on its own; the source per section of
+        `source_batch_key`) or "none". Standardised values are clipped to +-10.
+    source_batch_key : str or None, default None
+        Column of `source.obs` that names the source's sections: each is standardised on its
+        own with standardize="separate", and held out in turn by `calibrate="auto"` and
+        `transfer="auto"`. None: the first of "library_id", "section", "sample", "batch" with
+        at least two values.
+    spatial_key : str, default "spatial"
+        Key of the spot coordinates in `obsm`.
+    graph : str, default "knn"
+        Neighbour graph of the target spots: "knn" (`n_neighbors` nearest neighbours,
+        symmetrised), "radius" (every spot within `radius`), "visium" (hexagonal lattice) or
+        "st" (square lattice), the lattices from `obs["array_row"]` and `obs["array_col"]`.
+        Not used when `obsp[graph_key]` holds a graph.
+    graph_key : str, default "spatial_connectivities"
+        Key in `obsp` of a precomputed spot adjacency (for example from
+        `pp.spatial_neighbors`), used as given when present.
+    n_neighbors : int, default 6
+        Neighbours per spot of the "knn" graph.
+    radius : float or None, default None
+        Radius of the "radius" graph, in the units of the coordinates (required for it).
+    library_key : str or None, default None
+        Column of `target.obs` that names several sections in one AnnData: the graph has no
+        edges between sections.
+    prepare_on : str, default "auto"
+        Where the target's expression is prepared: "host" (NumPy / SciPy), "device" (JAX on the
+        fit's device, float32 only) or "auto" (the device when JAX's default backend is a GPU or
+        TPU, the fit runs on one device, dtype is "float32" and the matrix fits in its memory).
+
+    Returns
+    -------
+    TransSTResult
+        The fit at the chosen K: `labels` (the domain of each spot, ICM under the Potts prior),
+        `names` (domain names), `proba` (n, K) calibrated domain probabilities, `factors`
+        (n, q), the target's and source's parameters (`W_t`, `mu`, `Sigma`, `tau`, `beta`,
+        `kappa`, `W_s`, ...), `k_table` (one row per K: log-likelihood, criteria, beta, kappa,
+        iterations, convergence, chosen), `settings` and `info` (temperature and calibration,
+        transfer_choice, classes found, warnings, seconds per stage).
+
+    Raises
+    ------
+    ValueError
+        A bad option value (domains, transfer, variant, criterion, dtype, calibrate, a data
+        option), K < 2 or more than half the spots, `n_factors` not smaller than the genes or
+        spots kept, `label_key` missing from `source.obs`, a missing layer or coordinates, too
+        few shared genes, non-finite expression, or `devices` with transfer="cv".
+    TypeError
+        An argument of the wrong type (for example `n_domains` not an int or a list of ints) or
+        an unknown keyword argument.
+    FloatingPointError
+        Every restart for some K ended with a non-finite objective (try dtype="float64").
+
+    See Also
+    --------
+    fit_svi : The same model fitted by SVI, with posterior draws.
+    transst_bayes.tl.transst : Fit and write the domains into the AnnData.
+    TransSTResult : The result and its methods.
+
+    Examples
+    --------
+    >>> import transst_bayes as tb
+    >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+    >>> res = tb.fit_em(target, source, label_key="label", n_domains=[3, 4], n_factors=10)
+    >>> res.labels.shape
+    (400,)
+    >>> table = res.k_table_frame()  # one row per K tried
+    >>> res.to_anndata(target, key_added="transst")
+
+    Arrays instead of AnnData:
+
+    >>> res = tb.fit_em(target.X, source.X, spatial=target.obsm["spatial"],
+    ...                 source_labels=source.obs["label"].to_numpy(), n_domains=4, n_factors=10)
     """
     t0 = time.perf_counter()
     em = settings_from(EMSettings, locals())

@@ -39,6 +39,42 @@ from .guides import GUIDES
 
 @dataclass(frozen=True)
 class SVISettings:
+    """Settings of the SVI path (`fit_svi` builds one from its arguments).
+
+    Attributes
+    ----------
+    guide : str, default "normal"
+        "delta", "normal" or "lowrank".
+    n_factors : int, default 15
+        Number of latent factors q.
+    lr : float, default 0.01
+        Learning rate of the Adam optimiser.
+    steps_per_round : int, default 200
+        SVI steps between two refreshes of the Potts field.
+    max_rounds : int, default 30
+        Largest number of rounds per K.
+    min_rounds : int, default 2
+        Rounds run before the stopping rule applies.
+    rtol : float, default 1e-4
+        Stop when the mean loss of a round changes by less than `rtol` (relative).
+    batch_size : int or None, default None
+        Spots per SVI step; None: every spot.
+    num_samples : int, default 100
+        Posterior draws.
+    init_scale : float, default 0.01
+        Initial scale of the "normal" and "lowrank" guides.
+    rank : int, default 10
+        Rank of the "lowrank" guide's covariance factor.
+    seed : int, default 0
+        Random seed.
+    dtype : str, default "float32"
+        "float32" or "float64".
+
+    See Also
+    --------
+    fit_svi, EMSettings
+    """
+
     guide: str = "normal"
     n_factors: int = 15
     lr: float = 0.01
@@ -180,37 +216,188 @@ def fit_svi(
 ) -> TransSTResult:
     """Fit a TransST model from `transst_bayes.models` (or your own in the same style) by SVI.
 
-    model : `model(data: SpotData, K, n_factors, batch_size=None, **model_options)`; default
+    Variational EM started from the EM/ICM solution of `fit_em`: Adam steps on the global
+    parameters with each spot's domain label summed out under the mean-field Potts field,
+    alternating with refreshes of that field, until the loss of a round changes by less than
+    `rtol`. Posterior draws from the guide give the domain probabilities (averaged over draws),
+    the per-spot log-likelihood (for WAIC / PSIS-LOO) and the draws of the global parameters.
+
+    Parameters
+    ----------
+    target : AnnData or array
+        The unlabeled section(s), as in `fit_em`.
+    source : AnnData, array or None, default None
+        Labeled data with the classes in `obs[label_key]`, as in `fit_em`; None fits the target
+        alone.
+    label_key : str, default "label"
+        Column of `source.obs` holding the source's classes.
+    n_domains : int, sequence of int or None, default None
+        K or a list of K (None: as in `fit_em`); with several, K is chosen by `criterion`.
+    domains : str, default "anchored"
+        As in `fit_em`: "anchored" (domains named after source classes, with a labeled source;
+        the model option `kappa=` fixes kappa instead of its half-Cauchy hyperprior) or "free".
+    n_novel : int or sequence of int, default (0, 1, 2)
+        Number(s) of novel domains tried when `n_domains` is None, as in `fit_em`.
+    model : callable or None, default None
+        `model(data: SpotData, K, n_factors, batch_size=None, **model_options)`. None:
         `models.scores_model` for anchored domains (the two-stage variant, as `fit_em`: data.X
         holds the transferred factor scores, the loadings stay at the transfer step's),
         `models.transst_model` for free domains with a source, `models.fixed_loadings_model`
-        without (the loadings and noise at the EM fit's, the posterior over the domains and
-        beta: a mean-field guide over free loadings, `models.no_transfer_model`, drifts along
-        their GL(q) ridge to one domain). With `variant="two_stage"` in `em_options`, a model's data.X is the factor
-        scores; a model passed here otherwise sees the expression (the EM warm start then uses
-        the joint variant).
-    form : None, or the transfer prior on the loadings ("ridge" | "global" | "horseshoe"): given,
-        the loadings are fitted with the domains (`models.transst_model`, the joint variant),
-        whatever the domain mode; None: "global" where that model is the default.
-    guide : "delta" (MAP; reproduces fit_em), "normal" (AutoNormal), "lowrank"
-        (AutoLowRankMultivariateNormal with a covariance factor of rank `rank`; NumPyro's
-        default, sqrt of the ~p q latent dimensions, costs ~40x more per step on 2,000 genes).
-    batch_size : spots per SVI step (minibatches, for large data; models with only global
-        latent sites); the posterior is then read from the guide's parameters averaged over
-        the last round's steps, which removes the minibatch jitter of the last iterate.
-    domains, n_novel : as in `fit_em` (anchored domains named after source classes by default
-        with a labeled source; the model option `kappa=` fixes kappa instead of its half-Cauchy
-        hyperprior).
-    n_domains : K or a list of K (None: as in `fit_em`); with several, K is chosen by `criterion`: "loo" / "waic"
-        (ArviZ, from the per-spot log-likelihood over posterior draws) or "sbic" / "bic" /
-        "mbic" / "hbic" / "icl" (from the EM warm start).
-    calibrate : as in `fit_em` ("auto": a temperature from EM fits of held-out source sections,
-        applied to every posterior draw's domain probabilities before they are averaged).
-    devices : as in `fit_em`: the EM warm start and the SVI steps split the target's spots
-        over these devices; padded spots (`data.w` == 0) are masked out by `models.spot_plate`,
-        which a model of your own must use for its per-spot sites.
-    Returns a TransSTResult with posterior draws of the globals in `.posterior`, the per-spot
-    log-likelihood per draw in `.spot_loglik`, and domain probabilities averaged over draws.
+        without one (the loadings and noise at the EM fit's, the posterior over the domains and
+        beta; a mean-field guide over free loadings, `models.no_transfer_model`, drifts along
+        their GL(q) ridge to one domain). With `variant="two_stage"` in `em_options` a model's
+        data.X is the factor scores; a model passed here otherwise sees the expression (the EM
+        warm start then uses the joint variant).
+    guide : str, default "normal"
+        "delta" (MAP; reproduces `fit_em`), "normal" (AutoNormal) or "lowrank"
+        (AutoLowRankMultivariateNormal with a covariance factor of rank `rank`).
+    form : str or None, default None
+        The transfer prior on the loadings: "ridge", "global" or "horseshoe". Given, the
+        loadings are fitted with the domains (`models.transst_model`, the joint variant),
+        whatever the domain mode. None: "global" where that model is the default.
+    model_options : dict or None, default None
+        Keyword arguments passed to the model (for example `kappa=` or `form=`).
+    n_factors : int, default 15
+        Number of latent factors q.
+    criterion : str, default "loo"
+        How K is chosen among several: "loo" or "waic" (ArviZ, from the per-spot
+        log-likelihood over posterior draws; "hbic" when they are not finite) or "sbic",
+        "bic", "mbic", "hbic", "icl" (from the EM warm start).
+    lr : float, default 0.01
+        Learning rate of the Adam optimiser.
+    steps_per_round : int, default 200
+        SVI steps between two refreshes of the Potts field (one compiled call per round).
+    max_rounds : int, default 30
+        Largest number of rounds per K.
+    rtol : float, default 1e-4
+        Stop when the mean loss of a round changes by less than `rtol` (relative) from the
+        previous round's.
+    batch_size : int or None, default None
+        Spots per SVI step (minibatches, for large data; models with only global latent
+        sites); the posterior is then read from the guide's parameters averaged over the last
+        round's steps, which removes the minibatch jitter of the last iterate. None: every spot
+        in each step.
+    num_samples : int, default 100
+        Posterior draws (one with guide="delta").
+    rank : int, default 10
+        Rank of the "lowrank" guide's covariance factor (NumPyro's default, the square root of
+        the ~p q latent dimensions, costs ~40x more per step on 2,000 genes).
+    progress_bar : bool, default False
+        Show a tqdm progress bar over the rounds of each K.
+    seed : int, default 0
+        Random seed (EM warm start, SVI and posterior draws).
+    dtype : str, default "float32"
+        "float32" or "float64".
+    calibrate : str or float, default "auto"
+        As in `fit_em` ("auto": a temperature from EM fits of held-out source sections, applied
+        to every posterior draw's domain probabilities before they are averaged; "none"; or a
+        temperature T > 0).
+    em_options : dict or None, default None
+        Settings of the EM warm start: any field of `EMSettings` except `n_factors`, `seed`,
+        `dtype` and `domains` (which are this function's), for example `transfer`, `variant`,
+        `beta`, `n_restarts`, `max_iter`, `tol`, `weight`.
+    devices : None, "all", sequence or jax.sharding.Mesh, default None
+        As in `fit_em`: the EM warm start and the SVI steps split the target's spots over these
+        devices; padded spots (`data.w` == 0) are masked out by `models.spot_plate`, which a
+        model of your own must use for its per-spot sites.
+    source_labels : array-like or None, default None
+        One label per row when `source` is an array.
+    spatial : array-like or None, default None
+        (n, 2) spot coordinates when `target` is an array.
+    **data_options
+        How expression and space are read: the data options listed under Other Parameters (the
+        same as `fit_em`'s).
+
+    Other Parameters
+    ----------------
+    layer : str or None, default None
+        Expression layer: `adata.layers[layer]` of the target (and of the source unless
+        `source_layer` is given); None: `X`.
+    source_layer : str or None, default None
+        Layer of the source's expression; None: the same as `layer`.
+    counts : bool or None, default None
+        Whether the expression holds raw counts, which are normalised to `target_sum` per spot
+        and log1p-transformed. None: detected (non-negative integers are counts); True: counts
+        (ValueError when there are negative values); False: taken as already normalised.
+    target_sum : float, default 1e4
+        Library size that raw counts are normalised to.
+    genes : str or sequence of str, default "auto"
+        Gene selection among the genes that target and source share and that vary in the
+        target and are non-zero in at least 1% (and 10) of the spots of each: "auto" (scanpy's
+        boolean `var["highly_variable"]` of the target when it has that column, else
+        "variance"), "highly_variable" (every such gene flagged there; `n_genes` does not
+        apply), "variance" (the `n_genes` most variable genes of the log-normalised target),
+        "cv" (by coefficient of variation, as the published code), "source" (how well a gene
+        separates the source's classes: one-way ANOVA F; needs a labeled source), or a list of
+        gene names taken as given.
+    n_genes : int, default 2000
+        Number of genes selected by "variance", "cv" or "source".
+    standardize : str, default "pooled"
+        Per-gene standardisation: "pooled" (mean and standard deviation of target and source
+        together), "separate" (the target on its own; the source per section of
+        `source_batch_key`) or "none". Standardised values are clipped to +-10.
+    source_batch_key : str or None, default None
+        Column of `source.obs` that names the source's sections: each is standardised on its
+        own with standardize="separate", and held out in turn by `calibrate="auto"` and
+        `transfer="auto"`. None: the first of "library_id", "section", "sample", "batch" with
+        at least two values.
+    spatial_key : str, default "spatial"
+        Key of the spot coordinates in `obsm`.
+    graph : str, default "knn"
+        Neighbour graph of the target spots: "knn" (`n_neighbors` nearest neighbours,
+        symmetrised), "radius" (every spot within `radius`), "visium" (hexagonal lattice) or
+        "st" (square lattice), the lattices from `obs["array_row"]` and `obs["array_col"]`.
+        Not used when `obsp[graph_key]` holds a graph.
+    graph_key : str, default "spatial_connectivities"
+        Key in `obsp` of a precomputed spot adjacency (for example from
+        `pp.spatial_neighbors`), used as given when present.
+    n_neighbors : int, default 6
+        Neighbours per spot of the "knn" graph.
+    radius : float or None, default None
+        Radius of the "radius" graph, in the units of the coordinates (required for it).
+    library_key : str or None, default None
+        Column of `target.obs` that names several sections in one AnnData: the graph has no
+        edges between sections.
+    prepare_on : str, default "auto"
+        Where the target's expression is prepared: "host" (NumPy / SciPy), "device" (JAX on the
+        fit's device, float32 only) or "auto" (the device when JAX's default backend is a GPU or
+        TPU, the fit runs on one device, dtype is "float32" and the matrix fits in its memory).
+
+    Returns
+    -------
+    TransSTResult
+        The fit at the chosen K, with posterior draws of the global sites in `.posterior`
+        (name -> (S, ...)), the per-spot log-likelihood per draw in `.spot_loglik` (S, n),
+        domain probabilities averaged over the draws in `.proba`, labels by ICM at the guide's
+        point estimate, posterior means in `W_t`, `mu`, `Sigma`, `beta`, ... (the EM fit's
+        values for sites the model does not sample), and a `k_table` with WAIC, PSIS-LOO
+        (elpd, p, largest Pareto k), ELBO and the BIC-type criteria of the warm start.
+
+    Raises
+    ------
+    ValueError
+        A bad option value (guide, criterion, form, lr, ...), `batch_size` larger than the
+        number of target spots, or any input error of `fit_em`.
+    TypeError
+        An argument of the wrong type or an unknown keyword argument.
+    FloatingPointError
+        The SVI loss became non-finite (lower `lr`).
+
+    See Also
+    --------
+    fit_em : The EM/ICM fit that starts SVI.
+    transst_bayes.tl.transst : Fit (method="svi") and write the domains into the AnnData.
+    marker_genes, transfer_breaking_genes, to_inference_data : Posterior summaries.
+
+    Examples
+    --------
+    >>> import transst_bayes as tb
+    >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
+    >>> res = tb.fit_svi(target, source, label_key="label", n_domains=4, n_factors=10,
+    ...                  num_samples=20)
+    >>> res.spot_loglik.shape
+    (20, 400)
+    >>> markers = tb.marker_genes(res, n_top=5)  # credible intervals over the posterior draws
     """
     from .. import models as M
 
