@@ -149,8 +149,9 @@ def test_pp_helpers(pair):
     assert sel.sum() == 10
     lv = b.layers["lognorm"].toarray().var(0)
     assert lv[sel].min() >= lv[~sel].max() - 1e-6  # the top 10 by variance
-    with pytest.raises(ValueError, match="method"):
-        tb.pp.select_genes(b, method="dispersion")
+    for bad in ("dispersion", "auto", "highly_variable", "source"):  # the last three rank nothing here
+        with pytest.raises(ValueError, match="method must be 'variance' or 'cv'"):
+            tb.pp.select_genes(b, method=bad)
     tb.pp.spatial_neighbors(b, n_neighbors=4)
     A = b.obsp["spatial_connectivities"]
     assert (A != A.T).nnz == 0 and A.diagonal().sum() == 0 and (A.getnnz(1) >= 4).all()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 
+import pytest
+
 from conftest import REPO
 
 PACKAGE, MODELS = REPO / "transst_bayes", REPO / "models"
@@ -79,3 +81,18 @@ def test_no_module_imports_another_modules_private_names():
                 bad += [f"{path.relative_to(REPO)}: {node.module} {a.name}" for a in node.names
                         if a.name.startswith("_") and not a.name.startswith("__")]
     assert not bad, f"private names imported across modules: {bad}"
+
+
+@pytest.mark.parametrize("module", ["transst_bayes", "transst_bayes.tl", "transst_bayes.pp",
+                                    "transst_bayes.pl"])
+def test_dir_shows_the_public_api_only(module):
+    """dir() of the package and of tl / pp / pl lists `__all__` (what a user may call), not the
+    modules' imports (np, V, keys) nor the package's internal submodules (job, shard, em, ...);
+    every name of `__all__` exists."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    public = {n for n in mod.__all__ if not n.startswith("__")}  # __version__ too
+    assert all(hasattr(mod, n) for n in public)
+    shown = {n for n in dir(mod) if not n.startswith("__")}
+    assert shown == public, sorted(shown ^ public)

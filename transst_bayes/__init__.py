@@ -64,3 +64,8 @@ def __getattr__(name):
 
         return importlib.import_module(__name__ + ".pl")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    """The public API only (not the internal submodules that importing the package loads)."""
+    return sorted(__all__)

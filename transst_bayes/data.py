@@ -37,7 +37,7 @@ ALIGN = 64  # byte alignment of the prepared matrix: jax.device_put then shares 
 
 @dataclass(frozen=True)
 class DataSettings:
-    """How expression and space are read. Defaults follow DESIGN section 5."""
+    """How expression and space are read (the data options of `fit_em` / `fit_svi`)."""
 
     layer: str | None = None  # None: X
     source_layer: str | None = None  # None: same as `layer`

@@ -1003,3 +1003,8 @@ def calibration(adata, reference: str, *, key: str = keys.DEFAULT, bins: int = 1
     ax.legend(frameon=False, fontsize="small", loc="upper left")
     _finish(ax.figure, path, show)
     return ax
+
+
+def __dir__():
+    """The plotting functions only (not this module's imports and helpers)."""
+    return sorted(__all__)

@@ -12,6 +12,8 @@ from . import data as D
 from . import validate as V
 from .graph import GRAPH_KINDS, validate_adjacency
 
+PP_RANKINGS = ("variance", "cv")  # rankings that need no labeled source
+
 __all__ = ["log_normalize", "select_genes", "spatial_neighbors"]
 
 
@@ -143,8 +145,9 @@ def select_genes(adata, *, n_genes: int = 2000, method: str = "variance", layer:
     >>> genes = target.var_names[target.var["transst_selected"]]
     >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10, genes=list(genes))
     """
-    if method not in D.GENE_SELECTIONS:
-        raise ValueError(f"method must be one of {D.GENE_SELECTIONS}, got {method!r}")
+    if method not in PP_RANKINGS:
+        raise ValueError(f"method must be 'variance' or 'cv' (the fit's rankings on the section "
+                         f"alone), got {method!r}")
     _boundary(adata, layer, key_added, copy, none_ok=False)
     n_genes = V.integer("n_genes", n_genes, minimum=1)
     V.unique_names(adata.var_names, "adata.var_names")
@@ -227,3 +230,8 @@ def spatial_neighbors(adata, *, method: str = "knn", n_neighbors: int = 6, radiu
         adata = adata.copy()
     adata.obsp[f"{key_added}_connectivities"] = adj
     return adata if copy else None
+
+
+def __dir__():
+    """The preprocessing functions only (not this module's imports)."""
+    return sorted(__all__)

@@ -19,6 +19,8 @@ from .summary import marker_genes, transfer_breaking_genes as _breaking
 
 METHODS = ("em", "svi")
 
+__all__ = ["transst", "markers", "transfer_breaking_genes"]
+
 
 def _seed(rng) -> int:
     """An int seed from an int, a numpy Generator or a JAX PRNG key."""
@@ -380,3 +382,8 @@ def transfer_breaking_genes(adata, key: str = keys.DEFAULT, *, n_top: int | None
     adata.var[name] = score
     adata.uns[name] = table
     return adata if copy else None
+
+
+def __dir__():
+    """The tools only (not this module's imports and helpers)."""
+    return sorted(__all__)
