@@ -1,4 +1,4 @@
-"""Calibration on real tissue (issue 12): the default fit's per-spot domain probabilities, which
+"""Calibration on real tissue: the default fit's per-spot domain probabilities, which
 are tempered by a temperature chosen on held-out *source* sections (transst_bayes.calibration:
 each source section fitted as a target from the others; the T of p_T(k) ~ p(k)^(1/T) with the
 least pooled ECE against their labels), against the model's own probabilities
@@ -16,7 +16,12 @@ own annotation* (least ECE over a grid from 0.2 to 1000) and that ECE: not a met
 target's labels) but the least ECE any temperature could reach on that fit, whichever way it
 were chosen.
 
-    python benchmarks/calibration.py --data her2st|seqfish [--sections ...] [--json out.json]
+    python benchmarks/calibration.py --data her2st|seqfish|dlpfc [--no-sections] [--sections ...]
+        [--json out.json]
+
+--no-sections drops the source's section columns, so that it is held out in spatial blocks
+(DLPFC: the source is one section, held out in blocks either way). Unannotated target spots
+(DLPFC) are fitted but not scored.
 
 With ``--markers`` each target is instead fitted by `fit_svi` (defaults: anchored domains,
 AutoNormal, 100 draws, calibrate="auto") and the marker table (`summary.marker_genes`) is read at
@@ -39,7 +44,7 @@ from _common import (chosen_sections, markdown_table, mean_row, publish, release
 from real_data import transfer_protocol
 
 import transst_bayes as tb
-from transst_bayes.calibration import choose_temperature
+from transst_bayes.calibration import SECTION_KEYS, choose_temperature
 from transst_bayes.metrics import calibration_summary
 from transst_bayes.summary import marker_genes
 
@@ -47,30 +52,35 @@ from transst_bayes.summary import marker_genes
 ORACLE_GRID = tuple(float(t) for t in np.exp(np.linspace(np.log(0.2), np.log(1000.0), 80)))
 
 
-def run(data: str, sections, seed=0):
+def run(data: str, sections, seed=0, no_sections=False):
     rows = []
     for sec in sections:
         release_compiled_programs()
         target, source, K, label, opts = transfer_protocol(data, sec)
-        truth = target.obs[label].astype(str).to_numpy()
+        if no_sections:  # a source whose sections are not named: held out in spatial blocks
+            source.obs = source.obs.drop(columns=[c for c in SECTION_KEYS if c in source.obs])
+        scored = target.obs[label].notna().to_numpy()  # DLPFC: ~1% unannotated spots
+        truth = target.obs[label].astype(str).to_numpy()[scored]
         raw = tb.fit_em(target, source, label, n_domains=K, seed=seed, calibrate="none", **opts)
         t0 = time.perf_counter()
         cal = tb.fit_em(target, source, label, n_domains=K, seed=seed, **opts)
         secs = time.perf_counter() - t0
-        a = calibration_summary(raw.names, raw.proba, truth)
-        b = calibration_summary(cal.names, cal.proba, truth)
+        a = calibration_summary(raw.names, raw.proba[scored], truth)
+        b = calibration_summary(cal.names, cal.proba[scored], truth)
         held = cal.info["calibration_ece"] or [np.nan, np.nan]
         K_t = len(np.unique(truth))
-        T_oracle, e_oracle = choose_temperature([(raw.names, raw.proba, truth)], ORACLE_GRID)
-        rows.append({"section": sec, "T": cal.info["temperature"], "held-out ECE (T=1)": held[0],
+        T_oracle, e_oracle = choose_temperature([(raw.names, raw.proba[scored], truth)], ORACLE_GRID)
+        scheme = cal.info.get("held_out", "none")
+        rows.append({"section": sec, "held out": "blocks" if scheme.startswith("spatial") else scheme.split(" (")[0],
+                     "T": cal.info["temperature"], "held-out ECE (T=1)": held[0],
                      "held-out ECE (T)": held[1], "accuracy": a["accuracy"],
                      "ECE floor": max(0.0, 1.0 / K_t - a["accuracy"]),
                      "mean max p": a["mean_confidence"], "ECE": a["ece"], "Brier": a["brier"],
                      "mean max p (calibrated)": b["mean_confidence"], "ECE (calibrated)": b["ece"],
                      "Brier (calibrated)": b["brier"], "oracle T": T_oracle,
                      "oracle ECE": float(np.min(e_oracle)),
-                     "ARI": tb.adjusted_rand_index(cal.labels, truth),
-                     "ARI uncalibrated": tb.adjusted_rand_index(raw.labels, truth), "s": secs})
+                     "ARI": tb.adjusted_rand_index(cal.labels[scored], truth),
+                     "ARI uncalibrated": tb.adjusted_rand_index(raw.labels[scored], truth), "s": secs})
         print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
               flush=True)
     return rows
@@ -113,6 +123,8 @@ MARKERS_PROTOCOL = (
 def main():
     ap = section_parser(__doc__)
     ap.add_argument("--markers", action="store_true", help="marker lfsr before and after calibration (fit_svi)")
+    ap.add_argument("--no-sections", action="store_true",
+                    help="drop the source's section columns (it is then held out in spatial blocks)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     sections = chosen_sections(args)
@@ -125,7 +137,7 @@ def main():
         publish(f"Marker genes before and after calibration: {args.data}", MARKERS_PROTOCOL,
                 [table_spec(rows, list(rows[0]), fmt)])
         return
-    rows = run(args.data, sections, args.seed)
+    rows = run(args.data, sections, args.seed, args.no_sections)
     mean = mean_row(rows)
     cols = list(rows[0])
     fmt = {"s": "{:.0f}", "T": "{:.2f}", "oracle T": "{:.1f}"}
@@ -133,7 +145,8 @@ def main():
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     write_json(args.json, {"rows": rows, "mean": mean})
     if args.sections is None:
-        publish(f"Calibration of the per-spot probabilities: {args.data}", PROTOCOL,
+        unnamed = ", source sections not named" if args.no_sections else ""
+        publish(f"Calibration of the per-spot probabilities: {args.data}{unnamed}", PROTOCOL,
                 [table_spec(rows + [mean], cols, fmt)])
 
 

@@ -64,6 +64,7 @@ def test_fit_em_calibrates_on_held_out_source_sections_and_keeps_labels(calibrat
     raw = tb.fit_em(tgt, src, calibrate="none", **kw)
     assert raw.info["temperature"] == 1.0 and raw.info["calibration"].startswith("none")
     assert cal.info["calibration"].startswith("held-out source sections (section: 2 fits"), cal.info
+    assert cal.info["held_out"] == "source sections (obs['section'])"
     T = cal.info["temperature"]
     np.testing.assert_array_equal(cal.labels, raw.labels)
     np.testing.assert_allclose(cal.proba, C.temper(raw.proba, T), atol=1e-6)
@@ -88,13 +89,42 @@ def test_fit_svi_tempers_every_draw_by_the_same_temperature(calibrated):
         assert r.maxprob.mean() < raw.maxprob.mean()
 
 
-def test_without_sections_the_probabilities_are_the_models_and_the_reason_is_given():
-    src, tgt = tb.simulate(0, height=20, width=20, n_genes=200, n_factors=5, n_domains=3)
-    res = tb.fit_em(tgt, src, n_domains=3, n_factors=5)
-    assert res.info["temperature"] == 1.0
-    assert "source_batch_key" in res.info["calibration"]
-    alone = tb.fit_em(tgt, n_domains=3, n_factors=5)
+def test_spatial_blocks_are_contiguous_stripes_of_equal_size_across_the_longer_side():
+    rng = np.random.default_rng(0)
+    xy = np.column_stack([rng.uniform(0, 10, 403), rng.uniform(0, 30, 403)])  # taller than wide
+    b = C.spatial_blocks(xy, 4)
+    assert sorted(np.bincount(b)) == [100, 101, 101, 101]
+    for k in range(3):  # stripes across y: every spot of block k lies below every spot of block k + 1
+        assert xy[b == k, 1].max() <= xy[b == k + 1, 1].min()
+    assert np.array_equal(C.spatial_blocks(xy[:, ::-1], 4), C.spatial_blocks(xy, 4))
+
+
+def test_without_named_sections_the_source_is_held_out_in_spatial_blocks():
+    """A source without a column naming its sections (or with one section) is calibrated on
+    contiguous blocks of its spots, each fitted from the others: the probabilities are tempered
+    (the fit is overconfident on this noisy simulation) and info says which scheme was used."""
+    src, tgt = tb.simulate(0, height=20, width=20, n_genes=200, n_factors=5, n_domains=3, error=3.0,
+                           source_height=50, source_width=50)
+    kw = dict(n_domains=3, n_factors=5)
+    small = tb.fit_em(tgt, src[src.obsm["spatial"][:, 0] < 30].copy(), **kw)  # 1,500 spots: too few
+    assert small.info["temperature"] == 1.0 and "too few" in small.info["calibration"]
+    assert "held_out" not in small.info
+    res = tb.fit_em(tgt, src, **kw)
+    assert res.info["held_out"] == f"spatial blocks ({C.N_BLOCKS} stripes of the source's spots)"
+    assert res.info["calibration"].startswith(f"held-out spatial blocks ({C.N_BLOCKS} fits"), res.info
+    assert res.info["temperature"] > 1.0
+    raw = tb.fit_em(tgt, src, calibrate="none", **kw)
+    np.testing.assert_array_equal(res.labels, raw.labels)
+    assert res.maxprob.mean() < raw.maxprob.mean()
+    assert res.info["transfer_choice"]["held_out"] == res.info["held_out"]
+    src.obs["section"] = "one"  # a column with a single section: blocks too
+    one = tb.fit_em(tgt, src, **kw)
+    assert one.info["held_out"] == res.info["held_out"] and one.info["temperature"] == res.info["temperature"]
+    alone = tb.fit_em(tgt, **kw)
     assert alone.info["calibration"] == "none: no labeled source to calibrate on"
+    del src.obsm["spatial"]  # no coordinates: nothing to hold out
+    flat = tb.fit_em(tgt, src, **kw)
+    assert flat.info["temperature"] == 1.0 and "coordinates" in flat.info["calibration"]
 
 
 @pytest.mark.parametrize("bad, exc", [("x", ValueError), (0, ValueError), (-1.0, ValueError),

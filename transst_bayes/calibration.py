@@ -21,6 +21,34 @@ from .metrics import expected_calibration_error, named_predictions
 
 TEMPERATURES = tuple(float(t) for t in np.exp(np.linspace(0.0, np.log(50.0), 40)))
 SECTION_KEYS = ("library_id", "section", "sample", "batch")  # looked for when no key is given
+N_BLOCKS = 4  # spatial blocks held out in turn when the source's sections are not named...
+MIN_BLOCK_SPOTS = 500  # ... each at least the size of a small section (else nothing is held out)
+
+
+def spatial_blocks(coords: np.ndarray, n_blocks: int = N_BLOCKS) -> np.ndarray:
+    """Block of each spot: `n_blocks` stripes of (nearly) equal spot count across the longer
+    side of the coordinates' bounding box, so that each block is a contiguous region (for a
+    concatenation of sections in their own coordinates: a region of each)."""
+    xy = np.asarray(coords, dtype=float)[:, :2]
+    axis = int(np.argmax(np.ptp(xy, axis=0)))
+    rank = np.argsort(np.argsort(xy[:, axis], kind="stable"), kind="stable")
+    return (rank * n_blocks // max(len(rank), 1)).astype(np.int64)
+
+
+def held_out_groups(source, key: str | None, spatial_key: str) -> tuple:
+    """What the source is held out by: (group of each spot, how: the scheme in words), or
+    (None, why not). Named sections (`key`) when there are two or more; else spatial blocks of
+    the source's spots when each holds at least MIN_BLOCK_SPOTS; nothing without coordinates."""
+    if spatial_key not in source.obsm:
+        return None, f"the source has no coordinates in obsm[{spatial_key!r}]"
+    if key is not None and source.obs[key].nunique() >= 2:
+        return source.obs[key].astype(str).to_numpy(), f"source sections (obs[{key!r}])"
+    if source.n_obs < N_BLOCKS * MIN_BLOCK_SPOTS:
+        return None, (f"the source's sections are not named and its {source.n_obs} spots are too few "
+                      f"to hold out in {N_BLOCKS} spatial blocks of at least {MIN_BLOCK_SPOTS}; name its "
+                      "sections' obs column with source_batch_key=..., or pass calibrate=T")
+    return (spatial_blocks(np.asarray(source.obsm[spatial_key])).astype(str),
+            f"spatial blocks ({N_BLOCKS} stripes of the source's spots)")
 
 
 def temper(proba: np.ndarray, T: float) -> np.ndarray:
@@ -65,15 +93,15 @@ def section_key(source, key: str | None) -> str | None:
     return None
 
 
-def held_out_fits(source, label_key: str, key: str, spatial_key: str, fit: Callable) -> list:
-    """Each section of `source` fitted as a target from the other sections by `fit(target,
-    source, label_key, n_domains)`: [(names, proba, labels)]; (None, None, labels) for a
-    section whose fit collapsed numerically (FloatingPointError). Sections without enough spots
-    or labels to fit are skipped."""
+def held_out_fits(source, label_key: str, groups: np.ndarray, spatial_key: str, fit: Callable) -> list:
+    """Each group of `source`'s spots (its sections, or spatial blocks: `held_out_groups`) fitted
+    as a target from the other groups by `fit(target, source, label_key, n_domains)`:
+    [(names, proba, labels)]; (None, None, labels) for a group whose fit collapsed numerically
+    (FloatingPointError). Groups without enough spots or labels to fit are skipped."""
     held = []
-    sections = source.obs[key].astype(str).to_numpy()
-    for h in np.unique(sections):
-        inner = sections == h
+    groups = np.asarray(groups)
+    for h in np.unique(groups):
+        inner = groups == h
         tgt, src = source[inner].copy(), source[~inner].copy()
         truth = tgt.obs[label_key].astype(str).to_numpy()
         K = int(np.unique(truth).size)

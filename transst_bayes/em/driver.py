@@ -193,12 +193,13 @@ def fit_em(
     n_factors : int, default 15
         Number of latent factors q (smaller than the numbers of genes and spots).
     transfer : str, default "auto"
-        How the source's loadings inform the target's. "auto": when the labeled source has
-        several sections (as for `calibrate`), each is held out and fitted from the others both
-        with the source ("eb") and without it ("none"), and the target is fitted the way that
-        found the held-out sections' annotated domains better (higher mean ARI; "eb" on a tie
-        or when the source has one section); `info["transfer_choice"]` holds the held-out ARIs
-        and a warning says when the source was set aside. "eb": the transfer scale tau learned
+        How the source's loadings inform the target's. "auto": the labeled source is held out
+        part by part (as for `calibrate`: its sections, else spatial blocks of its spots) and
+        each part fitted from the others both with the source ("eb") and without it ("none"),
+        and the target is fitted the way that found the held-out parts' annotated domains
+        better (higher mean ARI; "eb" on a tie or when the source has no coordinates);
+        `info["transfer_choice"]` holds the held-out ARIs and a warning says when the source
+        was set aside. "eb": the transfer scale tau learned
         by empirical Bayes. "cv": the published code's cross-validated lambda grid. "none": the
         target alone.
     variant : str or None, default None
@@ -226,13 +227,17 @@ def fit_em(
         prior weighs more (a generalised-Bayes choice; the K table then uses the tempered
         objective).
     calibrate : str or float, default "auto"
-        "auto": when the labeled source has several sections (obs column `source_batch_key`,
-        else the first of "library_id", "section", "sample", "batch" with two or more values)
-        and spatial coordinates, each is held out and fitted from the others, as the target is
-        (with the transfer mode used for it; with transfer="none" the domains are matched to
-        the labels by Hungarian matching), and the temperature that calibrates those fits'
-        per-spot probabilities against their labels is applied to `proba` (labels unchanged);
-        otherwise the probabilities are the model's (`info["calibration"]` says why). "none":
+        "auto": when the labeled source has spatial coordinates, it is held out part by part
+        and each part fitted from the others, as the target is (with the transfer mode used
+        for it; with transfer="none" the domains are matched to the labels by Hungarian
+        matching), and the temperature that calibrates those fits' per-spot probabilities
+        against their labels is applied to `proba` (labels unchanged). The parts are the
+        source's sections when an obs column names two or more (`source_batch_key`, else the
+        first of "library_id", "section", "sample", "batch" with two or more values), else 4
+        contiguous spatial blocks of its spots when each holds at least 500 spots
+        (`info["held_out"]` says which). Without
+        coordinates (e.g. a single-cell atlas) the probabilities are the model's
+        (`info["calibration"]` says why). "none":
         the model's probabilities. A number T > 0: that temperature. `info["temperature"]`
         holds the one used.
     progress_bar : bool, default False
@@ -282,7 +287,7 @@ def fit_em(
         Column of `source.obs` that names the source's sections: each is standardised on its
         own with standardize="separate", and held out in turn by `calibrate="auto"` and
         `transfer="auto"`. None: the first of "library_id", "section", "sample", "batch" with
-        at least two values.
+        at least two values (none: spatial blocks of the source are held out instead).
     spatial_key : str, default "spatial"
         Key of the spot coordinates in `obsm`.
     graph : str, default "knn"
@@ -374,20 +379,20 @@ def choose_transfer(job: FitJob, label_key: str, em: EMSettings) -> tuple:
         return job, em, None
     held = {}
     for mode in ("eb", "none"):
-        held[mode], why = held_out(job.source, label_key, replace(em, transfer=mode), job.ds)
-        if held[mode] is None:  # no sections, or every fit of this mode collapsed
-            return job._replace(choice=dict(chosen="eb", why=f"transfer='auto' kept 'eb': {why}")), em, held["eb"]
+        held[mode], how = held_out(job.source, label_key, replace(em, transfer=mode), job.ds)
+        if held[mode] is None:  # no coordinates, or every fit of this mode collapsed
+            return job._replace(choice=dict(chosen="eb", why=f"transfer='auto' kept 'eb': {how}")), em, held["eb"]
     ari = {m: float(np.mean([0.0 if names is None else  # a collapsed fit found nothing
                              adjusted_rand_index(np.asarray(names)[np.argmax(P, axis=1)], truth)
                              for names, P, truth in held[m]])) for m in held}
     failed = {m: sum(names is None for names, _, _ in held[m]) for m in held}
     # the target alone only where it did better and never collapsed on a held-out section
     chosen = "none" if ari["none"] > ari["eb"] and not failed["none"] else "eb"
-    choice = dict(chosen=chosen, held_out_ari=ari, n_sections=len(held["eb"]), collapsed=failed)
+    choice = dict(chosen=chosen, held_out_ari=ari, n_sections=len(held["eb"]), collapsed=failed, held_out=how)
     if chosen == "none":
         with V.recorded_warnings(job.notes):
             warnings.warn(
-                f"the source's classes did not carry over to its own held-out sections (mean ARI "
+                f"the source's classes did not carry over to its own held-out parts ({how}; mean ARI "
                 f"{ari['eb']:.3f} with the source, {ari['none']:.3f} without it), so the target's domains "
                 "were found without the source (transfer='none'; domains are not named after source "
                 "classes); pass transfer='eb' to use the source anyway", UserWarning, stacklevel=3)
@@ -408,8 +413,10 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
         V.weak_anchoring(res.kappa, D.KAPPA_WEAK)
     res.info["warnings"] = job.notes
     tc = time.perf_counter()
-    T, res.info["calibration"], res.info["calibration_ece"] = temperature(
+    T, res.info["calibration"], res.info["calibration_ece"], scheme = temperature(
         calibrate, job.source, label_key, em, job.ds, held)
+    if scheme is not None:
+        res.info["held_out"] = scheme
     if job.choice:
         res.info["transfer_choice"] = dict(job.choice)
     if draws is None:
@@ -425,36 +432,40 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
 
 
 def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings, held=None) -> tuple:
-    """The temperature of the per-spot probabilities, how it was found, and the held-out fits'
-    pooled ECE at T = 1 and at the chosen T (None when no held-out fits were made). `held`:
-    the held-out fits already made (by `choose_transfer`), else they are made here."""
+    """The temperature of the per-spot probabilities, how it was found, the held-out fits'
+    pooled ECE at T = 1 and at the chosen T (None when no held-out fits were made) and the
+    held-out scheme (`C.held_out_groups`; None without held-out fits). `held`: the held-out
+    fits already made (by `choose_transfer`), else they are made here."""
     if not isinstance(calibrate, str):
-        return float(calibrate), "fixed temperature", None
+        return float(calibrate), "fixed temperature", None, None
     if calibrate == "none":
-        return 1.0, "none (calibrate='none')", None
+        return 1.0, "none (calibrate='none')", None, None
     if source is None:
-        return 1.0, "none: no labeled source to calibrate on", None
-    key = C.section_key(source, ds.source_batch_key)
+        return 1.0, "none: no labeled source to calibrate on", None, None
+    groups, scheme = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
+    if groups is None:
+        return 1.0, f"none: {scheme}", None, None
     if held is None:
         held, why = held_out(source, label_key, em, ds)
         if held is None:
-            return 1.0, f"none: {why}", None
+            return 1.0, f"none: {why}", None, None
     T, e = C.choose_temperature(held)
     n_fits = sum(names is not None for names, _, _ in held)
-    return T, (f"held-out source sections ({key}: {n_fits} fits; their ECE {e[0]:.3f} at T = 1, "
-               f"{float(e.min()):.3f} at T = {T:.2f})"), [float(e[0]), float(e.min())]
+    key = C.section_key(source, ds.source_batch_key)
+    what = (f"source sections ({key}: {n_fits} fits" if scheme.startswith("source sections")
+            else f"spatial blocks ({n_fits} fits")
+    return T, (f"held-out {what}; their ECE {e[0]:.3f} at T = 1, {float(e.min()):.3f} at T = {T:.2f})"), \
+        [float(e[0]), float(e.min())], scheme
 
 
 def held_out(source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:
-    """Each section of the source fitted as a target from the other sections, with the fit's
-    settings (`calibrate="none"`): ([(names, proba, labels)], None), or (None, why not) when the
-    source has no sections, no coordinates, or no section could be fitted on its own."""
-    key = C.section_key(source, ds.source_batch_key)
-    if key is None or source.obs[key].nunique() < 2:
-        return None, ("the source has one section; name its sections' obs column with "
-                      "source_batch_key=... to calibrate on held-out sections")
-    if ds.spatial_key not in source.obsm:
-        return None, f"the source has no coordinates in obsm[{ds.spatial_key!r}]"
+    """Each section of the source (or, when its sections are not named, each spatial block of
+    its spots: `C.held_out_groups`) fitted as a target from the others, with the fit's settings
+    (`calibrate="none"`): ([(names, proba, labels)], the scheme in words), or (None, why not)
+    when the source has no coordinates or no group could be fitted on its own."""
+    groups, scheme = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
+    if groups is None:
+        return None, scheme
     inner = replace(ds, layer=ds.source_layer or ds.layer, library_key=None,
                     graph_key=DataSettings.graph_key)
     opts = {k: v for k, v in asdict(inner).items() if k != "dtype"}
@@ -467,10 +478,10 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:
                           max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
                           calibrate="none", **opts)
 
-    held = C.held_out_fits(source, label_key, key, ds.spatial_key, fit)
+    held = C.held_out_fits(source, label_key, groups, ds.spatial_key, fit)
     if not any(names is not None for names, _, _ in held):
-        return None, f"no section of source.obs[{key!r}] could be fitted on its own"
-    return held, None
+        return None, f"no group of the {scheme} could be fitted on its own"
+    return held, scheme
 
 
 def spots_mesh(devices, em: EMSettings):

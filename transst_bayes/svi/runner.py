@@ -340,7 +340,7 @@ def fit_svi(
         Column of `source.obs` that names the source's sections: each is standardised on its
         own with standardize="separate", and held out in turn by `calibrate="auto"` and
         `transfer="auto"`. None: the first of "library_id", "section", "sample", "batch" with
-        at least two values.
+        at least two values (none: spatial blocks of the source are held out instead).
     spatial_key : str, default "spatial"
         Key of the spot coordinates in `obsm`.
     graph : str, default "knn"
