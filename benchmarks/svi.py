@@ -64,7 +64,7 @@ def one(seed, size, genes, q, K, guide, svi_options=None, domains="anchored"):
 
 PROTOCOL = (
     "{size} x {size} lattice (source of the same size), p = {p}, q = {q}, K = {K}, true K; `fit_svi` "
-    "with guide \"{guide}\", the global transfer prior and {opts}, started from EM (its seconds "
+    "with guide \"{guide}\", its default model (anchored domains: `models.scores_model`, the factor scores clustered under the transfer step's loadings, which stay fixed) and {opts}, started from EM (its seconds "
     "include the EM fit, the guide set-up and compilation; seed 0's EM also compiles). ECE: "
     "calibration error (10 bins) of the per-spot maximum probability after Hungarian alignment to "
     "the truth; coverage90: share of the true domain expression values (W_true m_k per gene and "
