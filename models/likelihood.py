@@ -76,10 +76,11 @@ def factor_components(mu, scale_tril):
 
 
 @jax.jit
-def _component_log_probs(logits, components, value):
+def _component_log_probs(logits, components, value, weight, extra):
     # one compiled call: eager evaluation (autoguide set-up) would otherwise compile op by op
     v = jnp.expand_dims(value, axis=-1 - len(components.event_shape))
-    return jax.nn.log_softmax(logits, axis=-1) + components.log_prob(v)
+    out = jax.nn.log_softmax(logits, axis=-1) + weight * components.log_prob(v)
+    return out if extra is None else out + extra
 
 
 class DomainMixture(dist.MixtureSameFamily):
@@ -89,10 +90,24 @@ class DomainMixture(dist.MixtureSameFamily):
     logits, components a distribution with batch shape (K,) and the event shape of v.
     `domain_log_prob` (= `component_log_probs`) gives log p(y = k) + log p_k(value), one
     compiled call.
+
+    The hybrid data term of the EM path (`transst_bayes.classifier`): `weight` a power on the
+    components' likelihood and `extra` (..., K) a per-spot, per-domain term added to it (the
+    source classifier's log-probabilities); then log_prob is the generalised (unnormalised)
+    log sum_k softmax(logits)_k p_k(v)^weight exp(extra_k), which SVI fits like any
+    log-density. Sampling ignores both.
     """
 
-    def __init__(self, logits, components, validate_args=None):
+    pytree_data_fields = ("weight", "extra")
+
+    def __init__(self, logits, components, weight=1.0, extra=None, validate_args=None):
+        self.weight, self.extra = weight, extra
         super().__init__(dist.Categorical(logits=logits), components, validate_args=validate_args)
+
+    def log_prob(self, value):
+        if self.extra is None and isinstance(self.weight, float) and self.weight == 1.0:
+            return super().log_prob(value)
+        return jax.nn.logsumexp(self.component_log_probs(value), axis=-1)
 
     @property
     def logits(self):
@@ -103,7 +118,7 @@ class DomainMixture(dist.MixtureSameFamily):
         return self.component_distribution
 
     def component_log_probs(self, value):
-        return _component_log_probs(self.logits, self.components, value)
+        return _component_log_probs(self.logits, self.components, value, self.weight, self.extra)
 
     def domain_log_prob(self, value):
         """(..., K): log p(y = k) + log p_k(value)."""

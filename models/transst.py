@@ -38,6 +38,9 @@ class SpotData(NamedTuple):
     w: jax.Array | None = None  # (n,) 1 a spot, 0 a row that pads the spots over devices (None: none)
     W: jax.Array | None = None  # (p, q) fixed loadings (`fixed_loadings_model`: an EM fit's)
     psi: jax.Array | None = None  # (p,) fixed noise variances (`fixed_loadings_model`)
+    weight: float = 1.0  # power on the expression likelihood (the EM fit's)
+    classifier: jax.Array | None = None  # (n, K) the source classifier's term of each domain
+    #   (`transst_bayes.classifier.domain_field`, weight included; None: none)
 
 
 @contextmanager
@@ -53,6 +56,10 @@ def spot_plate(data: SpotData, batch_size):
                 yield idx
 
 
+def _rows(a, idx):
+    return None if a is None else a[idx]
+
+
 def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size, domains="free",
                       kappa=None, psi=None):
     """Noise (unless `psi` is given), domain and smoothness priors, then each spot's expression
@@ -65,7 +72,8 @@ def _integrated_spots(data: SpotData, W, K: int, n_factors: int, batch_size, dom
     comps = integrated_components(W, psi, mu, L)
     with spot_plate(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])
-        numpyro.sample(S.X, DomainMixture(logits, comps), obs=data.X[idx])
+        numpyro.sample(S.X, DomainMixture(logits, comps, data.weight, _rows(data.classifier, idx)),
+                       obs=data.X[idx])
 
 
 def transst_model(data: SpotData, K: int, n_factors: int, batch_size=None, form: str = "global",
@@ -92,7 +100,8 @@ def scores_model(data: SpotData, K: int, n_factors: int, batch_size=None, domain
     beta = smoothness()
     with spot_plate(data, batch_size) as idx:
         logits = mean_field_logits(beta, data.field[idx])
-        numpyro.sample(S.X, DomainMixture(logits, factor_components(mu, L)), obs=data.X[idx])
+        numpyro.sample(S.X, DomainMixture(logits, factor_components(mu, L), data.weight,
+                                          _rows(data.classifier, idx)), obs=data.X[idx])
 
 
 def no_transfer_model(data: SpotData, K: int, n_factors: int, batch_size=None):

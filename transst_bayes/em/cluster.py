@@ -54,6 +54,8 @@ class ClusterData(NamedTuple):
     lam: jax.Array  # (p,) fixed ridge strength toward W_s ("cv" mode)
     prior: P.DomainPrior  # the domains' prior (free or anchored)
     w: jax.Array | None  # (n,) spot weights: 1 a spot, 0 a padded row (shard.py); None: no padding
+    field: jax.Array | None = None  # (n, K) the classifier's term of each domain's data term
+    #   (`classifier.domain_field`, weight included); None: none
 
 
 class StepInfo(NamedTuple):
@@ -97,6 +99,13 @@ def pseudo_marginal(loglik, counts, beta, w):
     return shard.total(logsumexp(loglik + lp, axis=1), w)
 
 
+def data_term(comp, data: ClusterData, s: Settings):
+    """(n, K) each domain's data term at each spot: the expression log-likelihood to the power
+    `s.weight`, plus the classifier's term when there is one (`classifier.domain_field`)."""
+    ll = s.weight * comp.loglik
+    return ll if data.field is None else ll + data.field
+
+
 def _components(data, state: ClusterState, s: Settings):
     if s.variant != "two_stage":
         return F.components(F.precompute(data, state.W, state.psi), state.mu, state.Sigma,
@@ -120,7 +129,7 @@ def step(state: ClusterState, data: ClusterData, s: Settings) -> tuple[ClusterSt
     loadings, noise and tau^2), empirical-Bayes kappa^2, a Newton step for beta."""
     nbr, mask, colors = data.graph.nbr, data.graph.mask, data.graph.colors
     comp = _components(data.X, state, s)
-    ll = s.weight * comp.loglik
+    ll = data_term(comp, data, s)
     R = state.R
     for _ in range(s.n_mean_field):
         R = mrf.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, state.beta)
@@ -172,7 +181,7 @@ def fit_cluster(data: ClusterData, state0: ClusterState, s: Settings, limit=None
     res = run_em(lambda st: step(st, data, s), state0, s.max_iter, s.tol, shard.count(data.X, data.w), limit)
     st = res.state
     comp = _components(data.X, st, s)
-    ll = s.weight * comp.loglik
+    ll = data_term(comp, data, s)
     R = st.R
     for _ in range(FINAL_SWEEPS):
         R = mrf.mean_field_sweep(R, ll, g.nbr, g.mask, g.colors, s.n_colors, st.beta)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import calibration as C
+from .. import classifier as CL
 from .. import plan as D
 from .. import validate as V
 from ..data import DataSettings, Prepared
@@ -26,12 +27,15 @@ from ..result import Diagnostics, SpotOutputs, TargetParams, TransSTResult, entr
 from ..selection import CRITERIA, DEFAULT_CRITERION, criteria
 from .. import shard
 from .cluster import VARIANTS, ClusterData, Settings, fit_cluster, init
-from .loadings import TRANSFER_MODES, fit_transfer
+from .loadings import TRANSFER_MODES, fit_transfer, scores
 from .source import fit_source
 
 SHORT_EM_ITER = 15  # iterations each restart runs before the best one is continued
 DEFAULT_K_NO_SOURCE = 7
 KAPPA2_INIT = 0.1
+# the power on the expression likelihood beside the classifier's term (weight=None): measured on
+# the DLPFC pair and seqFISH (benchmarks/EXPERIMENTS.md, hybrid data term)
+HYBRID_WEIGHT = 0.25
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,12 @@ class EMSettings:
         Iterations of the transfer step's loadings (final for "two_stage", a start for "joint").
     n_mean_field : int, default 1
         Mean-field sweeps of the Potts field per EM iteration.
-    weight : float, default 1.0
-        Power on the expression likelihood (< 1: the Potts prior weighs more).
+    weight : float or None, default None
+        Power on the expression likelihood (< 1: the Potts prior and the classifier weigh
+        more); None: `HYBRID_WEIGHT` when the classifier term is used, else 1.
+    classifier : float, default 1.0
+        Weight of the source classifier's log-probabilities in the data term of each anchored
+        domain (`classifier.py`); 0: the generative term alone.
     seed : int, default 0
         Random seed.
     dtype : str, default "float32"
@@ -95,10 +103,11 @@ class EMSettings:
     source_max_iter: int = 100
     transfer_max_iter: int = 30  # step 2's loadings: final for two_stage, a start for joint
     n_mean_field: int = 1
-    weight: float = 1.0
+    weight: float | None = None  # None: HYBRID_WEIGHT with the classifier term, else 1
     seed: int = 0
     dtype: str = "float32"
     domains: str = "anchored"  # "anchored" (with a labeled source) | "free"
+    classifier: float = 1.0  # weight of the classifier's term (anchored domains); 0: none
 
     def check(self) -> None:
         if self.domains not in DOMAIN_MODES:
@@ -116,7 +125,15 @@ class EMSettings:
         V.integer("max_iter", self.max_iter, 1)
         V.integer("seed", self.seed, 0)
         V.number("tol", self.tol, 0.0, strict=True)
-        V.number("weight (power on the expression likelihood)", self.weight, 0.0, strict=True)
+        V.number("weight (power on the expression likelihood)", self.weight, 0.0, strict=True, none_ok=True)
+        V.number("classifier (weight of the source classifier's term)", self.classifier, 0.0)
+
+    def expression_weight(self, hybrid: bool) -> float:
+        """The power on the expression likelihood of a fit with (`hybrid`) or without the
+        classifier's term."""
+        if self.weight is not None:
+            return float(self.weight)
+        return HYBRID_WEIGHT if hybrid else 1.0
         V.number("beta (None to learn it)", self.beta, 0.0, none_ok=True)
 
 
@@ -148,7 +165,8 @@ def fit_em(
     tol: float = 1e-4,
     seed: int = 0,
     dtype: str = "float32",
-    weight: float = 1.0,
+    weight: float | None = None,
+    classifier: float = 1.0,
     calibrate: str | float = "auto",
     progress_bar: bool = False,
     devices=None,
@@ -222,10 +240,18 @@ def fit_em(
         Random seed (k-means starts, restarts).
     dtype : str, default "float32"
         "float32" or "float64" (double precision).
-    weight : float, default 1.0
-        Power on the expression likelihood: 1 is the model; < 1 tempers it so that the Potts
-        prior weighs more (a generalised-Bayes choice; the K table then uses the tempered
-        objective).
+    weight : float or None, default None
+        Power on the expression likelihood: 1 is the generative model; < 1 tempers it so that
+        the Potts prior and the classifier weigh more (a generalised-Bayes choice; the K table
+        then uses the tempered objective). None: 0.25 where the classifier term is used
+        (anchored domains with a labeled source), else 1.
+    classifier : float, default 1.0
+        Weight of the discriminative term: a Bayesian multinomial regression of the source's
+        classes on its factor scores (MAP here), whose log-probabilities log p(c | v_j) join
+        the data term of each domain anchored to class c (novel domains: log 1/C). It makes the
+        anchored fit a hybrid of label transfer and clustering: the Potts prior smooths it and
+        the domains' Gaussians still adapt to the target. 0: the generative term alone. Used
+        only with anchored domains and a source.
     calibrate : str or float, default "auto"
         "auto": when the labeled source has spatial coordinates, it is held out part by part
         and each part fitted from the others, as the target is (with the transfer mode used
@@ -476,7 +502,7 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:
             return fit_em(tgt, src, lk, n_domains=K, domains=em.domains, n_factors=em.n_factors,
                           transfer=em.transfer, variant=em.variant, beta=em.beta, n_restarts=em.n_restarts,
                           max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
-                          calibrate="none", **opts)
+                          classifier=em.classifier, calibrate="none", **opts)
 
     held = C.held_out_fits(source, label_key, groups, ds.spatial_key, fit)
     if not any(names is not None for names, _, _ in held):
@@ -536,7 +562,15 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     data = tr.Z if variant == "two_stage" else X
     anchors = D.class_anchors(src, tr, variant)
     beta0 = em.beta if em.beta is not None else em.beta_init
-    fits, plans = {}, {}
+    class_logp = None
+    # the classifier's term joins the two-stage fit of anchored domains (the default with a
+    # labeled source); the joint variant re-fits the loadings and stays generative
+    hybrid = anchored and em.classifier > 0 and variant == "two_stage"
+    if hybrid:
+        Vs = _source_scores(jnp.asarray(prep.X_source, dt), src.W, src.psi)
+        reg = _fit_classifier(Vs, jnp.asarray(prep.source_labels), C=len(prep.source_classes))
+        class_logp = CL.log_probs(reg, tr.Z)
+    fits, plans, gammas, terms, gen_ll = {}, {}, {}, {}, {}
     bar = None
     if progress_bar:
         from tqdm.auto import tqdm
@@ -549,7 +583,7 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         dprior = D.domain_prior(plan, *anchors, q, dt)
         s = Settings(K=K, variant=variant, mode=mode, learn_beta=em.beta is None,
                      max_iter=em.max_iter, tol=em.tol, n_colors=g.n_colors,
-                     n_mean_field=em.n_mean_field, weight=float(em.weight),
+                     n_mean_field=em.n_mean_field, weight=em.expression_weight(False),
                      learn_kappa=bool(plan.classes))
         k_K = jax.random.fold_in(k_cl, K)
         n_restarts = em.n_restarts
@@ -559,8 +593,20 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
             seed_from = src_ll is not None and src_ll.shape[1] >= K
             inits = _free_inits(k_K, Z_real, src_ll if seed_from else None, K, n_restarts)
         inits = shard.rows(inits.T, lay, np.int32).T  # the real spots' starts, padded
-        best = _fit_k(ClusterData(data, graph, W_prior, tr.lam, dprior, w), tr, inits,
-                      jnp.asarray(beta0, dt), jnp.asarray(KAPPA2_INIT, dt), s=s, wait=shard.waiter(lay))
+        cdata = ClusterData(data, graph, W_prior, tr.lam, dprior, w)
+        best = _fit_k(cdata, tr, inits, jnp.asarray(beta0, dt), jnp.asarray(KAPPA2_INIT, dt), s=s,
+                      wait=shard.waiter(lay))
+        gammas[K], terms[K], gen_ll[K] = None, (s.weight, None), em_loglik(best)
+        if hybrid and plan.classes:
+            # the hybrid fit: where the source classifier agrees with the generative fit's
+            # domains (its classes carry over), EM goes on from that fit with the classifier's term
+            F1 = CL.domain_field(class_logp, plan.classes, K, jnp.asarray(1.0, dt))
+            gamma = float(_agreement(best.state.R, F1, w))
+            gammas[K] = gamma
+            if gamma >= CL.AGREEMENT_MIN:
+                sh = s._replace(weight=em.expression_weight(True))
+                best = _run(cdata._replace(field=em.classifier * F1), best.state, s=sh, limit=s.max_iter)
+                terms[K] = (sh.weight, shard.real(em.classifier * F1, lay))
         if not bool(jnp.isfinite(best.objective)):
             raise FloatingPointError(
                 f"every restart for K={K} ended with a non-finite objective; try dtype='float64'"
@@ -573,6 +619,7 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     timings["cluster"] = time.perf_counter() - t
     return {"timings": timings, "source": src, "transfer": tr._replace(Z=Z_real), "n_devices": lay.n_devices,
             "fits": fits, "plans": plans, "Ks": Ks, "variant": variant, "anchors": anchors,
+            "agreement": gammas, "data_terms": terms, "generative_loglik": gen_ll,
             "class_post": None if src_ll is None else D.class_posterior(src_ll),
             "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
@@ -582,6 +629,9 @@ _fit_source = jax.jit(fit_source, static_argnames=("C", "q", "max_iter", "tol"))
 _fit_transfer = jax.jit(fit_transfer, static_argnames=("mode", "max_iter", "tol", "q"))
 _class_loglik = jax.jit(D.class_loglik)
 _kmeans = jax.jit(kmeans, static_argnames=("K", "n_iter"))
+_source_scores = jax.jit(scores)
+_fit_classifier = jax.jit(CL.fit_map, static_argnames=("C", "n_steps"))
+_agreement = jax.jit(CL.agreement_weight, static_argnames=("n_steps",))
 
 
 @partial(jax.jit, static_argnames=("K", "n_restarts"))
@@ -655,6 +705,16 @@ def _classes_found(prep: Prepared, plan: D.DomainPlan, labels: np.ndarray, has_s
     return {"classes_found": names, "classes_absent": [c for c in prep.source_classes if c not in names]}
 
 
+def classifier_info(out: dict, K: int, em: EMSettings) -> dict:
+    """What `res.info["classifier"]` says of the chosen fit's data term: whether the source
+    classifier's term was used, the agreement that decided it (None: not computed: no anchored
+    two-stage fit or classifier=0), and the power on the expression likelihood."""
+    weight, term = out["data_terms"][K]
+    gamma = out["agreement"][K]
+    return {"used": term is not None, "agreement": gamma, "agreement_min": CL.AGREEMENT_MIN,
+            "weight": float(weight), "classifier_weight": float(em.classifier)}
+
+
 def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode: str) -> TransSTResult:
     n, p = prep.X.shape
     q = em.n_factors
@@ -663,7 +723,9 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
     for K in Ks:
         f, plan = out["fits"][K], out["plans"][K]
         R = np.asarray(f.state.R, np.float64)
-        ll = em_loglik(f)
+        # K is chosen on the generative fit's likelihood (the classifier's term is no
+        # likelihood of the target's expression)
+        ll = out["generative_loglik"][K]
         row = {"K": K, "n_novel": plan.n_novel if plan.classes else None, "loglik": ll}
         row.update(criteria(ll, K, q, n, float(entropy(R).sum()), anchored=bool(plan.classes)))
         row.update({"beta": float(f.state.beta), "kappa": float(np.sqrt(f.state.kappa2)) if plan.classes else None,
@@ -691,7 +753,8 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         data=data_used(prep),
         diagnostics=Diagnostics(
             trace=trace[np.isfinite(trace)], k_table=table, settings=settings,
-            info={"cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
+            info={"classifier": classifier_info(out, chosen, em),
+                  "cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
                   "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
                   "n_devices": out["n_devices"],
                   "domains_renamed": D.renamed(out["plans"][chosen], plan),

@@ -68,7 +68,8 @@ def _fa_step(X, w, W_prior, mode: str, state: _State):
     return _State(W, psi, jnp.maximum(tau2, 1e-8)), obj
 
 
-def _scores(X, W, psi):
+def scores(X, W, psi):
+    """(n, q) posterior-mean factor scores of X under loadings W and noise psi (prior N(0, I))."""
     q = W.shape[1]
     comp = F.components(
         F.precompute(X, W, psi), jnp.zeros((1, q), X.dtype), jnp.eye(q, dtype=X.dtype)[None],
@@ -139,5 +140,5 @@ def fit_transfer(X, W_s, key, mode: str = "eb", max_iter: int = 100, tol: float 
     res = run_em(lambda s: _fa_step(X, w, prior, mode, s), state0, max_iter, tol, n_spots)
     s = res.state
     lam = s.psi / s.tau2 if mode == "eb" else jnp.zeros((p,), X.dtype)
-    return TransferFit(s.W, s.psi, s.tau2, lam, _scores(X, s.W, s.psi), res.trace, res.n_iter, nan)
+    return TransferFit(s.W, s.psi, s.tau2, lam, scores(X, s.W, s.psi), res.trace, res.n_iter, nan)
 

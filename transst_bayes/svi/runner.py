@@ -28,7 +28,7 @@ from .. import mrf
 from .. import shard
 from .. import plan as D
 from .. import validate as V
-from ..em.driver import EMSettings, choose_transfer, fit_arrays, em_loglik, finish, resolve_variant, spots_mesh
+from ..em.driver import EMSettings, choose_transfer, classifier_info, fit_arrays, em_loglik, finish, resolve_variant, spots_mesh
 from ..job import (DEFAULT_N_NOVEL, data_used, k_table_row, mark_chosen, precision, settings_from,
                    settings_record, setup, source_fit)
 from ..models import sites
@@ -461,9 +461,14 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     anchored = bool(plan.classes) and "domains" in inspect.signature(model).parameters
     if anchored:
         opts.setdefault("domains", "anchored")
+    # the EM fit's data term: the power on the expression likelihood and the source
+    # classifier's term (anchored domains whose classes carry over: classifier.py)
+    weight, term = out["data_terms"][K]
+    term = None if term is None or not anchored else shard.rows(term, lay, dt)
     data = SpotData(X=X, field=mrf.neighbour_sums(R, nbr, mask), W_s=W_s,
                     prior=prior if anchored else None, w=shard.weights(lay, dt),
-                    W=jnp.asarray(fit.state.W, dt), psi=jnp.asarray(fit.state.psi, dt))
+                    W=jnp.asarray(fit.state.W, dt), psi=jnp.asarray(fit.state.psi, dt),
+                    weight=float(weight), classifier=term)
     m = partial(model, K=K, n_factors=st.n_factors, **opts)
     learn_kappa = anchored and opts.get("kappa") is None
     init = init_to_value(values=_init_values(fit.state, W_s, opts.get("form", "global"), W_s is not None,
@@ -658,6 +663,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         diagnostics=Diagnostics(
             trace=-np.asarray(f["losses"]), k_table=table, settings=settings,
             info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
+                  "classifier": classifier_info(out, chosen, em),
                   "n_devices": out["n_devices"], "classes_present": out["present"],
                   "domains_renamed": D.renamed(out["plans"][chosen], plan),
                   "timings": dict(prep.timings, **out["timings"])}),
