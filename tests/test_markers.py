@@ -70,13 +70,15 @@ def test_em_mean_draws_match_the_explicit_conditional_posterior(pair):
 
 
 def test_em_mean_draws_two_stage_anchored(pair):
-    """Two-stage variant (the default with a source): precision N_k Sigma_k^-1 + I / kappa^2."""
+    """Two-stage variant (the default with a source): precision w N_k Sigma_k^-1 + I / kappa^2,
+    w the power on the expression likelihood the fit used (0.25 beside the classifier's term)."""
     src, tgt = pair
     res = tb.fit_em(tgt, src, n_domains=3, n_factors=3, n_restarts=1, calibrate="none")
     assert res.settings["variant_used"] == "two_stage" and res.kappa is not None
     D = em_mean_draws(res, n_draws=40000, seed=2)
     N = res.proba.sum(0)
+    w = res.info["classifier"]["weight"]
     for k in range(3):
         s2 = res.kappa**2 if res.names[k] in res.source_classes else MU_SCALE**2
-        cov = np.linalg.inv(N[k] * np.linalg.inv(res.Sigma[k]) + np.eye(3) / s2)
+        cov = np.linalg.inv(w * N[k] * np.linalg.inv(res.Sigma[k]) + np.eye(3) / s2)
         np.testing.assert_allclose(np.cov(D[:, k].T), cov, rtol=0.05, atol=0.03 * np.abs(cov).max())

@@ -51,7 +51,9 @@ def em_mean_draws(res: TransSTResult, n_draws: int = EM_DRAWS, seed: int = 0) ->
     Sigma = np.asarray(res.Sigma, np.float64)
     K, q = mu.shape
     N = np.asarray(res.proba, np.float64).sum(axis=0)
-    weight = float(res.settings.get("weight", 1.0) or 1.0)
+    # the power on the expression likelihood the fit used (0.25 beside the classifier's term)
+    used = (res.info or {}).get("classifier", {}).get("weight")
+    weight = float(used if used is not None else res.settings.get("weight") or 1.0)
     eye = np.eye(q)
     if res.settings.get("variant_used") == "joint":
         W = np.asarray(res.W_t, np.float64)

@@ -127,6 +127,7 @@ class EMSettings:
         V.number("tol", self.tol, 0.0, strict=True)
         V.number("weight (power on the expression likelihood)", self.weight, 0.0, strict=True, none_ok=True)
         V.number("classifier (weight of the source classifier's term)", self.classifier, 0.0)
+        V.number("beta (None to learn it)", self.beta, 0.0, none_ok=True)
 
     def expression_weight(self, hybrid: bool) -> float:
         """The power on the expression likelihood of a fit with (`hybrid`) or without the
@@ -134,7 +135,6 @@ class EMSettings:
         if self.weight is not None:
             return float(self.weight)
         return HYBRID_WEIGHT if hybrid else 1.0
-        V.number("beta (None to learn it)", self.beta, 0.0, none_ok=True)
 
 
 def resolve_variant(em: EMSettings, mode: str) -> str:
@@ -248,7 +248,8 @@ def fit_em(
     classifier : float, default 1.0
         Weight of the discriminative term: a Bayesian multinomial regression of the source's
         classes on its factor scores (MAP here), whose log-probabilities log p(c | v_j) join
-        the data term of each domain anchored to class c (novel domains: log 1/C). It makes the
+        the data term of each domain anchored to class c (a novel domain: the best of these at
+        the spot, so that it competes on the expression alone). It makes the
         anchored fit a hybrid of label transfer and clustering: the Potts prior smooths it and
         the domains' Gaussians still adapt to the target. 0: the generative term alone. Used
         only with anchored domains and a source.
@@ -597,14 +598,19 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
         best = _fit_k(cdata, tr, inits, jnp.asarray(beta0, dt), jnp.asarray(KAPPA2_INIT, dt), s=s,
                       wait=shard.waiter(lay))
         gammas[K], terms[K], gen_ll[K] = None, (s.weight, None), em_loglik(best)
-        if hybrid and plan.classes:
+        if hybrid and plan.classes and plan.n_novel == 0:
             # the hybrid fit: where the source classifier agrees with the generative fit's
-            # domains (its classes carry over), EM goes on from that fit with the classifier's term
-            F1 = CL.domain_field(class_logp, plan.classes, K, jnp.asarray(1.0, dt))
-            gamma = float(_agreement(best.state.R, F1, w))
+            # domains (its classes carry over), EM goes on from that fit with the classifier's
+            # term; the classes that fit left (nearly) empty stay out
+            counts = np.bincount(np.asarray(shard.real(best.labels, lay)), minlength=K)
+            found = counts >= max(D.MIN_CLASS_SPOTS, D.MIN_FOUND_SHARE * lay.n)
+            gamma = float(_agreement(best.state.R, CL.domain_field(class_logp, plan.classes, K, 1.0), w))
+            F1 = CL.domain_field(class_logp, plan.classes, K, jnp.asarray(1.0, dt), jnp.asarray(found))
             gammas[K] = gamma
             if gamma >= CL.AGREEMENT_MIN:
-                sh = s._replace(weight=em.expression_weight(True))
+                # kappa stays the generative fit's (empirical Bayes on the expression; the
+                # classifier's term is no likelihood of it)
+                sh = s._replace(weight=em.expression_weight(True), learn_kappa=False)
                 best = _run(cdata._replace(field=em.classifier * F1), best.state, s=sh, limit=s.max_iter)
                 terms[K] = (sh.weight, shard.real(em.classifier * F1, lay))
         if not bool(jnp.isfinite(best.objective)):

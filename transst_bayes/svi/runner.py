@@ -28,7 +28,7 @@ from .. import mrf
 from .. import shard
 from .. import plan as D
 from .. import validate as V
-from ..em.driver import EMSettings, choose_transfer, classifier_info, fit_arrays, em_loglik, finish, resolve_variant, spots_mesh
+from ..em.driver import EMSettings, choose_transfer, classifier_info, fit_arrays, finish, resolve_variant, spots_mesh
 from ..job import (DEFAULT_N_NOVEL, data_used, k_table_row, mark_chosen, precision, settings_from,
                    settings_record, setup, source_fit)
 from ..models import sites
@@ -465,6 +465,10 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     # classifier's term (anchored domains whose classes carry over: classifier.py)
     weight, term = out["data_terms"][K]
     term = None if term is None or not anchored else shard.rows(term, lay, dt)
+    if term is not None:
+        # as in the EM fit: kappa is the generative fit's empirical-Bayes value (the
+        # classifier's term is no likelihood of the expression)
+        opts.setdefault("kappa", float(np.sqrt(fit.state.kappa2)))
     data = SpotData(X=X, field=mrf.neighbour_sums(R, nbr, mask), W_s=W_s,
                     prior=prior if anchored else None, w=shard.weights(lay, dt),
                     W=jnp.asarray(fit.state.W, dt), psi=jnp.asarray(fit.state.psi, dt),
@@ -597,7 +601,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         em_fit = out["fits"][K]
         dlp = np.asarray(f["dlp"], np.float64)
         proba = np.exp(dlp - np.logaddexp.reduce(dlp, axis=-1, keepdims=True)).mean(axis=0)
-        ll_em = em_loglik(em_fit)
+        ll_em = out["generative_loglik"][K]  # as fit_em's table: the generative fit's
         row = {"K": K, "loglik": ll_em}
         row.update(criteria(ll_em, K, q, n, float(entropy(proba).sum()),
                             anchored=bool(out["plans"][K].classes)))
