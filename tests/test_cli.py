@@ -202,7 +202,8 @@ def test_fit_options_are_checked_before_the_fit(sim_files, tmp_path, capsys):
             str(tmp_path / "o.h5ad")]
     for extra, msg in ((["--calibrate", "warm"], "--calibrate"), (["--calibrate", "-1"], "--calibrate"),
                        (["--transfer", "eb"], "needs a labeled --source"),
-                       (["--guide", "normal"], "--method svi")):
+                       (["--guide", "normal"], "--method svi"),
+                       (["--classifier", "0"], "needs a labeled --source")):
         assert main(base + extra) == EXIT_BAD_INPUT
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "o.h5ad").exists()
@@ -212,9 +213,11 @@ def test_fit_passes_its_options(sim_files, tmp_path, capsys):
     out = tmp_path / "o.h5ad"
     rc = main(["--quiet", "--no-cache", "fit", "--target", str(sim_files / "target.h5ad"), "--source",
                str(sim_files / "source.h5ad"), "--n-domains", "3", "--n-factors", "4", "--transfer", "eb",
-               "--calibrate", "2.5", "--domains", "free", "--n-restarts", "1", "--out", str(out)])
+               "--calibrate", "2.5", "--domains", "free", "--n-restarts", "1", "--classifier", "0.5",
+               "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     a = ad.read_h5ad(out)
     st = json.loads(str(a.uns["transst"]["settings"]))
     assert st["transfer_used"] == "eb" and st["domains_used"] == "free" and st["n_restarts"] == 1
+    assert st["classifier"] == 0.5
     assert a.uns["transst"]["temperature"] == 2.5

@@ -284,6 +284,13 @@ def _fit_options(args, source) -> dict:
             opts["em_options"] = {"transfer": args.transfer}
         else:
             opts["transfer"] = args.transfer
+    if args.classifier is not None:
+        if source is None:
+            raise InputError("--classifier needs a labeled --source")
+        if args.method == "svi":
+            opts.setdefault("em_options", {})["classifier"] = args.classifier
+        else:
+            opts["classifier"] = args.classifier
     if args.method == "svi" and "n_restarts" in opts:
         opts.setdefault("em_options", {})["n_restarts"] = opts.pop("n_restarts")
     return opts
@@ -372,6 +379,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--guide", choices=("normal", "lowrank", "delta"), default=None,
                    help="SVI guide (--method svi; default normal)")
     f.add_argument("--dtype", choices=("float32", "float64"), default=None)
+    f.add_argument("--classifier", type=float, default=None,
+                   help="weight of the source classifier's term beside each anchored domain's Gaussian "
+                        "(default 1; 0: the Gaussians alone)")
     f.add_argument("--key-added", default=keys.DEFAULT)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True, help="output .h5ad")
