@@ -35,3 +35,27 @@ def test_criteria_by_hand(n, anchored, const):
 def test_a_better_fit_with_the_same_size_scores_lower_everywhere():
     lo, hi = criteria(-1000.0, 3, 4, 800, 0.0), criteria(-900.0, 3, 4, 800, 0.0)
     assert all(hi[k] < lo[k] for k in CRITERIA)
+
+
+def test_anchored_classes_cost_less_than_novel_domains():
+    from transst_bayes.selection import weighted_params
+
+    per = 10 + 55
+    assert weighted_params(4, 10, 1600, True, 4) - weighted_params(3, 10, 1600, True, 3) == 0.5 * per
+    assert weighted_params(5, 10, 1600, True, 4) - weighted_params(4, 10, 1600, True, 4) == 2.0 * per
+    # free domains and the published count are unchanged
+    assert weighted_params(4, 10, 1600, False, None) == 0.5 * (4 * per + 1)
+    assert weighted_params(4, 10, 1600, True, None) == 2.0 * (4 * per + 1)
+
+
+def test_listed_k_keeps_every_present_class():
+    """Regression (measured log-likelihoods of an anchored fit with n_domains=[3, 4, 5, 6] on
+    simulate(1, 40 x 40, p = 2,000, q = 10, error = 3), true K = 4): HBIC chose K = 3, dropping a
+    present class, when anchored domains were counted as new clusters."""
+    from transst_bayes.selection import criteria
+
+    ll = {3: -20989.8, 4: -20692.5, 5: -20629.0, 6: -20555.5}
+    hbic = {K: criteria(v, K, 10, 1600, 0.0, anchored=True, n_anchored=min(K, 4))["hbic"] for K, v in ll.items()}
+    assert min(hbic, key=hbic.get) == 4
+    old = {K: criteria(v, K, 10, 1600, 0.0, anchored=True)["hbic"] for K, v in ll.items()}
+    assert min(old, key=old.get) == 3  # the published count's choice

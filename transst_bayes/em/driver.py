@@ -733,7 +733,8 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         # likelihood of the target's expression)
         ll = out["generative_loglik"][K]
         row = {"K": K, "n_novel": plan.n_novel if plan.classes else None, "loglik": ll}
-        row.update(criteria(ll, K, q, n, float(entropy(R).sum()), anchored=bool(plan.classes)))
+        row.update(criteria(ll, K, q, n, float(entropy(R).sum()), anchored=bool(plan.classes),
+                            n_anchored=len(plan.classes)))
         row.update({"beta": float(f.state.beta), "kappa": float(np.sqrt(f.state.kappa2)) if plan.classes else None,
                     "n_iter": int(f.n_iter), "converged": bool(f.converged)})
         table.append(k_table_row(row))

@@ -604,7 +604,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         ll_em = out["generative_loglik"][K]  # as fit_em's table: the generative fit's
         row = {"K": K, "loglik": ll_em}
         row.update(criteria(ll_em, K, q, n, float(entropy(proba).sum()),
-                            anchored=bool(out["plans"][K].classes)))
+                            anchored=bool(out["plans"][K].classes), n_anchored=len(out["plans"][K].classes)))
         beta_draws = np.asarray(f["samples"].get(sites.BETA, np.zeros(f["spot_loglik"].shape[0])))
         row.update(_waic_loo(np.asarray(f["spot_loglik"], np.float64), beta_draws))
         row.update({"elbo": -float(f["losses"][-1]), "n_rounds": f["n_rounds"],
