@@ -440,6 +440,11 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
         V.weak_anchoring(res.kappa, D.KAPPA_WEAK)
     res.info["warnings"] = job.notes
     tc = time.perf_counter()
+    cl = res.info.get("classifier") or {}
+    if cl.get("agreement") is not None and not cl.get("used"):
+        # the target's fit stayed generative: so must the fits its temperature is learned on
+        # (a held-out section may use the classifier's term where the target does not: seqFISH)
+        em, held = replace(em, classifier=0.0), None
     T, res.info["calibration"], res.info["calibration_ece"], scheme = temperature(
         calibrate, job.source, label_key, em, job.ds, held)
     if scheme is not None:
