@@ -40,7 +40,7 @@ class SpotData(NamedTuple):
     psi: jax.Array | None = None  # (p,) fixed noise variances (`fixed_loadings_model`)
     weight: float = 1.0  # power on the expression likelihood (the EM fit's)
     classifier: jax.Array | None = None  # (n, K) the source classifier's term of each domain
-    #   (`transst_bayes.classifier.domain_field`, weight included; None: none)
+    #   (`transst_bayes.classifier.domain_term`, weight included; None: none)
 
 
 @contextmanager

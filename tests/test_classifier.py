@@ -56,15 +56,12 @@ def test_agreement_is_one_for_domains_the_classifier_predicts_and_near_zero_othe
     assert float(CL.agreement_weight(R_other, logp)) < 0.1
 
 
-def test_domain_field_names_anchored_classes_and_keeps_out_classes_not_found():
+def test_domain_term_names_anchored_classes_and_keeps_out_classes_not_found():
     logp = jnp.log(jnp.asarray([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]))
-    f = CL.domain_field(logp, [2, 0], 3, 2.0)
+    f = CL.domain_term(logp, [2, 0], 3, 2.0)
     np.testing.assert_allclose(f[:, 0], 2 * logp[:, 2], rtol=1e-6)
     np.testing.assert_allclose(f[:, 1], 2 * logp[:, 0], rtol=1e-6)
     np.testing.assert_allclose(f[:, 2], 2 * np.log(1 / 3), rtol=1e-6)
-    g = CL.domain_field(logp, [2, 0], 3, 2.0, keep=jnp.asarray([True, False, True]))
-    np.testing.assert_allclose(g[:, 1], 2 * CL.LOG_EXCLUDED)
-    np.testing.assert_allclose(g[:, 0], f[:, 0])
 
 
 def _fit(t, s, **kw):

@@ -1,17 +1,16 @@
-"""The discriminative data term: a Bayesian multinomial regression of the source's classes on
-its factor scores, whose log-probabilities enter the Potts model of the target as an external
-field.
+"""The source classifier's term of anchored fits: a Bayesian multinomial regression of the
+source's classes on its factor scores, whose log-probabilities join each anchored domain's data
+term beside its Gaussian (the hybrid data term; `em.cluster.data_term`).
 
     c_i | v_i ~ Categorical(softmax(b + v_i A)),   A[q, C] ~ N(0, s^2),   b[C] ~ N(0, B_SCALE^2)
 
-`log_joint` is the log-density (the NumPyro model `models.classifier.class_regression` samples
-the same sites from the same distributions); `fit_map` maximises it by Newton's method (the
-problem is small and concave: (q + 1) C parameters), which is what the EM path uses. The field
-of domain k at spot j is `weight * log p(c(k) | v_j)` for a domain anchored to class c(k) and
-`weight * log(1 / C)` for a novel domain (`domain_field`). The term is used for fits without
-novel domains only: the classifier knows the source's classes alone and counts against a domain
-that none of them describes (a simulated target whose two classes the source merged: ARI 0.64
-with the term, 0.92 without).
+`log_joint` is its log-density and `fit_map` its MAP by Newton's method (the problem is small and
+concave: (q + 1) C parameters); both paths use that MAP (SVI keeps it fixed, as it keeps the
+loadings). The term of domain k at spot j is `weight * log p(c(k) | v_j)` for a domain anchored
+to class c(k) and `weight * log(1 / C)` for a novel domain (`domain_term`). It is used only in
+fits without novel domains and where `agreement_weight` >= AGREEMENT_MIN: the classifier knows
+the source's classes alone and counts against a domain that none of them describes (a simulated
+target whose two classes the source merged: ARI 0.64 with the term, 0.92 without).
 """
 
 from __future__ import annotations
@@ -74,18 +73,16 @@ def fit_map(V, labels, C: int, coef_scale: float = COEF_SCALE, n_steps: int = 30
     return unflat(t)
 
 
-def domain_field(logp, classes, K: int, weight, keep=None) -> jax.Array:
+def domain_term(logp, classes, K: int, weight) -> jax.Array:
     """(n, K) the classifier's term of each domain's data term: weight * log p(c(k) | v_j) for
     the anchored domains k < len(classes) (classes[k] = c(k)), weight * log(1 / C) for novel
-    ones (the source's average class), and weight * LOG_EXCLUDED for the domains that `keep`
-    (K,) marks False (classes the target's own fit did not find)."""
+    ones (the source's average class). The fitting code sets LOG_EXCLUDED for the classes the
+    target's own fit did not find."""
     n, C = logp.shape
     A = len(classes)
     field = jnp.full((n, K), -jnp.log(C), logp.dtype)
     if A:
         field = field.at[:, :A].set(logp[:, jnp.asarray(classes)])
-    if keep is not None:
-        field = jnp.where(keep[None, :], field, LOG_EXCLUDED)
     return weight * field
 
 

@@ -54,8 +54,8 @@ class ClusterData(NamedTuple):
     lam: jax.Array  # (p,) fixed ridge strength toward W_s ("cv" mode)
     prior: P.DomainPrior  # the domains' prior (free or anchored)
     w: jax.Array | None  # (n,) spot weights: 1 a spot, 0 a padded row (shard.py); None: no padding
-    field: jax.Array | None = None  # (n, K) the classifier's term of each domain's data term
-    #   (`classifier.domain_field`, weight included); None: none
+    classifier: jax.Array | None = None  # (n, K) the classifier's term of each domain's data term
+    #   (`classifier.domain_term`, weight included); None: none
 
 
 class StepInfo(NamedTuple):
@@ -101,9 +101,9 @@ def pseudo_marginal(loglik, counts, beta, w):
 
 def data_term(comp, data: ClusterData, s: Settings):
     """(n, K) each domain's data term at each spot: the expression log-likelihood to the power
-    `s.weight`, plus the classifier's term when there is one (`classifier.domain_field`)."""
+    `s.weight`, plus the classifier's term when there is one (`classifier.domain_term`)."""
     ll = s.weight * comp.loglik
-    return ll if data.field is None else ll + data.field
+    return ll if data.classifier is None else ll + data.classifier
 
 
 def _components(data, state: ClusterState, s: Settings):

@@ -609,14 +609,15 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
             # term; the classes that fit left (nearly) empty stay out
             counts = np.bincount(np.asarray(shard.real(best.labels, lay)), minlength=K)
             found = counts >= max(D.MIN_CLASS_SPOTS, D.MIN_FOUND_SHARE * lay.n)
-            gamma = float(_agreement(best.state.R, CL.domain_field(class_logp, plan.classes, K, 1.0), w))
-            F1 = CL.domain_field(class_logp, plan.classes, K, jnp.asarray(1.0, dt), jnp.asarray(found))
+            F1 = CL.domain_term(class_logp, plan.classes, K, jnp.asarray(1.0, dt))
+            gamma = float(_agreement(best.state.R, F1, w))
+            F1 = jnp.where(jnp.asarray(found)[None, :], F1, CL.LOG_EXCLUDED)
             gammas[K] = gamma
             if gamma >= CL.AGREEMENT_MIN:
                 # kappa stays the generative fit's (empirical Bayes on the expression; the
                 # classifier's term is no likelihood of it)
                 sh = s._replace(weight=em.expression_weight(True), learn_kappa=False)
-                best = _run(cdata._replace(field=em.classifier * F1), best.state, s=sh, limit=s.max_iter)
+                best = _run(cdata._replace(classifier=em.classifier * F1), best.state, s=sh, limit=s.max_iter)
                 terms[K] = (sh.weight, shard.real(em.classifier * F1, lay))
         if not bool(jnp.isfinite(best.objective)):
             raise FloatingPointError(
