@@ -137,6 +137,8 @@ def _no_work(monkeypatch):
     (dict(beta=float("nan")), ValueError, "beta .* must be finite"),
     (dict(beta=float("inf")), ValueError, "beta .* must be finite"),
     (dict(weight=float("inf")), ValueError, "weight .* must be finite"),
+    (dict(classifier=-1.0), ValueError, "classifier .* must be >= 0"),
+    (dict(classifier="1"), TypeError, "classifier .* must be a number"),
     (dict(tol=float("nan")), ValueError, "tol must be finite"),
     (dict(tol=-1), ValueError, "tol must be > 0"),
     (dict(n_domains=3.0), TypeError, "n_domains must be an int"),
