@@ -16,8 +16,11 @@ import time
 from pathlib import Path
 
 from . import keys
+from .files import probe_writable, replacing, write_text
 
 EXIT_BAD_INPUT = 2
+EXIT_WRITE_FAILED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 class InputError(Exception):
@@ -83,8 +86,12 @@ def _check_out_file(path: str, flag: str = "--out") -> Path:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{flag} {path!r}: the folder {str(parent)!r} does not exist; create it first")
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise InputError(f"{flag} {path!r} cannot be written (permission denied); choose another path")
+    # a test write, not os.access: a read-only mount or a full quota pass the permission bits
+    why = probe_writable(parent)
+    if why is None and out.exists() and not os.access(out, os.W_OK):
+        why = "the file is read-only"
+    if why is not None:
+        raise InputError(f"{flag} {path!r} cannot be written ({why}); choose another path")
     return out
 
 
@@ -94,14 +101,19 @@ def _check_out_dir(path: str, flag: str = "--out") -> Path:
     if out.exists() and not out.is_dir():
         raise InputError(f"{flag} {path!r} is a file, not a folder; give a folder name")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
-        raise InputError(f"{flag} {path!r} cannot be written (permission denied); choose another folder")
+    why = probe_writable(probe)
+    if why is not None:
+        raise InputError(f"{flag} {path!r} cannot be written ({why}); choose another folder")
     return out
 
 
 def _write_h5ad(adata, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    adata.write_h5ad(path)
+    try:
+        with replacing(path) as tmp:  # a failed or interrupted write leaves an earlier file whole
+            adata.write_h5ad(tmp)
+    except (OSError, RuntimeError) as err:  # h5py reports a full disk as a RuntimeError
+        raise OSError(f"could not write {path} ({err}); any earlier file there is unchanged") from err
 
 
 def _print_k_table(k_table: list) -> None:
@@ -144,7 +156,8 @@ def _figures(adata, folder: Path, reference: str | None = None) -> list[Path]:
     for name, draw in plots.items():
         ax = draw()
         fig = (ax[0] if isinstance(ax, (list, tuple)) else ax).figure
-        fig.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+        with replacing(folder / f"{name}.png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
         plt.close(fig)
         out.append(folder / f"{name}.png")
     return out
@@ -154,9 +167,10 @@ def _summaries(adata, folder: Path) -> None:
     """k_table.tsv and markers.tsv (top 10 genes per domain) beside the .h5ad."""
     import pandas as pd
 
-    pd.DataFrame(json.loads(adata.uns[keys.DEFAULT]["k_table"])).to_csv(folder / "k_table.tsv", sep="\t", index=False)
+    k_table = pd.DataFrame(json.loads(adata.uns[keys.DEFAULT]["k_table"]))
+    write_text(folder / "k_table.tsv", k_table.to_csv(sep="\t", index=False))
     m = adata.uns[keys.markers(keys.DEFAULT)]
-    m.groupby("domain", sort=True).head(10).to_csv(folder / "markers.tsv", sep="\t", index=False)
+    write_text(folder / "markers.tsv", m.groupby("domain", sort=True).head(10).to_csv(sep="\t", index=False))
 
 
 # ------------------------------------------------------------------------------------- demo
@@ -202,7 +216,7 @@ def _demo(args) -> int:
                "domains": list(map(str, uns["domain_names"])), "seconds_fit": t2 - t1, "k_table": k_table,
                "mean_maxprob": float(np.mean(target.obs[keys.maxprob(keys.DEFAULT)])),
                "timings": _timings(target, keys.DEFAULT), "seconds_total": time.perf_counter() - t0}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_text(out / "demo_summary.json", json.dumps(summary, indent=2, default=float))
     print(f"wrote {out / 'demo_target.h5ad'}, {out / 'demo_summary.json'}, k_table.tsv, "
           f"markers.tsv and {len(figs)} figures in {out / 'figures'} "
           f"({time.perf_counter() - t0:.1f} s in all)")
@@ -402,9 +416,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    if not args.no_cache:
-        enable_compilation_cache()
     try:
+        if not args.no_cache:
+            enable_compilation_cache()
         if getattr(args, "shift", None) not in (None, "none", "small", "large"):
             try:
                 args.shift = float(args.shift)
@@ -414,7 +428,25 @@ def main(argv=None) -> int:
     except (InputError, ValueError, TypeError) as err:
         print(f"transst-bayes {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:  # a write that failed (disk full): the message names the file
+        print(f"transst-bayes {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
+    except KeyboardInterrupt:  # outputs are written atomically (files.py): nothing partial is left
+        print(f"transst-bayes {args.command}: interrupted; no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def console() -> None:
+    """The `transst-bayes` program: `main`, then exit with its status. After Ctrl-C the process
+    ends at once (os._exit) rather than through the interpreter's shutdown, which can crash
+    while JAX's compiler threads are still running."""
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

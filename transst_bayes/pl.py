@@ -27,6 +27,7 @@ import numpy as np
 
 from . import keys
 from . import validate as V
+from .files import replacing
 from .result import PALETTE
 
 __all__ = ["domains", "match_colors", "uncertainty", "marker_heatmap", "ridge", "embedding", "k_selection",
@@ -76,7 +77,13 @@ def _check_output(save, show) -> Path | None:
 def _finish(fig, path: Path | None, show: bool | None) -> None:
     """Write the figure to `path` (when given) and call plt.show() when `show` is True."""
     if path is not None:
-        fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+        import matplotlib as mpl
+
+        fmt = path.suffix[1:].lower() or mpl.rcParams["savefig.format"]
+        if not path.suffix:  # as matplotlib names it: the format's extension appended
+            path = path.with_name(f"{path.name}.{fmt}")
+        with replacing(path) as tmp:  # a failed write leaves an earlier figure whole
+            fig.savefig(tmp, dpi=_DPI, bbox_inches="tight", format=fmt)
     if show:
         _plt().show()
 

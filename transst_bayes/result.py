@@ -13,6 +13,7 @@ import numpy as np
 
 from . import keys
 from . import validate as V
+from .files import replacing
 
 # tab20 colours (hex), so no plotting library is needed to write uns["<key>_colors"]
 PALETTE = [
@@ -599,7 +600,10 @@ class TransSTResult:
         path = _npz_path(path)
         arrays, meta = self._payload()
         meta["format"] = FILE_FORMAT
-        np.savez_compressed(path, __meta__=np.asarray(json.dumps(meta, default=_jsonable)), **arrays)
+        # written beside `path` and renamed onto it when complete: a failed write (disk full)
+        # leaves the previous file readable (files.py)
+        with replacing(path) as tmp:
+            np.savez_compressed(tmp, __meta__=np.asarray(json.dumps(meta, default=_jsonable)), **arrays)
         return path
 
     @classmethod
