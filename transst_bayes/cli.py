@@ -56,6 +56,8 @@ def _k_list(args) -> list[int] | int:
     if args.n_domains is not None and args.k_range is not None:
         raise InputError("give either --n-domains or --k-range, not both")
     if args.k_range is None:
+        if args.n_domains is not None and args.n_domains < 2:
+            raise InputError(f"--n-domains must be >= 2, got {args.n_domains}")
         return args.n_domains
     try:
         lo, hi = (int(v) for v in args.k_range.split(":"))
@@ -228,6 +230,7 @@ def _fit(args) -> int:
     from . import tl
 
     out = _check_out_file(args.out)
+    ks = _k_list(args)
     target = _read(args.target, "--target")
     source = _read(args.source, "--source") if args.source else None
     if source is not None and args.label_key not in source.obs:
@@ -240,7 +243,6 @@ def _fit(args) -> int:
             and args.graph in ("knn", "radius")):
         raise InputError(f"--spatial-key {args.spatial_key!r} is not in the target's obsm "
                          f"(keys: {list(target.obsm.keys())}); give the key of the coordinates")
-    ks = _k_list(args)
     opts = _fit_options(args, source)
     t0 = time.perf_counter()
     tl.transst(target, source, label_key=args.label_key, n_domains=ks, method=args.method,

@@ -77,6 +77,12 @@ class DataSettings:
         elif not (hasattr(self.genes, "__iter__") and all(isinstance(g, str) for g in self.genes)):
             raise TypeError(f"genes must be one of {GENE_SELECTIONS} or a list of gene names (str), got "
                             f"{self.genes!r}")
+        else:
+            twice = sorted({g for g in self.genes if list(self.genes).count(g) > 1}) if \
+                len(set(self.genes)) < len(list(self.genes)) else []
+            if twice:
+                raise ValueError(f"genes lists {len(twice)} names more than once (e.g. {twice[:3]}); give each "
+                                 "gene once (e.g. list(dict.fromkeys(genes)))")
         V.number("radius", self.radius, 0.0, strict=True, none_ok=True)
 
 
@@ -131,6 +137,20 @@ def check_finite(X, what: str) -> None:
         raise non_finite_error(sum(int(np.sum(~np.isfinite(v[i:i + step]))) for i in range(0, v.size, step)), what)
 
 
+def check_range(X, what: str) -> None:
+    """ValueError naming `what` when float64 values lie beyond float32's range (the fit computes
+    in float32: they would become inf)."""
+    v = _values(X)
+    if v.dtype != np.float64 or not v.size:
+        return
+    big = float(np.finfo(np.float32).max)
+    step = BLOCK * 256
+    n = sum(int(np.count_nonzero(np.abs(v[i:i + step]) > big)) for i in range(0, v.size, step))
+    if n:
+        raise ValueError(f"{what} has {n} values beyond +-{big:.3g}, the float32 range the fit computes in; "
+                         "those are no expression values: check the matrix (or log-transform it first)")
+
+
 def non_finite_error(bad: int, what: str) -> ValueError:
     return ValueError(f"{what} contains {bad} NaN or inf values; remove or impute them before fitting")
 
@@ -179,7 +199,7 @@ def counts_verdict(minimum: float, sample: np.ndarray, size: int, n_negative, wh
 
 def log_normalise(X, target_sum: float):
     """Library-size normalisation to `target_sum` then log1p (sparse stays sparse)."""
-    lib = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
+    lib = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()  # float16 counts overflow a float16 sum
     scale = np.where(lib > 0, target_sum / np.maximum(lib, 1e-12), 0.0)
     if sp.issparse(X):
         # one float32 copy, scaled and logged in place a block of rows at a time (the product
@@ -264,8 +284,13 @@ def _prepare_expression(adata, layer, counts, target_sum, what):
     X = _raw_expression(adata, layer, what)
     check_finite(X, what)
     if is_counts(X, what, counts):
-        X = log_normalise(X, target_sum)
+        return log_normalise(X, target_sum)  # in float64, then log: any count fits
+    check_range(X, what)
     return X
+
+
+MISSING_LABELS = ("", "nan", "none", "na", "<na>", "null")  # strings that stand for a missing label
+CONTINUOUS_VALUES = 20  # more distinct non-integer numbers than this: a measurement, not classes
 
 
 def _label_strings(lab) -> np.ndarray:
@@ -280,6 +305,38 @@ def _label_strings(lab) -> np.ndarray:
     return np.asarray([one(v) for v in np.asarray(lab, dtype=object)])
 
 
+def _check_label_values(lab, label_key: str) -> None:
+    """Refuse label columns that cannot be classes: missing values (NaN, or strings such as
+    "nan" left by `astype(str)`), numbers mixed with strings, a continuous measurement; warn
+    when integers and floats mix (they are merged by value)."""
+    from numbers import Number
+
+    col = f"source.obs[{label_key!r}]"
+    counts = lab.value_counts(dropna=True)  # one pass; the checks below read the distinct values
+    missing = int(lab.isna().sum()) + int(sum(
+        c for v, c in counts.items() if isinstance(v, str) and v.strip().lower() in MISSING_LABELS))
+    if missing:
+        raise ValueError(
+            f"{col} has {missing} missing labels (NaN, or strings such as 'nan' or ''); drop those "
+            f"spots (source[source.obs[{label_key!r}].notna()]) or fill the labels before fitting")
+    types = set(map(type, lab.to_numpy())) if lab.dtype == object else {type(v) for v in counts.index}
+    kinds = {"str" if issubclass(t, str) else "number" if issubclass(t, Number) and not issubclass(t, (bool, np.bool_))
+             else t.__name__ for t in types}
+    if len(kinds) > 1:
+        raise ValueError(
+            f"{col} mixes label types ({sorted(kinds)}); give one type, e.g. "
+            f"source.obs[{label_key!r}] = source.obs[{label_key!r}].astype(str)")
+    if kinds == {"number"}:
+        nums = np.asarray(counts.index, dtype=np.float64)
+        if np.count_nonzero(~np.isclose(nums, np.round(nums))) > CONTINUOUS_VALUES:
+            raise ValueError(
+                f"{col} looks continuous ({nums.size} distinct values, not whole numbers), "
+                "not a column of classes; give the column that holds the annotation (label_key=...)")
+        if len({issubclass(t, (int, np.integer)) for t in types}) > 1:
+            warnings.warn(f"{col} mixes integer and float labels (e.g. 1 and 1.0); they are merged by "
+                          "value into one class each", UserWarning, stacklevel=4)
+
+
 def _labels(source, label_key: str):
     if label_key not in source.obs.columns:
         raise ValueError(
@@ -287,12 +344,7 @@ def _labels(source, label_key: str):
             f"{list(source.obs.columns)}"
         )
     lab = source.obs[label_key]
-    missing = int(lab.isna().sum())
-    if missing:
-        raise ValueError(
-            f"source.obs[{label_key!r}] has {missing} missing labels; drop those spots or "
-            "fill the labels before fitting"
-        )
+    _check_label_values(lab, label_key)
     classes, codes = np.unique(_label_strings(lab), return_inverse=True)
     if classes.size < 2:
         raise ValueError(
@@ -552,6 +604,8 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     s = settings
     if on_device:  # (DataSettings: float32 only)
         Xt = _raw_expression(target, s.layer, "target")
+        if _values(Xt).dtype == np.float64 and not is_counts(Xt, "target", s.counts):
+            check_range(Xt, "target")  # float32 on the device
         Xt, zero = devprep.load(Xt, "target", s.counts, s.target_sum)
     else:
         Xt = _prepare_expression(target, s.layer, s.counts, s.target_sum, "target")
@@ -571,10 +625,11 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         V.unique_names(genes_s, "source.var_names")
         shared = np.intersect1d(genes_t, genes_s)
         if shared.size < min_genes:
+            why = ("lower n_factors below the number of shared genes" if shared.size >= 0.5 * genes_t.size else
+                   "check that var_names use the same gene identifiers (symbols vs Ensembl ids)")
             raise ValueError(
                 f"target and source share {shared.size} genes, need at least {min_genes} "
-                "(n_factors + 1); check that var_names use the same gene identifiers "
-                "(symbols vs Ensembl ids)"
+                f"(n_factors + 1); {why}"
             )
         if shared.size < 0.5 * genes_t.size:
             warnings.warn(f"only {shared.size} of the target's {genes_t.size} genes are measured in the "

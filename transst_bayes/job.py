@@ -6,6 +6,7 @@ depend on the path (`source_fit`, `data_used`, `settings_record`, `k_table_row`,
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
@@ -118,6 +119,7 @@ def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMS
     V.spots(target.n_obs)
     notes: list = []
     with V.recorded_warnings(notes):
+        check_neighbours(ds, target.n_obs)
         prep = prepare(target, source, label_key, ds, min_genes=em.n_factors + 1,
                        on_device=on_device(ds, target, mesh))
     n, p = prep.X.shape
@@ -126,6 +128,26 @@ def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMS
             raise ValueError(f"n_factors={em.n_factors} must be smaller than the number of {what} ({size})")
     mode = ("eb" if em.transfer == "auto" else em.transfer) if prep.X_source is not None else "none"
     return in_mode(FitJob(target, source, prep, ds, request, "eb", notes, {}), mode)
+
+
+WIDE_GRAPH = 0.1  # a "knn" graph whose spots each neighbour more than this share of the section
+
+
+def check_neighbours(ds: DataSettings, n: int) -> None:
+    """n_neighbors against the number of target spots, before the graph is built: as many as
+    the spots is an error; a large share of them links far-apart spots and the Potts prior then
+    pulls every spot into one domain (a warning)."""
+    if ds.graph != "knn":
+        return
+    k = ds.n_neighbors
+    if k >= n:
+        raise ValueError(f"n_neighbors={k} must be smaller than the number of target spots ({n}); use a "
+                         "local neighbourhood: 6 for Visium / ST lattices, 10-15 for imaging data")
+    if k > max(30, WIDE_GRAPH * n):
+        warnings.warn(f"n_neighbors={k} links each spot to {k / n:.0%} of the {n} target spots: the Potts "
+                      "prior then smooths across the whole section and merges the domains; use a local "
+                      "neighbourhood (6 for Visium / ST lattices, 10-15 for imaging data)",
+                      UserWarning, stacklevel=4)
 
 
 def in_mode(job: FitJob, mode: str) -> FitJob:

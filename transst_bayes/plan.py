@@ -103,6 +103,9 @@ def _ints(v, what: str) -> list[int]:
         out.append(int(x))
     if not out:
         raise ValueError(f"{what} is empty; give an int or a list of ints")
+    twice = sorted({x for x in out if out.count(x) > 1})
+    if twice:
+        raise ValueError(f"{what} lists {twice} more than once ({v!r}); give each value once")
     return out
 
 

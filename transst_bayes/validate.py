@@ -142,3 +142,9 @@ def empty_domains(labels, names) -> None:
     if empty:
         warnings.warn(f"{len(empty)} of {len(names)} domains hold no spot ({empty[:5]}); the data support "
                       "fewer domains: lower n_domains or let K be chosen from a list", UserWarning, stacklevel=3)
+
+
+def unconverged(what: str, K: int, n_iter: int, fix: str) -> None:
+    """Warn when the chosen fit stopped at its iteration limit before its stopping rule held."""
+    warnings.warn(f"the {what} at K={K} stopped after {n_iter} iterations without converging: its "
+                  f"objective was still changing by {fix}", UserWarning, stacklevel=3)

@@ -621,6 +621,9 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         chosen = min(table, key=lambda r: r[criterion])["K"]
     mark_chosen(table, chosen)
     f = fits[chosen]
+    if not f["converged"]:
+        V.unconverged("SVI fit", chosen, f["n_rounds"] * st.steps_per_round,
+                      f"more than rtol = {st.rtol:g} between its last rounds; raise max_rounds (now {st.max_rounds})")
     smp = f["samples"]
     em_fit = out["fits"][chosen]
     mean = sites.from_sites({k: v.mean(0) for k, v in smp.items()})  # sites the model lacks: EM's
