@@ -18,6 +18,7 @@ from .. import calibration as C
 from .. import classifier as CL
 from .. import plan as D
 from .. import validate as V
+from ..support import source_support, warn_unsupported
 from ..data import DataSettings, Prepared
 from ..job import (DEFAULT_N_NOVEL, DOMAIN_MODES, FitJob, check_k, in_mode, k_table_row, mark_chosen,
                    precision, data_used, settings_from, settings_record, setup, source_fit)
@@ -549,6 +550,8 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     else:
         W_prior = jnp.zeros((prep.X.shape[1], q), dt)
     jax.block_until_ready(src)
+    support = float("nan") if src is None else source_support(prep.X, src.W)
+    warn_unsupported(support)
     timings["source"], t = time.perf_counter() - t, time.perf_counter()
     tr = jax.block_until_ready(_fit_transfer(X, W_prior if mode != "none" else None, k_tr, mode=mode,
                                              q=q, max_iter=em.transfer_max_iter, w=w))
@@ -631,7 +634,7 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     timings["cluster"] = time.perf_counter() - t
     return {"timings": timings, "source": src, "transfer": tr._replace(Z=Z_real), "n_devices": lay.n_devices,
             "fits": fits, "plans": plans, "Ks": Ks, "variant": variant, "anchors": anchors,
-            "agreement": gammas, "data_terms": terms, "generative_loglik": gen_ll,
+            "agreement": gammas, "data_terms": terms, "generative_loglik": gen_ll, "source_support": support,
             "class_post": None if src_ll is None else D.class_posterior(src_ll),
             "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
@@ -784,7 +787,7 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         data=data_used(prep),
         diagnostics=Diagnostics(
             trace=trace[np.isfinite(trace)], k_table=table, settings=settings,
-            info={"classifier": classifier_info(out, chosen, em),
+            info={"classifier": classifier_info(out, chosen, em), "source_support": out["source_support"],
                   "cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
                   "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
                   "n_devices": out["n_devices"],

@@ -670,7 +670,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         diagnostics=Diagnostics(
             trace=-np.asarray(f["losses"]), k_table=table, settings=settings,
             info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
-                  "classifier": classifier_info(out, chosen, em),
+                  "classifier": classifier_info(out, chosen, em), "source_support": out["source_support"],
                   "n_devices": out["n_devices"], "classes_present": out["present"],
                   "domains_renamed": D.renamed(out["plans"][chosen], plan),
                   "timings": dict(prep.timings, **out["timings"])}),
