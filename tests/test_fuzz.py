@@ -147,3 +147,110 @@ def test_long_profile_em(case, salt):
 @given(cases(), st.sampled_from(["delta", "normal"]))
 def test_long_profile_svi(case, guide):
     _check(case, tb.fit_svi, dict(guide=guide, steps_per_round=5, max_rounds=2, num_samples=4))
+
+
+# The second round's categories (containers, dtypes, label columns, file faults): the kinds that
+# must be refused are refused with a ValueError; the others fit to finite results.
+REFUSED_LABELS = ("nan", "nan_string", "empty_string", "continuous", "mixed")
+
+
+def _labels_of(kind: str, n: int, rng):
+    half = np.arange(n) % 2
+    return {
+        "ok": np.where(half, "a", "b"),
+        "numeric": half.astype(np.int64),
+        "int_float": np.array([int(v) if i % 3 else float(v) for i, v in enumerate(half)], dtype=object),
+        "nan": np.where(half, "a", None),
+        "nan_string": np.where(half, "a", "nan"),
+        "empty_string": np.where(half, "a", ""),
+        "continuous": rng.random(n) * 100,
+        "mixed": np.array(["a" if v else 1 for v in half], dtype=object),
+    }[kind]
+
+
+@st.composite
+def round2_cases(draw):
+    return dict(seed=draw(st.integers(0, 10_000)),
+                container=draw(st.sampled_from(["dense", "csr", "csc", "view"])),
+                dtype=draw(st.sampled_from(["float32", "float16", "int64", "uint16", "float64", "float64_huge"])),
+                labels=draw(st.sampled_from(["ok", "numeric", "int_float"] + list(REFUSED_LABELS))))
+
+
+@pytest.mark.slow
+@settings(max_examples=12, **_SETTINGS)
+@given(round2_cases())
+def test_containers_dtypes_and_label_columns(case):
+    rng = np.random.default_rng(case["seed"])
+    tgt = _adata(rng, 8, 20, "counts", False, "t", labels=False)
+    src = _adata(rng, 8, 20, "counts", False, "s", labels=True)
+    src.obs["label"] = pd.Series(_labels_of(case["labels"], src.n_obs, rng), index=src.obs_names)
+    huge = case["dtype"] == "float64_huge"
+    X = np.asarray(tgt.X, np.float64 if huge else case["dtype"])
+    if huge:
+        X = X + 0.5  # not counts
+        X[0, 0] = 1e300
+    if case["container"] in ("csr", "csc") and X.dtype != np.float16:  # scipy stores no float16
+        X = sp.csr_matrix(X) if case["container"] == "csr" else sp.csc_matrix(X)
+    tgt.X = X
+    if case["container"] == "view":
+        tgt = tgt[: tgt.n_obs - 1]
+    must_refuse = case["labels"] in REFUSED_LABELS or huge
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            res = tb.fit_em(tgt, src, n_domains=2, n_factors=2, n_restarts=1, max_iter=3, calibrate="none")
+        except (ValueError, TypeError) as err:
+            assert _from_package(err) and str(err)
+            assert must_refuse, f"{case}: refused a legal input: {err}"
+            return
+    assert not must_refuse, f"{case}: fitted an input that must be refused"
+    assert np.all(np.isfinite(res.proba)) and np.all(np.isfinite(res.factors))
+    np.testing.assert_allclose(res.proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def saved_fit(tmp_path_factory):
+    src, tgt = tb.simulate(0, height=8, width=8, n_genes=20, n_factors=2, n_domains=2)
+    res = tb.fit_em(tgt, src, n_domains=2, n_factors=2, n_restarts=1, max_iter=3, calibrate="none")
+    return res, tmp_path_factory.mktemp("faults")
+
+
+@pytest.mark.slow
+@settings(max_examples=10, **_SETTINGS)
+@given(st.floats(0.0, 0.99), st.sampled_from(["file size limit", "interrupt"]))
+def test_file_faults_never_destroy_the_previous_file(saved_fit, fraction, fault):
+    import resource
+    import signal
+
+    res, folder = saved_fit
+    path = folder / "fit.npz"
+    res.save(path)
+    before = path.read_bytes()
+    limit = int(fraction * len(before))
+    if fault == "file size limit":
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:
+            with pytest.raises(OSError):
+                res.save(path)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, old)
+    else:
+        real = np.savez_compressed
+
+        def interrupted(file, **arrays):
+            with open(file, "wb") as fh:
+                fh.write(before[:limit])
+            raise KeyboardInterrupt
+
+        np.savez_compressed = interrupted
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                res.save(path)
+        finally:
+            np.savez_compressed = real
+    assert path.read_bytes() == before
+    assert not [p for p in folder.iterdir() if ".partial" in p.name]
+    np.testing.assert_array_equal(tb.load_result(path).labels, res.labels)
