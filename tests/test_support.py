@@ -21,8 +21,8 @@ def test_support_matches_its_definition_and_is_one_for_noise():
     Q, _ = np.linalg.qr(W)
     Xc = X - X.mean(0)
     want = (np.sum((Xc @ Q) ** 2) / np.sum(Xc**2)) / (6 / 60)
-    assert source_support(X, W) == pytest.approx(want, rel=1e-4)
-    noise = [source_support(rng.normal(size=(2000, 60)), rng.normal(size=(60, 6))) for _ in range(5)]
+    assert float(source_support(X, W)) == pytest.approx(want, rel=1e-4)
+    noise = [float(source_support(rng.normal(size=(2000, 60)), rng.normal(size=(60, 6)))) for _ in range(5)]
     assert np.mean(noise) == pytest.approx(1.0, abs=0.1)
     # structure along W's span: far above chance
     Z = rng.normal(size=(400, 6)) * 3.0

@@ -550,7 +550,7 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     else:
         W_prior = jnp.zeros((prep.X.shape[1], q), dt)
     jax.block_until_ready(src)
-    support = float("nan") if src is None else source_support(prep.X, src.W)
+    support = float("nan") if src is None else float(_source_support(prep.X, src.W))
     warn_unsupported(support)
     timings["source"], t = time.perf_counter() - t, time.perf_counter()
     tr = jax.block_until_ready(_fit_transfer(X, W_prior if mode != "none" else None, k_tr, mode=mode,
@@ -639,6 +639,7 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
             "present": [] if present is None else [prep.source_classes[c] for c in present]}
 
 
+_source_support = jax.jit(source_support)
 # the compiled programs of the three steps (jit here only: the kernels stay plain functions)
 _fit_source = jax.jit(fit_source, static_argnames=("C", "q", "max_iter", "tol"))
 _fit_transfer = jax.jit(fit_transfer, static_argnames=("mode", "max_iter", "tol", "q"))
