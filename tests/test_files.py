@@ -152,3 +152,21 @@ def test_ctrl_c_in_the_cli_exits_130_with_one_line(tmp_path):
     assert p.returncode == 130, err[-2000:]
     assert err.strip().splitlines() == ["transst-bayes fit: interrupted; no output written"]
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_cli_write_failure_is_one_line_and_exit_1(tmp_path, capsys):
+    """A full disk while the CLI writes its .h5ad: one line naming the file, exit status 1, the
+    earlier file intact (before: a traceback, then a segmentation fault)."""
+    from transst_bayes.cli import EXIT_WRITE_FAILED, main
+
+    out = tmp_path / "sim"
+    args = ["--no-cache", "simulate", "--out", str(out), "--size", "6", "--genes", "20", "--factors", "2"]
+    assert main(args) == 0
+    before = (out / "source.h5ad").read_bytes()
+    capsys.readouterr()
+    with file_size_limit(2000):  # the test write of --out passes, the .h5ad does not fit
+        rc = main(args + ["--seed", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == EXIT_WRITE_FAILED and len(err) == 1
+    assert "could not write" in err[0] and "source.h5ad" in err[0]
+    assert (out / "source.h5ad").read_bytes() == before and _leftovers(out) == []

@@ -111,11 +111,25 @@ def _check_out_dir(path: str, flag: str = "--out") -> Path:
 
 def _write_h5ad(adata, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with replacing(path) as tmp:  # a failed or interrupted write leaves an earlier file whole
-            adata.write_h5ad(tmp)
-    except (OSError, RuntimeError) as err:  # h5py reports a full disk as a RuntimeError
-        raise OSError(f"could not write {path} ({err}); any earlier file there is unchanged") from err
+    import gc
+
+    import io
+    from contextlib import redirect_stderr
+
+    failed, noise = None, io.StringIO()
+    # h5py prints a traceback for each handle that fails to close after a failed write
+    with redirect_stderr(noise):
+        try:
+            with replacing(path) as tmp:  # a failed or interrupted write leaves an earlier file whole
+                adata.write_h5ad(tmp)
+        except (OSError, RuntimeError) as err:  # h5py reports a full disk as a RuntimeError
+            failed = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        finally:
+            gc.collect()  # the failed handles (held by the error's frames) are released here
+    if failed is None and noise.getvalue():
+        sys.stderr.write(noise.getvalue())  # a successful write's own messages are shown
+    if failed is not None:
+        raise OSError(f"could not write {path} ({failed}); any earlier file there is unchanged")
 
 
 def _print_k_table(k_table: list) -> None:
