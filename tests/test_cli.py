@@ -70,8 +70,8 @@ def test_simulate_then_fit(sim_files, tmp_path, capsys):
     assert "spots per domain" in text and "hbic" in text
     assert "transfer: eb\n" in text  # a one-section source: transfer="auto" keeps the source
     stages = text.split("seconds by stage (first calls compile): ")[1].splitlines()[0]
-    assert [w.split()[0] for w in stages.split(", ")] == ["prepare", "graph", "source", "transfer",
-                                                          "cluster", "calibration", "total"]
+    assert [w.split()[0] for w in stages.split(", ")] == ["prepare", "graph", "held_out", "source", "transfer",
+                                                          "cluster", "assemble", "calibration", "total"]
     a = ad.read_h5ad(out)
     from transst_bayes.metrics import adjusted_rand_index
 

@@ -93,14 +93,21 @@ def section_key(source, key: str | None) -> str | None:
     return None
 
 
-def held_out_fits(source, label_key: str, groups: np.ndarray, spatial_key: str, fit: Callable) -> list:
+def held_out_fits(source, label_key: str, groups: np.ndarray, spatial_key: str, fit: Callable,
+                  progress: str | None = None) -> list:
     """Each group of `source`'s spots (its sections, or spatial blocks: `held_out_groups`) fitted
     as a target from the other groups by `fit(target, source, label_key, n_domains)`:
     [(names, proba, labels)]; (None, None, labels) for a group whose fit collapsed numerically
-    (FloatingPointError). Groups without enough spots or labels to fit are skipped."""
+    (FloatingPointError). Groups without enough spots or labels to fit are skipped. `progress`:
+    the description of a progress bar over the groups (None: no bar)."""
     held = []
     groups = np.asarray(groups)
-    for h in np.unique(groups):
+    todo = np.unique(groups)
+    if progress is not None:  # a tqdm bar described by `progress`
+        from tqdm.auto import tqdm
+
+        todo = tqdm(todo, desc=progress)
+    for h in todo:
         inner = groups == h
         tgt, src = source[inner].copy(), source[~inner].copy()
         truth = tgt.obs[label_key].astype(str).to_numpy()

@@ -105,10 +105,12 @@ class FitJob(NamedTuple):
     mode: str
     notes: list
     choice: dict  # transfer="auto": what `em.driver.choose_transfer` chose and why (else empty)
+    progress: bool = False  # progress bars over the long stages (the fit's progress_bar)
+    seconds: dict | None = None  # stages timed before the fit (the held-out fits of transfer="auto")
 
 
 def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMSettings, source_labels,
-          spatial, data_options: dict, mesh=None) -> FitJob:
+          spatial, data_options: dict, mesh=None, progress: bool = False) -> FitJob:
     """The set-up both fits share, every check before any expensive work: data settings, the K
     request, arrays turned into AnnData, `calibrate`, the target's size; then the data prepared
     (its warnings recorded) and q checked against the genes and spots kept."""
@@ -127,7 +129,7 @@ def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMS
         if em.n_factors >= size:
             raise ValueError(f"n_factors={em.n_factors} must be smaller than the number of {what} ({size})")
     mode = ("eb" if em.transfer == "auto" else em.transfer) if prep.X_source is not None else "none"
-    return in_mode(FitJob(target, source, prep, ds, request, "eb", notes, {}), mode)
+    return in_mode(FitJob(target, source, prep, ds, request, "eb", notes, {}, bool(progress)), mode)
 
 
 WIDE_GRAPH = 0.1  # a "knn" graph whose spots each neighbour more than this share of the section

@@ -387,11 +387,13 @@ def fit_em(
     em.check()
     mesh = spots_mesh(devices, em)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
-                data_options, mesh)
+                data_options, mesh, progress_bar)
     job, em, held = choose_transfer(job, label_key, em)
     with V.recorded_warnings(job.notes), precision(dtype):
         out = fit_arrays(job.prep, job.request, em, job.mode, progress_bar, mesh)
+        ta = time.perf_counter()
         res = _assemble(job.prep, out, em, job.ds, job.mode)
+        res.info["timings"]["assemble"] = time.perf_counter() - ta
     return finish(res, job, calibrate, label_key, em, t0, held=held)
 
 
@@ -405,10 +407,13 @@ def choose_transfer(job: FitJob, label_key: str, em: EMSettings) -> tuple:
     em = replace(em, transfer="eb")
     if job.mode == "none":  # no labeled source: nothing to choose
         return job, em, None
+    t0 = time.perf_counter()
     held = {}
     for mode in ("eb", "none"):
-        held[mode], how = held_out(job.source, label_key, replace(em, transfer=mode), job.ds)
+        held[mode], how = held_out(job.source, label_key, replace(em, transfer=mode), job.ds,
+                                   f"held-out fits, transfer={mode}" if job.progress else None)
         if held[mode] is None:  # no coordinates, or every fit of this mode collapsed
+            job = job._replace(seconds={"held_out": time.perf_counter() - t0})
             return job._replace(choice=dict(chosen="eb", why=f"transfer='auto' kept 'eb': {how}")), em, held["eb"]
     ari = {m: float(np.mean([0.0 if names is None else  # a collapsed fit found nothing
                              adjusted_rand_index(np.asarray(names)[np.argmax(P, axis=1)], truth)
@@ -424,7 +429,8 @@ def choose_transfer(job: FitJob, label_key: str, em: EMSettings) -> tuple:
                 f"{ari['eb']:.3f} with the source, {ari['none']:.3f} without it), so the target's domains "
                 "were found without the source (transfer='none'; domains are not named after source "
                 "classes); pass transfer='eb' to use the source anyway", UserWarning, stacklevel=3)
-    return in_mode(job, chosen)._replace(choice=choice), replace(em, transfer=chosen), held[chosen]
+    job = in_mode(job, chosen)._replace(choice=choice, seconds={"held_out": time.perf_counter() - t0})
+    return job, replace(em, transfer=chosen), held[chosen]
 
 
 def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSettings, t0: float,
@@ -433,9 +439,10 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
     the domain names (kappa >= plan.KAPPA_WEAK), keep the warnings in
     `info["warnings"]`, temper the probabilities by the calibration temperature (with posterior
     `draws`, (S, n, K) domain log-probabilities, each draw before they are averaged; labels stay
-    as they are) and record the seconds: `info["timings"]` per stage (prepare, graph, source,
-    transfer, cluster, svi, calibration; each stage's first call includes its compilation) and
-    the total, also in `info["seconds"]`."""
+    as they are) and record the seconds: `info["timings"]` per stage in the order they ran
+    (prepare, graph, held_out: the fits of transfer="auto", source, transfer, cluster, svi,
+    assemble, calibration; each stage's first call includes its compilation) and the total,
+    also in `info["seconds"]`."""
     with V.recorded_warnings(job.notes):
         V.empty_domains(res.labels, res.names)
         V.weak_anchoring(res.kappa, D.KAPPA_WEAK)
@@ -447,7 +454,7 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
         # (a held-out section may use the classifier's term where the target does not: seqFISH)
         em, held = replace(em, classifier=0.0), None
     T, res.info["calibration"], res.info["calibration_ece"], scheme = temperature(
-        calibrate, job.source, label_key, em, job.ds, held)
+        calibrate, job.source, label_key, em, job.ds, held, job.progress)
     if scheme is not None:
         res.info["held_out"] = scheme
     if job.choice:
@@ -458,13 +465,16 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
         dlp = np.asarray(draws, np.float64)
         res.proba = C.temper(np.exp(dlp - np.logaddexp.reduce(dlp, axis=-1, keepdims=True)), T).mean(axis=0)
     res.info["temperature"] = T
-    timings = res.info.setdefault("timings", {})
+    t = dict(res.info.get("timings", {}))
+    first = {k: t.pop(k) for k in ("prepare", "graph") if k in t}  # the stages in the order they ran
+    res.info["timings"] = timings = {**first, **(job.seconds or {}), **t}
     timings["calibration"] = time.perf_counter() - tc
     res.info["seconds"] = timings["total"] = time.perf_counter() - t0
     return res
 
 
-def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings, held=None) -> tuple:
+def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings, held=None,
+                progress: bool = False) -> tuple:
     """The temperature of the per-spot probabilities, how it was found, the held-out fits'
     pooled ECE at T = 1 and at the chosen T (None when no held-out fits were made) and the
     held-out scheme (`C.held_out_groups`; None without held-out fits). `held`: the held-out
@@ -479,7 +489,7 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
     if groups is None:
         return 1.0, f"none: {scheme}", None, None
     if held is None:
-        held, why = held_out(source, label_key, em, ds)
+        held, why = held_out(source, label_key, em, ds, "held-out fits, calibration" if progress else None)
         if held is None:
             return 1.0, f"none: {why}", None, None
     T, e = C.choose_temperature(held)
@@ -491,7 +501,7 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
         [float(e[0]), float(e.min())], scheme
 
 
-def held_out(source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:
+def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, progress: str | None = None) -> tuple:
     """Each section of the source (or, when its sections are not named, each spatial block of
     its spots: `C.held_out_groups`) fitted as a target from the others, with the fit's settings
     (`calibrate="none"`): ([(names, proba, labels)], the scheme in words), or (None, why not)
@@ -511,7 +521,7 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings) -> tuple:
                           max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
                           classifier=em.classifier, calibrate="none", **opts)
 
-    held = C.held_out_fits(source, label_key, groups, ds.spatial_key, fit)
+    held = C.held_out_fits(source, label_key, groups, ds.spatial_key, fit, progress)
     if not any(names is not None for names, _, _ in held):
         return None, f"no group of the {scheme} could be fitted on its own"
     return held, scheme

@@ -412,7 +412,7 @@ def fit_svi(
     em.check()
     mesh = spots_mesh(devices, em)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
-                data_options, mesh)
+                data_options, mesh, progress_bar)
     job, em, held = choose_transfer(job, label_key, em)
     prep, mode = job.prep, job.mode
     n = prep.X.shape[0]
@@ -436,7 +436,9 @@ def fit_svi(
         lay = shard.layout(n, mesh)
         fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar, lay) for K in Ks}
         out["timings"]["svi"] = time.perf_counter() - t_svi
+        ta = time.perf_counter()
         res = _assemble_svi(prep, out, fits, Ks, st, em, job.ds, mode, criterion, opts, model)
+        res.info["timings"]["assemble"] = time.perf_counter() - ta
     # the temperature is found by EM fits of held-out source sections (calibration.py) and
     # tempers each posterior draw's probabilities before they are averaged; labels stay the
     # argmax of the model's average
