@@ -112,12 +112,6 @@ def test_wide_neighbourhood_is_warned_about(pair):
         _fit(t, s, n_neighbors=100)
 
 
-def test_n_factors_as_many_as_the_genes_names_n_factors(pair, no_fit):
-    s, t = pair
-    with pytest.raises(ValueError, match="lower n_factors below the number of shared genes"):
-        _fit(t, s, n_factors=30)
-
-
 def test_an_unconverged_fit_is_warned_about(pair):
     s, t = pair
     with pytest.warns(UserWarning, match="stopped after 1 iterations without converging"):

@@ -78,8 +78,9 @@ class DataSettings:
             raise TypeError(f"genes must be one of {GENE_SELECTIONS} or a list of gene names (str), got "
                             f"{self.genes!r}")
         else:
-            twice = sorted({g for g in self.genes if list(self.genes).count(g) > 1}) if \
-                len(set(self.genes)) < len(list(self.genes)) else []
+            from collections import Counter
+
+            twice = sorted(g for g, c in Counter(self.genes).items() if c > 1)
             if twice:
                 raise ValueError(f"genes lists {len(twice)} names more than once (e.g. {twice[:3]}); give each "
                                  "gene once (e.g. list(dict.fromkeys(genes)))")
