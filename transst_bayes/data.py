@@ -131,24 +131,23 @@ def _blocks(X):
 
 
 def check_finite(X, what: str) -> None:
-    """ValueError naming `what` when X holds NaN or inf (checked a slice at a time)."""
+    """ValueError naming `what` when X holds NaN or inf, or float64 values beyond float32's range
+    (the fit computes in float32: they would become inf); one pass, a slice at a time."""
     v = _values(X)
     step = BLOCK * 256
-    if not all(np.isfinite(v[i:i + step]).all() for i in range(0, v.size, step)):
-        raise non_finite_error(sum(int(np.sum(~np.isfinite(v[i:i + step]))) for i in range(0, v.size, step)), what)
-
-
-def check_range(X, what: str) -> None:
-    """ValueError naming `what` when float64 values lie beyond float32's range (the fit computes
-    in float32: they would become inf)."""
-    v = _values(X)
-    if v.dtype != np.float64 or not v.size:
-        return
-    big = float(np.finfo(np.float32).max)
-    step = BLOCK * 256
-    n = sum(int(np.count_nonzero(np.abs(v[i:i + step]) > big)) for i in range(0, v.size, step))
-    if n:
-        raise ValueError(f"{what} has {n} values beyond +-{big:.3g}, the float32 range the fit computes in; "
+    big = float(np.finfo(np.float32).max) if v.dtype == np.float64 else None
+    bad = far = 0
+    for i in range(0, v.size, step):
+        part = v[i:i + step]
+        ok = np.isfinite(part)
+        if not ok.all():
+            bad += int(np.size(ok) - np.count_nonzero(ok))
+        elif big is not None:
+            far += int(np.count_nonzero(np.abs(part) > big))
+    if bad:
+        raise non_finite_error(bad, what)
+    if far:
+        raise ValueError(f"{what} has {far} values beyond +-{big:.3g}, the float32 range the fit computes in; "
                          "those are no expression values: check the matrix (or log-transform it first)")
 
 
@@ -285,8 +284,7 @@ def _prepare_expression(adata, layer, counts, target_sum, what):
     X = _raw_expression(adata, layer, what)
     check_finite(X, what)
     if is_counts(X, what, counts):
-        return log_normalise(X, target_sum)  # in float64, then log: any count fits
-    check_range(X, what)
+        X = log_normalise(X, target_sum)  # summed in float64: float16 counts do not overflow
     return X
 
 
@@ -605,8 +603,8 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
     s = settings
     if on_device:  # (DataSettings: float32 only)
         Xt = _raw_expression(target, s.layer, "target")
-        if _values(Xt).dtype == np.float64 and not is_counts(Xt, "target", s.counts):
-            check_range(Xt, "target")  # float32 on the device
+        if _values(Xt).dtype == np.float64:  # float32 on the device: values beyond it become inf
+            check_finite(Xt, "target")
         Xt, zero = devprep.load(Xt, "target", s.counts, s.target_sum)
     else:
         Xt = _prepare_expression(target, s.layer, s.counts, s.target_sum, "target")
