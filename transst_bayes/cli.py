@@ -456,6 +456,18 @@ def console() -> None:
     """The `transst-bayes` program: `main`, then exit with its status. After Ctrl-C the process
     ends at once (os._exit) rather than through the interpreter's shutdown, which can crash
     while JAX's compiler threads are still running."""
+    import signal
+
+    def interrupted(signum, frame):
+        # at once, not by raising KeyboardInterrupt: raised inside a garbage-collector callback
+        # (JAX registers one) it is printed and ignored, and the fit went on. Outputs are
+        # written atomically, so the previous files are intact (files.py)
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        sys.stderr.write(f"transst-bayes {command}: interrupted; no output written\n")
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, interrupted)
     code = main()
     if code == EXIT_INTERRUPTED:
         sys.stdout.flush()
