@@ -5,7 +5,8 @@ returning a `TransSTResult` (`load_result` reads a saved one). Scanpy style: `tl
 `tl.markers`, `tl.transfer_breaking_genes`, `pp` (preprocessing, graph), `pl` (plots).
 Posterior summaries: `marker_genes`, `spot_summary`, `domain_expression`,
 `transfer_breaking_genes`, `to_inference_data`, `align_result`. Data: `simulate`. Scores:
-`adjusted_rand_index`, `normalized_mutual_info`, `align_labels`. NumPyro models:
+`adjusted_rand_index`, `normalized_mutual_info`, `align_labels`. Compilation cache on disk
+(on by default): `compilation_cache`. NumPyro models:
 `transst_bayes.models`. Layout: CONTRIBUTING.md.
 """
 
@@ -20,6 +21,7 @@ from . import lapack_guard as _lapack_guard
 _lapack_guard.install()  # before any program compiles: batched LAPACK on the CPU can deadlock XLA
 
 from ._version import __version__  # noqa: E402
+from .cache import compilation_cache  # noqa: E402
 from .em.driver import EMSettings, fit_em  # noqa: E402
 from .metrics import adjusted_rand_index, align_labels, normalized_mutual_info  # noqa: E402
 from .result import TransSTResult, load_result  # noqa: E402
@@ -50,7 +52,7 @@ from .summary import (align_result, domain_expression, marker_genes, spot_summar
                       to_inference_data, transfer_breaking_genes)
 
 __all__ = [
-    "EMSettings", "SVISettings", "TransSTResult", "adjusted_rand_index", "align_labels", "fit_em", "fit_svi", "load_result",
+    "EMSettings", "SVISettings", "TransSTResult", "adjusted_rand_index", "compilation_cache", "align_labels", "fit_em", "fit_svi", "load_result",
     "models", "normalized_mutual_info", "simulate", "__version__", "align_result",
     "domain_expression", "marker_genes", "spot_summary", "to_inference_data",
     "transfer_breaking_genes", "pl", "pp", "tl",

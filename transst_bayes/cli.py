@@ -1,8 +1,8 @@
 """Command line `transst-bayes`: `demo` (simulate, fit, report, figures), `fit` (AnnData files
 in, AnnData out), `simulate` (write a simulated source/target pair).
 
-JAX's persistent compilation cache (folder from $TRANSST_CACHE_DIR, default
-~/.cache/transst_bayes/jax; `--no-cache` turns it off) makes a second run start fast.
+JAX's persistent compilation cache (`transst_bayes.cache`; `--no-cache` turns it off for the
+run) makes a second run start fast.
 Errors in the input end with a one-line message on stderr and exit code 2.
 """
 
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from . import keys
+from .cache import compilation_cache
 from .files import probe_writable, replacing, write_text
 
 EXIT_BAD_INPUT = 2
@@ -25,19 +26,6 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 class InputError(Exception):
     """A problem with the user's files or options: printed as one line, exit code 2."""
-
-
-def enable_compilation_cache(folder: str | None = None) -> Path:
-    """Switch on JAX's persistent compilation cache in `folder` (created if missing)."""
-    import jax
-
-    path = Path(folder or os.environ.get("TRANSST_CACHE_DIR")
-                or Path.home() / ".cache" / "transst_bayes" / "jax").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
 
 
 def _timings(adata, key: str) -> dict:
@@ -433,8 +421,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if not args.no_cache:
-            enable_compilation_cache()
+        compilation_cache(not args.no_cache)
         if getattr(args, "shift", None) not in (None, "none", "small", "large"):
             try:
                 args.shift = float(args.shift)

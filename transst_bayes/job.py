@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple, Sequence
 import jax
 import numpy as np
 
+from . import cache
 from . import calibration as C
 from . import devprep
 from . import plan as D
@@ -113,12 +114,14 @@ def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMS
           spatial, data_options: dict, mesh=None, progress: bool = False) -> FitJob:
     """The set-up both fits share, every check before any expensive work: data settings, the K
     request, arrays turned into AnnData, `calibrate`, the target's size; then the data prepared
-    (its warnings recorded) and q checked against the genes and spots kept."""
+    (its warnings recorded) and q checked against the genes and spots kept. JAX's persistent
+    compilation cache is switched on here unless the process has decided otherwise (`cache`)."""
     ds = data_settings(dict(data_options, dtype=em.dtype))
     request = k_request(n_domains, n_novel)
     target, source = inputs(target, source, source_labels, spatial)
     check_calibrate(calibrate, source, ds)
     V.spots(target.n_obs)
+    cache.ensure_default()  # before anything compiles
     notes: list = []
     with V.recorded_warnings(notes):
         check_neighbours(ds, target.n_obs)
