@@ -162,7 +162,7 @@ second = time.perf_counter() - t0
 print(json.dumps(dict(first=first, second=second, compiled=compiled, cache_hits=hits, read_s=t_read,
                       ari=tb.adjusted_rand_index(r.labels[scored], truth[scored]),
                       same_labels_second=bool(np.array_equal(r.labels, r2.labels)),
-                      mode=r.info["mode"], labels=r.labels.tolist(), peak_gb=peak_rss_gb(),
+                      mode=r.settings["transfer_used"], labels=r.labels.tolist(), peak_gb=peak_rss_gb(),
                       timings={{k: round(v, 2) for k, v in r.info["timings"].items()}})))
 """
 

@@ -296,6 +296,12 @@ def test_svi_delta_reproduces_anchored_em():
     rel = np.linalg.norm(r.Sigma - em.Sigma) / np.linalg.norm(em.Sigma)
     assert rel < 1e-3, rel
     assert r.beta == pytest.approx(em.beta, rel=1e-3)
+    # one set of info keys on both paths, apart from each path's own (PATH_INFO)
+    from transst_bayes.em.driver import PATH_INFO
+
+    assert set(em.info) - set(PATH_INFO["em"]) == set(r.info) - set(PATH_INFO["svi"])
+    for key in ("classes_found", "classes_absent", "classes_present", "source_n_iter", "n_colors"):
+        assert r.info[key] == em.info[key], key
 
 
 def test_svi_delta_reproduces_free_joint_em():

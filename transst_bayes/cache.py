@@ -7,7 +7,9 @@ instead of compiling again.
 Where: `$TRANSST_CACHE_DIR` when set, else `$XDG_CACHE_HOME/transst_bayes/jax`, else
 `~/.cache/transst_bayes/jax`. Off: `TRANSST_CACHE_DIR=off` in the environment, or
 `transst_bayes.compilation_cache(False)`; moved: `transst_bayes.compilation_cache("/some/folder")`.
-A cache the caller set up in JAX itself (`jax_compilation_cache_dir`) is left as it is.
+A cache the caller set up in JAX itself (`jax_compilation_cache_dir`) is left as it is. As JAX
+warns, a cache folder is trusted: whoever can write to it can run code in the processes that
+read it, so keep it in a folder only you can write to.
 
 JAX's cache is one per process, so the choice here is too: `_choice` holds what the caller said
 (None: nothing yet), and the first fit applies the default when nothing was said.

@@ -735,14 +735,31 @@ def em_loglik(fit) -> float:
 
 
 def _classes_found(prep: Prepared, plan: D.DomainPlan, labels: np.ndarray, has_source: bool) -> dict:
-    """Source classes found in the target: anchored domains that hold at least the presence
-    threshold of spots in the final labels; the others are reported absent."""
+    """The source classes the fit found in the target (an anchored domain holding a spot) and
+    those it did not; empty lists without a source."""
     if not has_source:
         return {"classes_found": [], "classes_absent": []}
-    counts = np.bincount(labels, minlength=plan.K)[: len(plan.classes)]
-    found = np.flatnonzero(counts >= max(D.MIN_CLASS_SPOTS, D.MIN_FOUND_SHARE * labels.size))
-    names = [plan.names[k] for k in sorted(found)]
+    counts = np.bincount(labels, minlength=len(plan.names))
+    names = [plan.names[k] for k in range(len(plan.classes)) if counts[k] > 0]
     return {"classes_found": names, "classes_absent": [c for c in prep.source_classes if c not in names]}
+
+
+# info keys one path has and the other has not: EM's per-iteration parameter trace; SVI's rounds
+PATH_INFO = {"em": ("trace",), "svi": ("svi_rounds", "svi_converged")}
+
+
+def shared_info(prep: Prepared, out: dict, K: int, em: EMSettings, plan: D.DomainPlan,
+                labels: np.ndarray) -> dict:
+    """The `res.info` keys both paths give, from the EM fits they share (`fit_arrays`) and the
+    chosen K's named plan and labels."""
+    src, tr = out["source"], out["transfer"]
+    return {"classifier": classifier_info(out, K, em), "source_support": out["source_support"],
+            "cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
+            "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
+            "n_devices": out["n_devices"], "domains_renamed": D.renamed(out["plans"][K], plan),
+            "classes_present": list(out["present"]),
+            "timings": dict(prep.timings, **out["timings"]),
+            **_classes_found(prep, plan, np.asarray(labels), src is not None)}
 
 
 def classifier_info(out: dict, K: int, em: EMSettings) -> dict:
@@ -798,12 +815,6 @@ def _assemble(prep: Prepared, out: dict, em: EMSettings, ds: DataSettings, mode:
         data=data_used(prep),
         diagnostics=Diagnostics(
             trace=trace[np.isfinite(trace)], k_table=table, settings=settings,
-            info={"classifier": classifier_info(out, chosen, em), "source_support": out["source_support"],
-                  "cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
-                  "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
-                  "n_devices": out["n_devices"],
-                  "domains_renamed": D.renamed(out["plans"][chosen], plan),
-                  "trace": _parameter_trace(f, mode, bool(plan.classes)),
-                  "timings": dict(prep.timings, **out["timings"]),
-                  **_classes_found(prep, plan, np.asarray(f.labels), src is not None)}),
+            info={**shared_info(prep, out, chosen, em, plan, np.asarray(f.labels)),
+                  "trace": _parameter_trace(f, mode, bool(plan.classes))}),
     )

@@ -28,7 +28,7 @@ from .. import mrf
 from .. import shard
 from .. import plan as D
 from .. import validate as V
-from ..em.driver import EMSettings, choose_transfer, classifier_info, fit_arrays, finish, resolve_variant, spots_mesh
+from ..em.driver import EMSettings, choose_transfer, fit_arrays, finish, resolve_variant, shared_info, spots_mesh
 from ..job import (DEFAULT_N_NOVEL, data_used, k_table_row, mark_chosen, precision, settings_from,
                    settings_record, setup, source_fit)
 from ..models import sites
@@ -660,8 +660,9 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         asdict(st), ds, mode, out["variant"], Ks, method="svi", model=getattr(model, "__name__", str(model)),
         model_options={k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in opts.items()},
         criterion=criterion, em=asdict(em), domains_used="anchored" if plan.classes else "free")
+    labels = _icm_labels(prep.graph, proba, f)
     return TransSTResult(
-        spots=SpotOutputs(labels=_icm_labels(prep.graph, proba, f), proba=proba,
+        spots=SpotOutputs(labels=labels, proba=proba,
                           factors=np.asarray(factors), spot_loglik=np.asarray(f["spot_loglik"])),
         target=TargetParams(W=np.asarray(W), psi=np.asarray(psi), mu=np.asarray(mu), Sigma=Sigma, tau=tau,
                             beta=float("nan") if mean.beta is None else float(mean.beta), kappa=kappa,
@@ -671,9 +672,6 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         data=data_used(prep),
         diagnostics=Diagnostics(
             trace=-np.asarray(f["losses"]), k_table=table, settings=settings,
-            info={"svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"]),
-                  "classifier": classifier_info(out, chosen, em), "source_support": out["source_support"],
-                  "n_devices": out["n_devices"], "classes_present": out["present"],
-                  "domains_renamed": D.renamed(out["plans"][chosen], plan),
-                  "timings": dict(prep.timings, **out["timings"])}),
+            info={**shared_info(prep, out, chosen, em, plan, labels),
+                  "svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"])}),
     )
