@@ -287,6 +287,8 @@ def test_held_out_fits_show_progress_and_are_a_timed_stage(capsys):
         res = fit(tgt, src, n_domains=3, n_factors=4, progress_bar=True, **kw)
         err = capsys.readouterr().err
         assert "held-out fits, transfer=eb" in err and "held-out fits, transfer=none" in err
+        if fit is tb.fit_svi:
+            assert "SVI K=3" in err and "posterior draws K=3" in err
         t = dict(res.info["timings"])
         total = t.pop("total")
         assert t["held_out"] > 0 and 0.95 * total <= sum(t.values()) <= total * (1 + 1e-9)

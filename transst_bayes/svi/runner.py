@@ -283,7 +283,8 @@ def fit_svi(
         Rank of the "lowrank" guide's covariance factor (NumPyro's default, the square root of
         the ~p q latent dimensions, costs ~40x more per step on 2,000 genes).
     progress_bar : bool, default False
-        Show a tqdm progress bar over the rounds of each K.
+        Show tqdm progress bars: the held-out fits, the EM warm start's K, each K's SVI rounds
+        and its posterior draws.
     seed : int, default 0
         Random seed (EM warm start, SVI and posterior draws).
     dtype : str, default "float32"
@@ -539,7 +540,12 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     # all S draws at once (a lax.map of them was where XLA's CPU runtime first deadlocked, on
     # batched LAPACK calls: lapack_guard)
     wait = shard.waiter(lay)
-    per_draw = [wait(terms({k: v[s] for k, v in samples.items()}, data)) for s in range(S)]
+    draws = range(S)
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        draws = tqdm(draws, desc=f"posterior draws K={K}")
+    per_draw = [wait(terms({k: v[s] for k, v in samples.items()}, data)) for s in draws]
     dlp, ll = (jnp.stack([shard.real(x, lay) for x in a]) for a in zip(*per_draw))
     if sites.Z in samples:  # per-spot draws: the real spots'
         samples[sites.Z] = samples[sites.Z][:, : lay.n]
