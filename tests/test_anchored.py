@@ -174,7 +174,7 @@ def test_a_held_out_fit_that_collapses_neither_stops_the_fit_nor_chooses_its_mod
     """A held-out source section whose fit without the source collapses numerically (a
     FloatingPointError: found on HER2ST G2 with 300 genes, in notebook 02) is not the target's
     failure: the fit goes on, the collapsed mode is not chosen, and the other fits calibrate."""
-    from transst_bayes.em import driver
+    from transst_bayes import fit as driver
 
     src, tgt = _sectioned(scramble=True)  # without the collapse: "none" is chosen (test above)
     original = driver.fit_em
@@ -197,7 +197,7 @@ def test_a_held_out_fit_that_collapses_neither_stops_the_fit_nor_chooses_its_mod
 def test_when_every_held_out_fit_of_one_mode_collapses_the_other_modes_fits_calibrate_once(monkeypatch):
     """Every held-out fit without the source collapses: the source is kept, and its held-out fits
     (made once for the choice) calibrate the target; none is made a second time."""
-    from transst_bayes.em import driver
+    from transst_bayes import fit as driver
 
     src, tgt = _sectioned(scramble=False)
     original, calls = driver.fit_em, []
@@ -297,7 +297,7 @@ def test_svi_delta_reproduces_anchored_em():
     assert rel < 1e-3, rel
     assert r.beta == pytest.approx(em.beta, rel=1e-3)
     # one set of info keys on both paths, apart from each path's own (PATH_INFO)
-    from transst_bayes.em.driver import PATH_INFO
+    from transst_bayes.job import PATH_INFO
 
     assert set(em.info) - set(PATH_INFO["em"]) == set(r.info) - set(PATH_INFO["svi"])
     for key in ("classes_found", "classes_absent", "classes_present", "source_n_iter", "n_colors"):

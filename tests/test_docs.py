@@ -167,7 +167,7 @@ def _default(name: str, params: dict, data_defaults: dict):
 def test_readme_options_table_matches_the_signatures():
     import transst_bayes as tb
     from transst_bayes.data import DataSettings
-    from transst_bayes.em.driver import EMSettings
+    from transst_bayes.settings import EMSettings
 
     data = {f.name: f.default for f in fields(DataSettings)}
     em_fields = {f.name for f in fields(EMSettings)}

@@ -29,7 +29,7 @@ def no_fit(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("the fit started before the bad input was reported")
 
-    monkeypatch.setattr("transst_bayes.em.driver.fit_arrays", refuse)
+    monkeypatch.setattr("transst_bayes.fit.fit_arrays", refuse)
 
 
 @pytest.mark.parametrize("labels, match", [
@@ -113,9 +113,17 @@ def test_wide_neighbourhood_is_warned_about(pair):
 
 
 def test_an_unconverged_fit_is_warned_about(pair):
+    """...at the user's call on both paths, however deep in the package the warning is raised
+    (a fixed stacklevel pointed into the package once fit_svi's run moved one call deeper)."""
     s, t = pair
-    with pytest.warns(UserWarning, match="stopped after 1 iterations without converging"):
+    with pytest.warns(UserWarning, match="stopped after 1 iterations without converging") as rec:
         _fit(t, s, max_iter=1)
+    with pytest.warns(UserWarning, match="SVI fit at K=2 stopped") as rec_svi:
+        tb.fit_svi(t, s, n_domains=2, n_factors=3, calibrate="none", max_rounds=1,
+                   steps_per_round=5, num_samples=2)
+    for r in (rec, rec_svi):
+        where = {w.filename for w in r if "without converging" in str(w.message)}
+        assert where == {__file__}, where
 
 
 def test_cli_refuses_one_domain_before_reading_files(tmp_path, capsys):

@@ -43,6 +43,51 @@ def test_models_import_only_the_numerical_core():
     assert not bad, f"models/ imports beyond {sorted(CORE)}: {bad}"
 
 
+def _module_imports(path) -> set[str]:
+    """The package modules `path` imports (relative imports anywhere in it, inside functions
+    too, but not under `if TYPE_CHECKING:`), as paths relative to the package without ".py"."""
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    found = set()
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", "") == "TYPE_CHECKING" for b in node.body for n in ast.walk(b)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0 and id(node) not in typing_only:
+            base = list(rel.parts[:-1])[: len(rel.parts) - node.level]
+            mod = base + (node.module.split(".") if node.module else [])
+            if node.module:
+                found.add("/".join(mod))
+            for a in node.names:  # `from . import x` / `from .em import driver`: submodules
+                cand = mod + [a.name]
+                if (PACKAGE / ("/".join(cand) + ".py")).exists():
+                    found.add("/".join(cand))
+    return {m for m in found if (PACKAGE / (m + ".py")).exists()}
+
+
+def test_no_import_circles_and_the_svi_path_uses_only_the_em_kernels():
+    graph = {str(p.relative_to(PACKAGE).with_suffix("")): _module_imports(p)
+             for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    circles = []
+
+    def visit(m, stack):
+        for d in graph.get(m, ()):
+            if d in stack:
+                circles.append(stack[stack.index(d):] + [d])
+            elif d not in done:
+                visit(d, stack + [d])
+        done.add(m)
+
+    done: set = set()
+    for m in sorted(graph):
+        if m not in done:
+            visit(m, [m])
+    assert not circles, f"import circles: {circles}"
+    kernels = {"em/cluster", "em/loadings", "em/source", "em/loop"}
+    bad = {m: sorted(d for d in deps if d.startswith("em/") and d not in kernels)
+           for m, deps in graph.items() if m.startswith("svi/")}
+    assert not any(bad.values()), f"svi/ imports from em/ beyond its kernels: {bad}"
+
+
 def test_only_the_drivers_compile():
     jitting = []
     for path in sorted(PACKAGE.rglob("*.py")):

@@ -22,7 +22,6 @@ _lapack_guard.install()  # before any program compiles: batched LAPACK on the CP
 
 from ._version import __version__  # noqa: E402
 from .cache import compilation_cache  # noqa: E402
-from .em.driver import EMSettings, fit_em  # noqa: E402
 from .metrics import adjusted_rand_index, align_labels, normalized_mutual_info  # noqa: E402
 from .result import TransSTResult, load_result  # noqa: E402
 from .simulate import simulate  # noqa: E402
@@ -46,7 +45,8 @@ def _attach_models() -> None:
 
 _attach_models()
 from . import models  # noqa: E402
-from .svi.runner import SVISettings, fit_svi  # noqa: E402
+from .fit import fit_em, fit_svi  # noqa: E402
+from .settings import EMSettings, SVISettings  # noqa: E402
 from . import pp, tl  # noqa: E402
 from .summary import (align_result, domain_expression, marker_genes, spot_summary,  # noqa: E402
                       to_inference_data, transfer_breaking_genes)

@@ -22,6 +22,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from .validate import user_level
+
 ENV = "TRANSST_CACHE_DIR"
 OFF = ("off", "0", "none", "false", "no")
 
@@ -110,5 +112,5 @@ def ensure_default() -> None:
         compilation_cache(True)
     except ValueError as err:
         warnings.warn(f"{err}; fitting without it (every new process compiles again)", UserWarning,
-                      stacklevel=3)
+                      stacklevel=user_level())
         _apply(None)

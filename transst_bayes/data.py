@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from . import devprep
 from . import validate as V
+from .validate import COUNTS_SAMPLE, counts_verdict, non_finite_error
 from .graph import build_graph, pad_graph, validate_adjacency
 from .mrf import Graph
 
@@ -31,7 +32,6 @@ MIN_DETECTED_SHARE = 0.01  # a selected gene is non-zero in at least this share 
 MIN_DETECTED_SPOTS = 10  # ... and in at least this many, in the target and in the source
 MAX_Z = 10.0  # standardised values are clipped to +-MAX_Z (scanpy's pp.scale max_value, Seurat's ScaleData)
 BLOCK = 16384  # rows per block of the passes over a dense matrix (temporaries stay small)
-COUNTS_SAMPLE = 200_000  # values looked at to tell raw counts from normalised data
 ALIGN = 64  # byte alignment of the prepared matrix: jax.device_put then shares it on the CPU
 
 
@@ -151,10 +151,6 @@ def check_finite(X, what: str) -> None:
                          "those are no expression values: check the matrix (or log-transform it first)")
 
 
-def non_finite_error(bad: int, what: str) -> ValueError:
-    return ValueError(f"{what} contains {bad} NaN or inf values; remove or impute them before fitting")
-
-
 def is_counts(X, what: str, override: bool | None) -> bool:
     """Whether X holds raw counts (non-negative integers); `override` True / False forces the
     answer (True with negative values is a ValueError); integer data with a few negative
@@ -164,37 +160,6 @@ def is_counts(X, what: str, override: bool | None) -> bool:
     return counts_verdict(float(np.min(v)) if v.size else 0.0, v[:COUNTS_SAMPLE], v.size,
                           lambda: sum(int(np.count_nonzero(v[i:i + step] < 0)) for i in range(0, v.size, step)),
                           what, override)
-
-
-def counts_verdict(minimum: float, sample: np.ndarray, size: int, n_negative, what: str,
-                   override: bool | None) -> bool:
-    """`is_counts` from the smallest value, the first COUNTS_SAMPLE values, the number of values
-    and a function counting the negative ones (called only when needed): shared by the host
-    and the device preparation."""
-    neg = size and minimum < 0
-    if override is True:
-        if neg:
-            raise ValueError(
-                f"{what} has negative values but counts=True; raw counts must be >= 0 "
-                "(pass counts=False if the data are already log-normalised)"
-            )
-        return True
-    if override is False:
-        return False
-    sample = np.asarray(sample)
-    integer = np.abs(sample - np.round(sample)) < 1e-6
-    if neg:
-        if not integer.all():
-            return False
-        n_neg = n_negative()
-        if n_neg <= max(1, 1e-3 * size):
-            raise ValueError(
-                f"{what} looks like raw counts (all integers) but has {n_neg} negative value(s); "
-                "counts cannot be negative: fix those entries, or pass counts=False if the data "
-                "are already normalised"
-            )
-        return False
-    return bool(np.all(integer))
 
 
 def log_normalise(X, target_sum: float):
@@ -333,7 +298,7 @@ def _check_label_values(lab, label_key: str) -> None:
                 "not a column of classes; give the column that holds the annotation (label_key=...)")
         if len({issubclass(t, (int, np.integer)) for t in types}) > 1:
             warnings.warn(f"{col} mixes integer and float labels (e.g. 1 and 1.0); they are merged by "
-                          "value into one class each", UserWarning, stacklevel=4)
+                          "value into one class each", UserWarning, stacklevel=V.user_level())
 
 
 def _labels(source, label_key: str):
@@ -591,7 +556,7 @@ def warn_if_scaled(stats, how) -> None:
                       "mean ~0 and variance ~1, as after sc.pp.scale), so genes cannot be ranked "
                       f"by {how}; pass log-normalised expression (layer=... holding it, or the "
                       "raw counts) and let the fit standardise, or choose the genes with genes=[...]",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=V.user_level())
 
 
 def prepare(target, source=None, label_key: str = "label", settings: DataSettings = DataSettings(),
@@ -611,7 +576,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         zero = _empty_spots(Xt)
     if zero:
         warnings.warn(f"{zero} target spots have no expression at all (every gene 0); they are "
-                      "assigned by their neighbours alone: consider removing them", UserWarning, stacklevel=3)
+                      "assigned by their neighbours alone: consider removing them", UserWarning, stacklevel=V.user_level())
     genes_t = np.asarray(target.var_names.astype(str))
     V.unique_names(genes_t, "target.var_names")
     Xs = labels = None
@@ -633,7 +598,7 @@ def prepare(target, source=None, label_key: str = "label", settings: DataSetting
         if shared.size < 0.5 * genes_t.size:
             warnings.warn(f"only {shared.size} of the target's {genes_t.size} genes are measured in the "
                           "source; the fit uses those shared genes only (check that both use the same "
-                          "gene identifiers)", UserWarning, stacklevel=3)
+                          "gene identifiers)", UserWarning, stacklevel=V.user_level())
         shared_set = set(shared.tolist())
         idx_t = np.array([i for i, g in enumerate(genes_t) if g in shared_set], dtype=np.int64)
         genes_sh = genes_t[idx_t]

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from .validate import COUNTS_SAMPLE, counts_verdict, non_finite_error
+
 ROWS = 65_536  # rows per host-to-device block when the input needs a dtype conversion
 
 
@@ -55,7 +57,6 @@ def load(X, what: str, counts: bool | None, target_sum: float) -> tuple[DeviceTa
     """X (NumPy or CSR, already checked non-empty) on the device, checked finite, told raw
     counts or not (`data.counts_verdict`) and log-normalised if counts; and the number of spots
     with no expression at all."""
-    from .data import COUNTS_SAMPLE, counts_verdict, non_finite_error
 
     if sp.issparse(X):
         X = sp.csr_matrix(X)

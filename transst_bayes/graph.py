@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from .mrf import Graph
+from .validate import user_level
 
 GRAPH_KINDS = ("knn", "visium", "st", "radius")
 
@@ -140,7 +141,7 @@ def _warn_duplicates(coords: np.ndarray) -> None:
             f"{coords.shape[0] - uniq} spots share coordinates with another spot; they are "
             "treated as neighbours of each other",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_level(),
         )
 
 
@@ -215,7 +216,7 @@ def pad_graph(adj: sp.csr_matrix, warn_isolated: bool = True) -> Graph:
             f"{n_iso} spots have no spatial neighbour; their domain is decided by expression "
             "alone (raise k or the radius to connect them)",
             UserWarning,
-            stacklevel=2,
+            stacklevel=user_level(),
         )
     D = max(int(deg.max()) if n else 0, 1)
     nbr = np.tile(np.arange(n, dtype=np.int32)[:, None], (1, D))

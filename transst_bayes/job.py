@@ -15,6 +15,7 @@ import numpy as np
 
 from . import cache
 from . import calibration as C
+from . import classifier as CL
 from . import devprep
 from . import plan as D
 from . import validate as V
@@ -23,10 +24,8 @@ from .data import DataSettings, Prepared, as_anndata, centred, expression_matrix
 from .result import DataUsed, SourceFit
 
 if TYPE_CHECKING:
-    from .em.driver import EMSettings
+    from .settings import EMSettings
 
-DOMAIN_MODES = ("anchored", "free")
-DEFAULT_N_NOVEL = (0, 1, 2)
 
 
 def precision(dtype: str):
@@ -97,7 +96,7 @@ def inputs(target, source, source_labels, spatial):
 class FitJob(NamedTuple):
     """What `setup` hands to a fit: the inputs as AnnData, the prepared matrices, the data
     settings, the K request (n_domains, n_novel), the transfer mode used (transfer="auto": "eb"
-    until `em.driver.choose_transfer` decides) and the warnings so far."""
+    until `heldout.choose_transfer` decides) and the warnings so far."""
     target: object
     source: object
     prep: Prepared
@@ -105,9 +104,32 @@ class FitJob(NamedTuple):
     request: tuple
     mode: str
     notes: list
-    choice: dict  # transfer="auto": what `em.driver.choose_transfer` chose and why (else empty)
+    choice: dict  # transfer="auto": what `heldout.choose_transfer` chose and why (else empty)
     progress: bool = False  # progress bars over the long stages (the fit's progress_bar)
     seconds: dict | None = None  # stages timed before the fit (the held-out fits of transfer="auto")
+
+
+class EMRun(NamedTuple):
+    """What the EM path's run (`em.driver.fit_arrays`) hands to the result's assembly, and to the
+    SVI path as its warm start: the source fit, the transfer step (its factor scores of the real
+    spots), one clustering fit, domain plan, classifier agreement and data term per K tried, the
+    generative log-likelihood that K is chosen on, the source's classes present in the target
+    and their posterior, the seconds per stage."""
+    timings: dict
+    source: object  # em.source.SourceFit or None (no source)
+    transfer: object  # em.loadings.TransferFit
+    n_devices: int
+    fits: dict  # K -> the clustering fit (real spots only)
+    plans: dict  # K -> plan.DomainPlan
+    Ks: list
+    variant: str
+    anchors: tuple
+    agreement: dict  # K -> the classifier's agreement with the generative fit, or None
+    data_terms: dict  # K -> (power on the expression likelihood, the classifier's term or None)
+    generative_loglik: dict  # K -> the generative fit's log-likelihood
+    source_support: float
+    class_post: object  # (n, C) posterior of the source classes, or None
+    present: list  # the source's classes present in the target
 
 
 def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMSettings, source_labels,
@@ -152,7 +174,7 @@ def check_neighbours(ds: DataSettings, n: int) -> None:
         warnings.warn(f"n_neighbors={k} links each spot to {k / n:.0%} of the {n} target spots: the Potts "
                       "prior then smooths across the whole section and merges the domains; use a local "
                       "neighbourhood (6 for Visium / ST lattices, 10-15 for imaging data)",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=V.user_level())
 
 
 def in_mode(job: FitJob, mode: str) -> FitJob:
@@ -223,3 +245,41 @@ def mark_chosen(table: list, chosen: int) -> int:
     for r in table:
         r["chosen"] = r["K"] == chosen
     return chosen
+
+
+def _classes_found(prep: Prepared, plan: D.DomainPlan, labels: np.ndarray, has_source: bool) -> dict:
+    """The source classes the fit found in the target (an anchored domain holding a spot) and
+    those it did not; empty lists without a source."""
+    if not has_source:
+        return {"classes_found": [], "classes_absent": []}
+    counts = np.bincount(labels, minlength=len(plan.names))
+    names = [plan.names[k] for k in range(len(plan.classes)) if counts[k] > 0]
+    return {"classes_found": names, "classes_absent": [c for c in prep.source_classes if c not in names]}
+
+
+# info keys one path has and the other has not: EM's per-iteration parameter trace; SVI's rounds
+PATH_INFO = {"em": ("trace",), "svi": ("svi_rounds", "svi_converged")}
+
+
+def shared_info(prep: Prepared, out: EMRun, K: int, em: EMSettings, plan: D.DomainPlan,
+                labels: np.ndarray) -> dict:
+    """The `res.info` keys both paths give, from the EM fits they share (`fit_arrays`) and the
+    chosen K's named plan and labels."""
+    src, tr = out.source, out.transfer
+    return {"classifier": classifier_info(out, K, em), "source_support": out.source_support,
+            "cv_lambda": float(tr.cv_lambda), "source_n_iter": None if src is None else int(src.n_iter),
+            "transfer_n_iter": int(tr.n_iter), "n_colors": int(prep.graph.n_colors),
+            "n_devices": out.n_devices, "domains_renamed": D.renamed(out.plans[K], plan),
+            "classes_present": list(out.present),
+            "timings": dict(prep.timings, **out.timings),
+            **_classes_found(prep, plan, np.asarray(labels), src is not None)}
+
+
+def classifier_info(out: EMRun, K: int, em: EMSettings) -> dict:
+    """What `res.info["classifier"]` says of the chosen fit's data term: whether the source
+    classifier's term was used, the agreement that decided it (None: not computed: no anchored
+    two-stage fit or classifier=0), and the power on the expression likelihood."""
+    weight, term = out.data_terms[K]
+    gamma = out.agreement[K]
+    return {"used": term is not None, "agreement": gamma, "agreement_min": CL.AGREEMENT_MIN,
+            "weight": float(weight), "classifier_weight": float(em.classifier)}

@@ -17,6 +17,8 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 
+from .validate import user_level
+
 SUPPORT_MIN = 2.0
 
 
@@ -44,4 +46,4 @@ def warn_unsupported(ratio: float) -> None:
             f"data: 1x), so domains named after its classes are not supported by the target; check "
             "that target and source are the same tissue with the same gene identifiers and that the "
             "target holds expression, or fit without the source (source=None)",
-            UserWarning, stacklevel=4)
+            UserWarning, stacklevel=user_level())

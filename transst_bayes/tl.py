@@ -211,8 +211,7 @@ def transst(
     >>> svi = tl.transst(target, source, n_domains=4, n_factors=10, method="svi",
     ...                  key_added="transst_svi", copy=True)
     """
-    from .em.driver import fit_em
-    from .svi.runner import fit_svi
+    from .fit import fit_em, fit_svi
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -4,11 +4,26 @@ and runs in plain Python / NumPy before any data reach the device."""
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_level() -> int:
+    """The `stacklevel` that points a warning at the first frame outside this package: the
+    user's call, however deep in the package the warning is raised (pass it to warnings.warn
+    from the function that warns)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _typed(name: str, value, kind: type, what: str, none_ok: bool) -> bool:
@@ -132,7 +147,7 @@ def weak_anchoring(kappa, threshold: float) -> None:
                       "source classes as the factors spread, so the source's classes barely inform them and "
                       "the domain names may be wrong (the classes do not carry over, e.g. tumours of different "
                       "patients); compare with domains='free' and with transfer='none'",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=user_level())
 
 
 def empty_domains(labels, names) -> None:
@@ -141,10 +156,48 @@ def empty_domains(labels, names) -> None:
     empty = [str(names[k]) for k in np.flatnonzero(counts == 0)]
     if empty:
         warnings.warn(f"{len(empty)} of {len(names)} domains hold no spot ({empty[:5]}); the data support "
-                      "fewer domains: lower n_domains or let K be chosen from a list", UserWarning, stacklevel=3)
+                      "fewer domains: lower n_domains or let K be chosen from a list", UserWarning, stacklevel=user_level())
 
 
 def unconverged(what: str, K: int, n_iter: int, fix: str) -> None:
     """Warn when the chosen fit stopped at its iteration limit before its stopping rule held."""
     warnings.warn(f"the {what} at K={K} stopped after {n_iter} iterations without converging: its "
-                  f"objective was still changing by {fix}", UserWarning, stacklevel=3)
+                  f"objective was still changing by {fix}", UserWarning, stacklevel=user_level())
+
+
+COUNTS_SAMPLE = 200_000  # values looked at to tell raw counts from normalised data
+
+
+def non_finite_error(bad: int, what: str) -> ValueError:
+    return ValueError(f"{what} contains {bad} NaN or inf values; remove or impute them before fitting")
+
+
+def counts_verdict(minimum: float, sample: np.ndarray, size: int, n_negative, what: str,
+                   override: bool | None) -> bool:
+    """`is_counts` from the smallest value, the first COUNTS_SAMPLE values, the number of values
+    and a function counting the negative ones (called only when needed): shared by the host
+    and the device preparation."""
+    neg = size and minimum < 0
+    if override is True:
+        if neg:
+            raise ValueError(
+                f"{what} has negative values but counts=True; raw counts must be >= 0 "
+                "(pass counts=False if the data are already log-normalised)"
+            )
+        return True
+    if override is False:
+        return False
+    sample = np.asarray(sample)
+    integer = np.abs(sample - np.round(sample)) < 1e-6
+    if neg:
+        if not integer.all():
+            return False
+        n_neg = n_negative()
+        if n_neg <= max(1, 1e-3 * size):
+            raise ValueError(
+                f"{what} looks like raw counts (all integers) but has {n_neg} negative value(s); "
+                "counts cannot be negative: fix those entries, or pass counts=False if the data "
+                "are already normalised"
+            )
+        return False
+    return bool(np.all(integer))

@@ -1,0 +1,112 @@
+"""The source's held-out fits, for both paths: each section of the labeled source (or each
+spatial block of it) fitted as a target from the others by EM (`held_out`); on them the
+transfer mode of transfer="auto" is chosen (`choose_transfer`) and the temperature of the
+per-spot probabilities is found (`temperature`)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, replace
+from typing import Callable
+
+import numpy as np
+
+from . import calibration as C
+from . import validate as V
+from .data import DataSettings
+from .job import FitJob, in_mode
+from .metrics import adjusted_rand_index
+from .settings import EMSettings
+
+
+def choose_transfer(job: FitJob, label_key: str, em: EMSettings, fit_em: Callable) -> tuple:
+    """transfer="auto": the mode ("eb" or "none") whose fits of the held-out source sections
+    (`held_out`) recover their annotation better (mean ARI; "eb" on ties), as (job, em, held
+    fits of that mode for `finish` to calibrate on, or None). The choice is in the returned
+    job's `choice` and, when it sets the source aside, a warning in its `notes`."""
+    if em.transfer != "auto":
+        return job, em, None
+    em = replace(em, transfer="eb")
+    if job.mode == "none":  # no labeled source: nothing to choose
+        return job, em, None
+    t0 = time.perf_counter()
+    held = {}
+    for mode in ("eb", "none"):
+        held[mode], how = held_out(job.source, label_key, replace(em, transfer=mode), job.ds, fit_em,
+                                   f"held-out fits, transfer={mode}" if job.progress else None)
+        if held[mode] is None:  # no coordinates, or every fit of this mode collapsed
+            job = job._replace(seconds={"held_out": time.perf_counter() - t0})
+            return job._replace(choice=dict(chosen="eb", why=f"transfer='auto' kept 'eb': {how}")), em, held["eb"]
+    ari = {m: float(np.mean([0.0 if names is None else  # a collapsed fit found nothing
+                             adjusted_rand_index(np.asarray(names)[np.argmax(P, axis=1)], truth)
+                             for names, P, truth in held[m]])) for m in held}
+    failed = {m: sum(names is None for names, _, _ in held[m]) for m in held}
+    # the target alone only where it did better and never collapsed on a held-out section
+    chosen = "none" if ari["none"] > ari["eb"] and not failed["none"] else "eb"
+    choice = dict(chosen=chosen, held_out_ari=ari, n_sections=len(held["eb"]), collapsed=failed, held_out=how)
+    if chosen == "none":
+        with V.recorded_warnings(job.notes):
+            warnings.warn(
+                f"the source's classes did not carry over to its own held-out parts ({how}; mean ARI "
+                f"{ari['eb']:.3f} with the source, {ari['none']:.3f} without it), so the target's domains "
+                "were found without the source (transfer='none'; domains are not named after source "
+                "classes); pass transfer='eb' to use the source anyway", UserWarning, stacklevel=V.user_level())
+    job = in_mode(job, chosen)._replace(choice=choice, seconds={"held_out": time.perf_counter() - t0})
+    return job, replace(em, transfer=chosen), held[chosen]
+
+
+def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: Callable,
+                held=None, progress: bool = False) -> tuple:
+    """The temperature of the per-spot probabilities, how it was found, the held-out fits'
+    pooled ECE at T = 1 and at the chosen T (None when no held-out fits were made) and the
+    held-out scheme (`C.held_out_groups`; None without held-out fits). `held`: the held-out
+    fits already made (by `choose_transfer`), else they are made here."""
+    if not isinstance(calibrate, str):
+        return float(calibrate), "fixed temperature", None, None
+    if calibrate == "none":
+        return 1.0, "none (calibrate='none')", None, None
+    if source is None:
+        return 1.0, "none: no labeled source to calibrate on", None, None
+    groups, scheme = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
+    if groups is None:
+        return 1.0, f"none: {scheme}", None, None
+    if held is None:
+        held, why = held_out(source, label_key, em, ds, fit_em, "held-out fits, calibration" if progress else None)
+        if held is None:
+            return 1.0, f"none: {why}", None, None
+    T, e = C.choose_temperature(held)
+    n_fits = sum(names is not None for names, _, _ in held)
+    key = C.section_key(source, ds.source_batch_key)
+    what = (f"source sections ({key}: {n_fits} fits" if scheme.startswith("source sections")
+            else f"spatial blocks ({n_fits} fits")
+    return T, (f"held-out {what}; their ECE {e[0]:.3f} at T = 1, {float(e.min()):.3f} at T = {T:.2f})"), \
+        [float(e[0]), float(e.min())], scheme
+
+
+def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: Callable,
+             progress: str | None = None) -> tuple:
+    """Each section of the source (or, when its sections are not named, each spatial block of
+    its spots: `C.held_out_groups`) fitted as a target from the others, with the fit's settings
+    (`calibrate="none"`): ([(names, proba, labels)], the scheme in words), or (None, why not)
+    when the source has no coordinates or no group could be fitted on its own. `fit_em`: the
+    public `fit.fit_em` (passed in: this module sits below it)."""
+    groups, scheme = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
+    if groups is None:
+        return None, scheme
+    inner = replace(ds, layer=ds.source_layer or ds.layer, library_key=None,
+                    graph_key=DataSettings.graph_key)
+    opts = {k: v for k, v in asdict(inner).items() if k != "dtype"}
+
+    def fit(tgt, src, lk, K):
+        with warnings.catch_warnings():  # a held-out source section's warnings are not the target's
+            warnings.simplefilter("ignore", UserWarning)
+            return fit_em(tgt, src, lk, n_domains=K, domains=em.domains, n_factors=em.n_factors,
+                          transfer=em.transfer, variant=em.variant, beta=em.beta, n_restarts=em.n_restarts,
+                          max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
+                          classifier=em.classifier, calibrate="none", **opts)
+
+    held = C.held_out_fits(source, label_key, groups, ds.spatial_key, fit, progress)
+    if not any(names is not None for names, _, _ in held):
+        return None, f"no group of the {scheme} could be fitted on its own"
+    return held, scheme
