@@ -16,10 +16,6 @@ import importlib.util as _ilu
 import os as _os
 import sys as _sys
 
-from . import lapack_guard as _lapack_guard
-
-_lapack_guard.install()  # before any program compiles: batched LAPACK on the CPU can deadlock XLA
-
 from ._version import __version__  # noqa: E402
 from .cache import compilation_cache  # noqa: E402
 from .metrics import adjusted_rand_index, align_labels, normalized_mutual_info  # noqa: E402

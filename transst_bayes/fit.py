@@ -13,6 +13,7 @@ import numpy as np
 
 from . import calibration as C
 from . import heldout as H
+from . import lapack_guard
 from . import plan as D
 from . import shard
 from . import validate as V
@@ -24,6 +25,7 @@ from .settings import DEFAULT_N_NOVEL, EMSettings, SVISettings, resolve_variant
 from .svi.runner import run_svi
 
 
+@lapack_guard.guard
 def fit_em(
     target,
     source=None,
@@ -273,6 +275,7 @@ def fit_em(
     return finish(res, job, calibrate, label_key, em, t0, held=held)
 
 
+@lapack_guard.guard
 def fit_svi(
     target,
     source=None,

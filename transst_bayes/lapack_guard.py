@@ -10,13 +10,21 @@ posterior draws) and the EM restarts about one time in eight on 2 cores (native 
 `tf_XLAEigen` thread in `jax::ParallelBatchMap` -> `BlockingCounter::Wait`). A single matrix is
 run inline by the kernel, so this module lowers a batched call on the CPU as a loop of
 single-matrix calls: the same LAPACK routine on the same matrices, so the same numbers, with no
-waiting inside the pool. `install()` registers the lowering (process-wide, CPU only; other
-platforms keep theirs); `tests/test_lapack_guard.py` holds a program that deadlocks without it.
+waiting inside the pool. The package's fits and `simulate` compile their programs inside
+`guarded()`, which registers the lowering (CPU only; other platforms keep theirs) for as long as
+the call runs and then puts JAX's own back, so the caller's own programs compiled elsewhere are
+left as JAX makes them (a program keeps the lowering it was compiled with). `install()`
+registers it for the rest of the process instead (for a caller who runs the NumPyro models
+with their own inference). `tests/test_lapack_guard.py` holds a program that deadlocks without
+it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
+from contextlib import contextmanager
 
 from jax import lax
 from jax._src.interpreters import mlir
@@ -82,3 +90,39 @@ def install() -> int:
             mlir.register_lowering(prim, _sequential(prim, original, ranks), platform="cpu")
         n += 1
     return n
+
+
+_lock = threading.Lock()
+_depth = [0]  # guarded() calls open in this process (fits nest: the held-out fits)
+_saved: dict = {}  # primitive -> JAX's own CPU lowering entry, while guarded
+
+
+@contextmanager
+def guarded():
+    """The one-matrix-at-a-time lowering for the programs compiled inside the block, JAX's own
+    again after it (nested and concurrent blocks share one registration)."""
+    table = getattr(mlir, "_platform_specific_lowerings", {}).get("cpu")
+    with _lock:
+        if _depth[0] == 0 and table is not None:
+            _saved.clear()
+            _saved.update({p: table[p] for p in (getattr(linalg, n, None) for n in CORE_RANKS)
+                           if p is not None and p in table})
+            install()
+        _depth[0] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth[0] -= 1
+            if _depth[0] == 0 and table is not None:
+                table.update(_saved)
+                _saved.clear()
+
+
+def guard(fn):
+    """`fn` run inside `guarded()` (for the package's entry points that compile)."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with guarded():
+            return fn(*args, **kwargs)
+    return wrapped

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cache, mrf
+from . import cache, lapack_guard, mrf
 from . import validate as V
 from .graph import lattice_adjacency, pad_graph
 
@@ -75,6 +75,7 @@ def _counts(rng, x, library_size: float, dispersion: float) -> np.ndarray:
     return rng.poisson(lam).astype(np.float32)
 
 
+@lapack_guard.guard
 def simulate(
     seed: int = 0,
     *,
