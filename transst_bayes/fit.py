@@ -17,6 +17,7 @@ from . import lapack_guard
 from . import plan as D
 from . import shard
 from . import validate as V
+from . import variants as VR
 from .em.driver import assemble, fit_arrays
 from .job import FitJob, precision, settings_from, setup
 from .result import TransSTResult
@@ -515,14 +516,12 @@ def fit_svi(
     opts = dict(model_options or {})
     if (model is not None or form is not None) and em.variant is None:
         em = replace(em, variant="joint")  # a user's model, or a loadings prior: the expression
-    if model is None:
-        if resolve_variant(em, mode) == "two_stage":
-            model = M.scores_model
-        elif mode != "none":
-            model = M.transst_model
+    if model is None:  # the variant's own (variants.py); without a source the free model's
+        # loadings drift under a mean-field guide (models.no_transfer_model): fixed_loadings_model
+        var = VR.get(resolve_variant(em, mode))
+        model = getattr(M, var.svi_model if mode != "none" else var.svi_model_no_source)
+        if mode != "none" and not var.on_scores:
             opts.setdefault("form", form or "global")
-        else:  # the free model's loadings drift under a mean-field guide (models.no_transfer_model)
-            model = M.fixed_loadings_model
     with V.recorded_warnings(job.notes), precision(dtype):
         out = fit_arrays(prep, job.request, em, mode, mesh=mesh)
         res, draws = run_svi(prep, out, model, opts, st, em, job.ds, mode, criterion, progress_bar, mesh)

@@ -19,6 +19,7 @@ from scipy.optimize import linear_sum_assignment
 
 from . import factor as F
 from . import priors as P
+from . import variants as VR
 
 MIN_CLASS_SHARE = 0.005
 MIN_CLASS_SPOTS = 3
@@ -143,7 +144,7 @@ def class_anchors(src, tr, variant: str):
     classes); without the contraction, low-depth count sections collapsed to one domain."""
     if src is None:
         return None, None
-    if variant == "two_stage":
+    if VR.get(variant).on_scores:
         return F.score_class_moments(tr.W, tr.psi, src.mu, src.Sigma, noise=False)
     return src.mu, src.Sigma
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import validate as V
-from .em.cluster import VARIANTS
+from . import variants as VR
 from .em.loadings import TRANSFER_MODES
 from .selection import CRITERIA, DEFAULT_CRITERION
 from .svi.guides import GUIDES
@@ -96,8 +96,8 @@ class EMSettings:
             raise ValueError(f"domains must be one of {DOMAIN_MODES}, got {self.domains!r}")
         if self.transfer not in ("auto",) + TRANSFER_MODES:
             raise ValueError(f"transfer must be one of {('auto',) + TRANSFER_MODES}, got {self.transfer!r}")
-        if self.variant is not None and self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.variant is not None:
+            VR.get(self.variant)
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
         if self.dtype not in ("float32", "float64"):
@@ -126,7 +126,7 @@ def resolve_variant(em: EMSettings, mode: str) -> str:
     (the paper's model) for free domains."""
     if em.variant is not None:
         return em.variant
-    return "two_stage" if mode != "none" and em.domains == "anchored" else "joint"
+    return VR.TWO_STAGE.name if mode != "none" and em.domains == "anchored" else VR.JOINT.name
 
 
 @dataclass(frozen=True)

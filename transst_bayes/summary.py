@@ -14,6 +14,7 @@ from . import validate as V
 from .models import sites
 from .metrics import align_labels
 from .result import TransSTResult, entropy
+from . import variants as VR
 
 
 def fit_temperature(res: TransSTResult) -> float:
@@ -55,7 +56,8 @@ def em_mean_draws(res: TransSTResult, n_draws: int = EM_DRAWS, seed: int = 0) ->
     used = (res.info or {}).get("classifier", {}).get("weight")
     weight = float(used if used is not None else res.settings.get("weight") or 1.0)
     eye = np.eye(q)
-    if res.settings.get("variant_used") == "joint":
+    variant = res.settings.get("variant_used")
+    if variant in VR.VARIANTS and not VR.get(variant).on_scores:  # the factors integrated out
         W = np.asarray(res.W_t, np.float64)
         M = W.T @ (W / np.asarray(res.psi, np.float64)[:, None])  # W^T Psi^-1 W
         A = np.stack([M - M @ np.linalg.solve(np.linalg.inv(S) + M, M) for S in Sigma])

@@ -30,8 +30,8 @@ from .. import mrf
 from .. import priors as P
 from .. import shard
 from .loop import run_em
+from .. import variants as VR
 
-VARIANTS = ("joint", "two_stage")
 FINAL_SWEEPS = 3  # mean-field sweeps at the final parameters before the reported responsibilities
 
 
@@ -107,7 +107,7 @@ def data_term(comp, data: ClusterData, s: Settings):
 
 
 def _components(data, state: ClusterState, s: Settings):
-    if s.variant != "two_stage":
+    if not VR.get(s.variant).on_scores:
         return F.components(F.precompute(data, state.W, state.psi), state.mu, state.Sigma,
                             data.shape[1])
     return F.gaussian_components(data, state.mu, state.Sigma)
@@ -117,7 +117,7 @@ def log_prior(state: ClusterState, W_s, dprior: P.DomainPrior, s: Settings):
     """Log-prior of the state's parameters: domains, and for the joint variant the noise and
     (with a learned tau) the loadings."""
     lp = P.domain_log_prior(state.mu, state.Sigma, dprior, state.kappa2)
-    if s.variant == "joint":
+    if not VR.get(s.variant).on_scores:
         lp = lp + P.psi_log_prior(state.psi)
         if s.mode == "eb":
             lp = lp + F.log_prior_loadings(state.W, W_s, state.tau2)
@@ -139,7 +139,7 @@ def step(state: ClusterState, data: ClusterData, s: Settings) -> tuple[ClusterSt
     kappa2 = P.eb_kappa2(dst, data.prior, state.Sigma) if s.learn_kappa else state.kappa2
     mu, Sigma = P.domain_map(dst, data.prior, kappa2, state.Sigma)
     W, psi, tau2 = state.W, state.psi, state.tau2
-    if s.variant == "joint":
+    if not VR.get(s.variant).on_scores:
         st = F.loading_stats(data.X, R, comp, shard.count(data.X, data.w))
         lam = {"eb": psi / tau2, "cv": data.lam, "none": jnp.zeros_like(psi)}[s.mode]
         W = F.update_loadings(st, data.W_s, lam)

@@ -16,6 +16,7 @@ from .. import classifier as CL
 from .. import plan as D
 from .. import shard
 from .. import validate as V
+from .. import variants as VR
 from ..data import DataSettings, Prepared
 from ..job import EMRun, check_k, k_table_row, mark_chosen, settings_record, shared_info, source_fit, data_used
 from ..pca_kmeans import kmeans
@@ -71,13 +72,13 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     g = prep.graph
     graph = shard.graph(g, lay, dt)
     variant = resolve_variant(em, mode)
-    data = tr.Z if variant == "two_stage" else X
+    data = tr.Z if VR.get(variant).on_scores else X
     anchors = D.class_anchors(src, tr, variant)
     beta0 = em.beta if em.beta is not None else em.beta_init
     class_logp = None
     # the classifier's term joins the two-stage fit of anchored domains (the default with a
     # labeled source); the joint variant re-fits the loadings and stays generative
-    hybrid = anchored and em.classifier > 0 and variant == "two_stage"
+    hybrid = anchored and em.classifier > 0 and VR.get(variant).classifier_term
     if hybrid:
         Vs = _source_scores(jnp.asarray(prep.X_source, dt), src.W, src.psi)
         reg = _fit_classifier(Vs, jnp.asarray(prep.source_labels), C=len(prep.source_classes))
@@ -256,7 +257,7 @@ def assemble(prep: Prepared, out: EMRun, em: EMSettings, ds: DataSettings, mode:
     settings = settings_record(asdict(em), ds, mode, out.variant, Ks,
                                domains_used="anchored" if plan.classes else "free")
     trace = np.asarray(f.trace.objective)
-    two_stage = out.variant == "two_stage"  # the loadings are the transfer step's
+    two_stage = VR.get(out.variant).on_scores  # the loadings are the transfer step's
     return TransSTResult(
         spots=SpotOutputs(labels=np.asarray(f.labels, np.int64), proba=np.asarray(f.state.R, np.float64),
                           factors=np.asarray(f.Z)),

@@ -28,6 +28,7 @@ from .. import mrf
 from .. import shard
 from .. import plan as D
 from .. import validate as V
+from .. import variants as VR
 from ..job import EMRun, data_used, k_table_row, mark_chosen, settings_record, shared_info, source_fit
 from ..settings import SVISettings
 from ..models import sites
@@ -142,7 +143,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     W_s = None if mode == "none" else out.source.W
     g = shard.graph(prep.graph, lay, dt)
     nbr, mask = g.nbr, g.mask
-    X = shard.rows(out.transfer.Z if out.variant == "two_stage" else prep.X, lay, dt)
+    X = shard.rows(out.transfer.Z if VR.get(out.variant).on_scores else prep.X, lay, dt)
     R = shard.rows(fit.state.R, lay, dt)
     plan = out.plans[K]
     prior = D.domain_prior(plan, *out.anchors, st.n_factors, dt)
@@ -330,7 +331,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
     Sigma = np.asarray(em_state.Sigma if mean.Sigma is None else mean.Sigma)
     proba = f["proba"]
     dt = jnp.dtype(st.dtype)
-    if out.variant == "two_stage":  # the scores the model clustered
+    if VR.get(out.variant).on_scores:  # the scores the model clustered
         factors = np.asarray(out.transfer.Z)
     elif sites.Z in smp:
         factors = smp[sites.Z].mean(0)
