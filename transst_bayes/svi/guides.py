@@ -10,10 +10,15 @@ values substituted (distribution argument checks off), take the unconstraining t
 that trace and set the attributes AutoGuide's own set-up sets. A model outside the plain case
 (param sites, discrete latent sites, supports that depend on other sites) gets NumPyro's set-up
 unchanged. tests/test_svi.py checks that both set-ups give the same guide and SVI state.
+
+Every use of NumPyro's internals is in this file: the guides' set-up, their point estimates
+(`point_estimate`: the private `_init_locs` / `_unpack_latent`) and a model's per-spot domain
+terms read from its trace (`spot_terms`).
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpyro
 from numpyro import handlers
 from numpyro.distributions import constraints
@@ -95,3 +100,54 @@ class AutoLowRankMultivariateNormal(autoguide.AutoLowRankMultivariateNormal, _Tr
 
 
 GUIDES = {"delta": AutoDelta, "normal": AutoNormal, "lowrank": AutoLowRankMultivariateNormal}
+
+
+def _unmasked(fn):
+    """The distribution under any masks (`numpyro.handlers.mask` wraps a site's distribution)."""
+    from numpyro.distributions import MaskedDistribution
+
+    while isinstance(fn, MaskedDistribution):
+        fn = fn.base_dist
+    return fn
+
+
+def _mixture_site(tr: dict):
+    """The model's DomainMixture site and its distribution."""
+    from ..models.likelihood import DomainMixture
+
+    found = [s for s in tr.values() if s["type"] == "sample" and isinstance(_unmasked(s["fn"]), DomainMixture)]
+    if len(found) != 1:
+        raise ValueError(
+            "the model must have exactly one DomainMixture site (the per-spot domain label summed "
+            f"out), found {len(found)}; build the spot likelihood with models.DomainMixture"
+        )
+    return found[0], _unmasked(found[0]["fn"])
+
+
+def spot_terms(model, data, values: dict):
+    """Per-spot log p(y = k, . | globals) (n, K) and per-spot log-likelihood of the observed
+    sites (n,), with every latent site fixed to `values`."""
+    tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=values)).get_trace(data)
+    site, mixture = _mixture_site(tr)
+    dlp = mixture.domain_log_prob(site["value"])
+    ll = jnp.zeros(dlp.shape[:-1], dlp.dtype)
+    for s in tr.values():
+        if s["type"] == "sample" and s["is_observed"]:
+            lp = s["fn"].log_prob(s["value"])
+            ll = ll + lp.reshape(lp.shape[: ll.ndim]) if lp.ndim >= ll.ndim else ll + lp
+    return dlp, ll
+
+
+def point_estimate(guide, params, full_model, data) -> dict:
+    """The guide's point estimate (median / MAP) of every latent site, constrained by replaying
+    the full-data model (the guide's own replay keeps the minibatch size of its set-up)."""
+    from numpyro.infer.util import constrain_fn
+
+    pre = guide.prefix
+    if isinstance(guide, autoguide.AutoDelta):
+        return {k: params[f"{k}_{pre}_loc"] for k in guide._init_locs}
+    if isinstance(guide, autoguide.AutoNormal):
+        u = {k: params[f"{k}_{pre}_loc"] for k in guide._init_locs}
+    else:
+        u = guide._unpack_latent(params[f"{pre}_loc"])
+    return constrain_fn(full_model, (data,), {}, u)

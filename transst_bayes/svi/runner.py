@@ -19,9 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-from numpyro import handlers
 from numpyro.infer import SVI, Trace_ELBO, init_to_value
-from numpyro.infer.autoguide import AutoDelta, AutoNormal
 
 from .. import factor as F
 from .. import mrf
@@ -34,43 +32,7 @@ from ..settings import SVISettings
 from ..models import sites
 from ..result import Diagnostics, SpotOutputs, TargetParams, TransSTResult, entropy
 from ..selection import DEFAULT_CRITERION, criteria
-from .guides import GUIDES
-
-
-def _unmasked(fn):
-    """The distribution under any masks (`numpyro.handlers.mask` wraps a site's distribution)."""
-    from numpyro.distributions import MaskedDistribution
-
-    while isinstance(fn, MaskedDistribution):
-        fn = fn.base_dist
-    return fn
-
-
-def _mixture_site(tr: dict):
-    """The model's DomainMixture site and its distribution."""
-    from ..models.likelihood import DomainMixture
-
-    found = [s for s in tr.values() if s["type"] == "sample" and isinstance(_unmasked(s["fn"]), DomainMixture)]
-    if len(found) != 1:
-        raise ValueError(
-            "the model must have exactly one DomainMixture site (the per-spot domain label summed "
-            f"out), found {len(found)}; build the spot likelihood with models.DomainMixture"
-        )
-    return found[0], _unmasked(found[0]["fn"])
-
-
-def spot_terms(model, data, values: dict):
-    """Per-spot log p(y = k, . | globals) (n, K) and per-spot log-likelihood of the observed
-    sites (n,), with every latent site fixed to `values`."""
-    tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=values)).get_trace(data)
-    site, mixture = _mixture_site(tr)
-    dlp = mixture.domain_log_prob(site["value"])
-    ll = jnp.zeros(dlp.shape[:-1], dlp.dtype)
-    for s in tr.values():
-        if s["type"] == "sample" and s["is_observed"]:
-            lp = s["fn"].log_prob(s["value"])
-            ll = ll + lp.reshape(lp.shape[: ll.ndim]) if lp.ndim >= ll.ndim else ll + lp
-    return dlp, ll
+from .guides import GUIDES, point_estimate, spot_terms
 
 
 def _init_values(fit, W_s, form: str, has_source: bool, anchored: bool) -> dict:
@@ -81,21 +43,6 @@ def _init_values(fit, W_s, form: str, has_source: bool, anchored: bool) -> dict:
         tau=jnp.sqrt(jnp.maximum(fit.tau2, 1e-8)) if has_source else None,
         phi=jnp.ones((fit.W.shape[0],), fit.W.dtype) if has_source and form == "horseshoe" else None,
         kappa=jnp.sqrt(fit.kappa2) if anchored else None))
-
-
-def _point(guide, params, full_model, data) -> dict:
-    """The guide's point estimate (median / MAP) of every latent site, constrained by replaying
-    the full-data model (the guide's own replay keeps the minibatch size of its set-up)."""
-    from numpyro.infer.util import constrain_fn
-
-    pre = guide.prefix
-    if isinstance(guide, AutoDelta):
-        return {k: params[f"{k}_{pre}_loc"] for k in guide._init_locs}
-    if isinstance(guide, AutoNormal):
-        u = {k: params[f"{k}_{pre}_loc"] for k in guide._init_locs}
-    else:
-        u = guide._unpack_latent(params[f"{pre}_loc"])
-    return constrain_fn(full_model, (data,), {}, u)
 
 
 def _round_runner(svi, n_steps: int, batch_size):
@@ -188,7 +135,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     # the per-spot terms are one program, shared by the Potts-field refresh (at the guide's
     # point estimate) and the posterior draws
     terms = jax.jit(lambda v, d: spot_terms(full, d, v))
-    point = jax.jit(lambda state, d: _point(guide, svi.get_params(state), full, d))
+    point = jax.jit(lambda state, d: point_estimate(guide, svi.get_params(state), full, d))
     field = jax.jit(lambda dlp: mrf.neighbour_sums(jax.nn.softmax(dlp, axis=-1), nbr, mask))
 
     def refresh(state, data):
@@ -241,7 +188,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     # the expression log-likelihood per domain at the guide's point estimate (a zero Potts field
     # adds the same log(1/K) to every domain), and its beta: the labels' ICM (`_icm_labels`)
     pt = point(state, data) if st.batch_size is None else \
-        jax.jit(lambda p, d: _point(guide, p, full, d))(params, data)
+        jax.jit(lambda p, d: point_estimate(guide, p, full, d))(params, data)
     point_ll, _ = terms(pt, data._replace(field=jnp.zeros_like(data.field)))
     return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
             "converged": converged, "data": data, "n_rounds": len(losses), "params": params,
