@@ -14,7 +14,10 @@ transfer.py), ARI, and the seconds of the calibrated fit (held-out fits included
 "oracle ECE": the temperature of the model's own probabilities that is best *for the target's
 own annotation* (least ECE over a grid from 0.2 to 1000) and that ECE: not a method (it needs the
 target's labels) but the least ECE any temperature could reach on that fit, whichever way it
-were chosen.
+were chosen. "90% set cover" / "size": the conformal domain sets at alpha = 0.1
+(`res.domain_sets(0.1)`, thresholds from the same held-out fits): the share of annotated spots
+whose set holds their label, and the mean number of domains per set; "model 90% cover" /
+"size": the uncalibrated model's own sets (most probable domains until 90% of the mass).
 
     python benchmarks/calibration.py --data her2st|seqfish|dlpfc [--no-sections] [--sections ...]
         [--json out.json]
@@ -45,11 +48,29 @@ from real_data import transfer_protocol
 
 import transst_bayes as tb
 from transst_bayes.calibration import SECTION_KEYS, choose_temperature
-from transst_bayes.metrics import calibration_summary
+from transst_bayes.metrics import calibration_summary, domain_labels
 from transst_bayes.summary import marker_genes
 
 
 ORACLE_GRID = tuple(float(t) for t in np.exp(np.linspace(np.log(0.2), np.log(1000.0), 80)))
+
+
+def set_coverage(names, proba, sets, truth) -> tuple[float, float]:
+    """Share of spots whose set of domains (read as labels: `domain_labels`) holds the truth,
+    and the mean set size."""
+    lab = np.asarray(domain_labels(names, proba, truth), dtype=object)
+    hit = (sets & (lab[None, :] == np.asarray(truth)[:, None])).any(axis=1)
+    return float(hit.mean()), float(sets.sum(axis=1).mean())
+
+
+def mass_sets(proba, level: float = 0.9) -> np.ndarray:
+    """The model's own sets: each spot's most probable domains until `level` of its mass."""
+    order = np.argsort(-proba, axis=1)
+    n_in = (np.cumsum(np.take_along_axis(proba, order, 1), axis=1) < level).sum(axis=1) + 1
+    sets = np.zeros(proba.shape, bool)
+    for j, (o, m) in enumerate(zip(order, n_in)):
+        sets[j, o[:m]] = True
+    return sets
 
 
 def run(data: str, sections, seed=0, no_sections=False):
@@ -71,6 +92,11 @@ def run(data: str, sections, seed=0, no_sections=False):
         K_t = len(np.unique(truth))
         T_oracle, e_oracle = choose_temperature([(raw.names, raw.proba[scored], truth)], ORACLE_GRID)
         scheme = cal.info.get("held_out", "none")
+        if cal.info.get("conformal"):
+            cover, size = set_coverage(cal.names, cal.proba[scored], cal.domain_sets(0.1)[scored], truth)
+        else:
+            cover = size = float("nan")
+        own_cover, own_size = set_coverage(raw.names, raw.proba[scored], mass_sets(raw.proba[scored]), truth)
         rows.append({"section": sec, "held out": "blocks" if scheme.startswith("spatial") else scheme.split(" (")[0],
                      "T": cal.info["temperature"], "held-out ECE (T=1)": held[0],
                      "held-out ECE (T)": held[1], "accuracy": a["accuracy"],
@@ -80,7 +106,9 @@ def run(data: str, sections, seed=0, no_sections=False):
                      "Brier (calibrated)": b["brier"], "oracle T": T_oracle,
                      "oracle ECE": float(np.min(e_oracle)),
                      "ARI": tb.adjusted_rand_index(cal.labels[scored], truth),
-                     "ARI uncalibrated": tb.adjusted_rand_index(raw.labels[scored], truth), "s": secs})
+                     "ARI uncalibrated": tb.adjusted_rand_index(raw.labels[scored], truth),
+                     "90% set cover": cover, "90% set size": size, "model 90% cover": own_cover,
+                     "model 90% size": own_size, "s": secs})
         print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
               flush=True)
     return rows
@@ -112,7 +140,11 @@ PROTOCOL = (
     "ECE possible when the accuracy is below 1/K. \"oracle T\" / \"oracle ECE\": the temperature best "
     "for the target's own annotation (least ECE over 80 temperatures from 0.2 to 1000) and the ECE "
     "it reaches: not a method (it needs the target's labels) but the least ECE any temperature "
-    "could reach on that fit. \"s\": the calibrated call, its held-out fits included, made right "
+    "could reach on that fit. \"90% set cover\" / \"90% set size\": the conformal domain sets at "
+    "alpha = 0.1 (`res.domain_sets(0.1)`, split conformal on the same held-out fits): the share of "
+    "annotated spots whose set holds their label and the mean domains per set; \"model 90% cover\" / "
+    "\"size\": the uncalibrated model's own sets (most probable domains until 90% of the mass). "
+    "\"s\": the calibrated call, its held-out fits included, made right "
     "after the uncalibrated one, which compiled the programs.")
 MARKERS_PROTOCOL = (
     "`fit_svi` defaults, 100 draws: contrasts (domain x gene) with lfsr < 0.05 and with a 90% "

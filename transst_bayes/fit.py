@@ -551,7 +551,7 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
         # the target's fit stayed generative: so must the fits its temperature is learned on
         # (a held-out section may use the classifier's term where the target does not: seqFISH)
         em, held = replace(em, classifier=0.0), None
-    T, res.info["calibration"], res.info["calibration_ece"], scheme = H.temperature(
+    T, res.info["calibration"], res.info["calibration_ece"], scheme, res.info["conformal"] = H.temperature(
         calibrate, job.source, label_key, em, job.ds, fit_em, held, job.progress)
     if scheme is not None:
         res.info["held_out"] = scheme

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from . import calibration as C
+from . import conformal as CF
 from . import validate as V
 from .data import DataSettings
 from .job import FitJob, in_mode
@@ -59,29 +60,31 @@ def choose_transfer(job: FitJob, label_key: str, em: EMSettings, fit_em: Callabl
 def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: Callable,
                 held=None, progress: bool = False) -> tuple:
     """The temperature of the per-spot probabilities, how it was found, the held-out fits'
-    pooled ECE at T = 1 and at the chosen T (None when no held-out fits were made) and the
-    held-out scheme (`C.held_out_groups`; None without held-out fits). `held`: the held-out
-    fits already made (by `choose_transfer`), else they are made here."""
+    pooled ECE at T = 1 and at the chosen T (None when no held-out fits were made), the
+    held-out scheme (`C.held_out_groups`; None without held-out fits) and the conformal
+    thresholds of the domain sets (`conformal.thresholds`, from the same fits at that T; None
+    without them). `held`: the held-out fits already made (by `choose_transfer`), else they are
+    made here."""
     if not isinstance(calibrate, str):
-        return float(calibrate), "fixed temperature", None, None
+        return float(calibrate), "fixed temperature", None, None, None
     if calibrate == "none":
-        return 1.0, "none (calibrate='none')", None, None
+        return 1.0, "none (calibrate='none')", None, None, None
     if source is None:
-        return 1.0, "none: no labeled source to calibrate on", None, None
+        return 1.0, "none: no labeled source to calibrate on", None, None, None
     groups, scheme = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
     if groups is None:
-        return 1.0, f"none: {scheme}", None, None
+        return 1.0, f"none: {scheme}", None, None, None
     if held is None:
         held, why = held_out(source, label_key, em, ds, fit_em, "held-out fits, calibration" if progress else None)
         if held is None:
-            return 1.0, f"none: {why}", None, None
+            return 1.0, f"none: {why}", None, None, None
     T, e = C.choose_temperature(held)
     n_fits = sum(names is not None for names, _, _ in held)
     key = C.section_key(source, ds.source_batch_key)
     what = (f"source sections ({key}: {n_fits} fits" if scheme.startswith("source sections")
             else f"spatial blocks ({n_fits} fits")
     return T, (f"held-out {what}; their ECE {e[0]:.3f} at T = 1, {float(e.min()):.3f} at T = {T:.2f})"), \
-        [float(e[0]), float(e.min())], scheme
+        [float(e[0]), float(e.min())], scheme, CF.thresholds(held, C.temper, T)
 
 
 def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: Callable,

@@ -377,6 +377,31 @@ class TransSTResult:
         """The entropy (nats) of each spot's domain probabilities, shape (n,)."""
         return entropy(self.proba)
 
+    def domain_sets(self, alpha: float = 0.1) -> np.ndarray:
+        """Each spot's set of domains that holds its true domain with probability about
+        1 - alpha: split conformal prediction on the held-out source fits of the calibration
+        (`transst_bayes.conformal`). Shape (n, K), boolean, columns in `names` order; every set
+        holds the spot's domain (`labels`) and its most probable one.
+
+        Parameters
+        ----------
+        alpha : float, default 0.1
+            Miscoverage, one of 0.01, 0.02, ..., 0.50.
+
+        Raises
+        ------
+        ValueError
+            The fit made no held-out fits (calibrate="none" or a number, no labeled source, or a
+            source without coordinates), or alpha is not one of the stored levels.
+        """
+        from .conformal import domain_sets
+
+        conf = (self.info or {}).get("conformal")
+        if not conf:
+            raise ValueError("this fit has no conformal thresholds: they come from the held-out source fits of "
+                             "calibrate='auto' (the default) with a labeled source that has coordinates")
+        return domain_sets(self.proba, conf, alpha, self.labels)
+
     def k_table_frame(self):
         """The K table as a pandas DataFrame.
 
