@@ -5,7 +5,7 @@ so that they show their results where they are read (GitHub renders the stored o
     TRANSST_DATA=/path/to/data python notebooks/execute.py [02_her2st_breast_cancer.ipynb ...]
 
 Without names every notebook of this folder runs. The tests run the same code cells on small
-settings and check that the stored outputs are complete (tests/test_notebooks.py).
+settings and check that the stored outputs are complete (tests/api/test_notebooks.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ if os.environ.get("TRANSST_TEST_XLA_OPT") != "1" and "xla_backend_optimization_l
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 # The fits' default persistent compilation cache (transst_bayes.cache) stays off in the tests and
-# their subprocesses: tests/test_cache.py turns it on in processes of its own.
+# their subprocesses: tests/unit/test_cache.py turns it on in processes of its own.
 os.environ["TRANSST_CACHE_DIR"] = "off"
 
 import transst_bayes as tb  # noqa: E402

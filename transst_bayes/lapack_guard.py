@@ -15,7 +15,7 @@ waiting inside the pool. The package's fits and `simulate` compile their program
 the call runs and then puts JAX's own back, so the caller's own programs compiled elsewhere are
 left as JAX makes them (a program keeps the lowering it was compiled with). `install()`
 registers it for the rest of the process instead (for a caller who runs the NumPyro models
-with their own inference). `tests/test_lapack_guard.py` holds a program that deadlocks without
+with their own inference). `tests/unit/test_lapack_guard.py` holds a program that deadlocks without
 it.
 """
 

@@ -1,6 +1,6 @@
 """The clustering variants, one record each: what the EM kernel clusters, whether the source
 classifier's term may join, and which NumPyro model `fit_svi` fits by default. A new variant
-that reuses the kernels' two forms is one more record here (`tests/test_variants.py` adds one);
+that reuses the kernels' two forms is one more record here (`tests/paths/test_variants.py` adds one);
 a variant with a new form of its own also needs its branch in `em/cluster.py` (EM) or only a
 NumPyro model passed to `fit_svi(model=...)` (SVI; notebook 04)."""
 

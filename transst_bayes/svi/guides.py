@@ -9,7 +9,7 @@ non-finite loss, so these guides skip that check: they trace the model once with
 values substituted (distribution argument checks off), take the unconstraining transforms from
 that trace and set the attributes AutoGuide's own set-up sets. A model outside the plain case
 (param sites, discrete latent sites, supports that depend on other sites) gets NumPyro's set-up
-unchanged. tests/test_svi.py checks that both set-ups give the same guide and SVI state.
+unchanged. tests/paths/test_svi.py checks that both set-ups give the same guide and SVI state.
 
 Every use of NumPyro's internals is in this file: the guides' set-up, their point estimates
 (`point_estimate`: the private `_init_locs` / `_unpack_latent`) and a model's per-spot domain

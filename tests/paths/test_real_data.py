@@ -26,7 +26,7 @@ def test_her2st_h1_leave_one_out(h1):
     target, source, K = h1
     assert K == 6 and target.n_obs == 530
     # calibrate="none": the labels do not depend on it, and the default call with its seven
-    # held-out calibration fits runs in notebooks/02 (tests/test_notebooks.py)
+    # held-out calibration fits runs in notebooks/02 (tests/api/test_notebooks.py)
     res = tb.fit_em(target, source, "label", n_domains=K, calibrate="none")
     assert res.proba.shape == (530, 6)
     assert len(res.genes) == 2000

@@ -121,7 +121,7 @@ def test_api_errors(pair):
 
 @pytest.mark.slow
 def test_transst_svi_method():
-    # the data shapes of tests/test_svi.py, so that the autoguide set-up's op-by-op
+    # the data shapes of tests/paths/test_svi.py, so that the autoguide set-up's op-by-op
     # compilations are shared within the test session
     src, tgt = tb.simulate(3, height=20, width=20, n_genes=200, n_factors=5, n_domains=3, shift_genes=20)
     out = tb.tl.transst(tgt, src, n_domains=3, method="svi", copy=True, n_factors=5,

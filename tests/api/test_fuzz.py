@@ -126,7 +126,7 @@ def test_every_input_gives_a_finite_result_or_a_named_error(case):
 
 
 # The longer profile, opt-in because it takes minutes (36 EM + 12 SVI cases: 346 s on 2 cores):
-#   TRANSST_FUZZ_EXAMPLES=12 python -m pytest -m slow tests/test_fuzz.py
+#   TRANSST_FUZZ_EXAMPLES=12 python -m pytest -m slow tests/api/test_fuzz.py
 # runs 3 x N EM cases (other seeds than the fast test) and N SVI cases with a few short rounds.
 _LONG = int(os.environ.get("TRANSST_FUZZ_EXAMPLES", "0"))
 long_profile = pytest.mark.skipif(_LONG < 1, reason="long fuzz profile: set TRANSST_FUZZ_EXAMPLES=N")
