@@ -137,6 +137,7 @@ def _marked_table(text: str, mark: str) -> list[list[str]]:
     return rows[2:]  # header and rule
 
 
+@pytest.mark.slow
 def test_readme_quickstart_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -139,6 +139,7 @@ def _sectioned(scramble: bool):
     return src, tgt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scramble", [False, True])
 def test_transfer_auto_keeps_the_source_only_where_its_classes_carry_over(scramble):
     """transfer="auto" (the default): held-out source sections fitted with and without the source

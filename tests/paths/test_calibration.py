@@ -58,6 +58,7 @@ def calibrated():
     return src, tgt, tb.fit_em(tgt, src, n_domains=3, n_factors=5)
 
 
+@pytest.mark.slow
 def test_fit_em_calibrates_on_held_out_source_sections_and_keeps_labels(calibrated):
     src, tgt, cal = calibrated
     kw = dict(n_domains=3, n_factors=5)
@@ -99,6 +100,7 @@ def test_spatial_blocks_are_contiguous_stripes_of_equal_size_across_the_longer_s
     assert np.array_equal(C.spatial_blocks(xy[:, ::-1], 4), C.spatial_blocks(xy, 4))
 
 
+@pytest.mark.slow
 def test_without_named_sections_the_source_is_held_out_in_spatial_blocks():
     """A source without a column naming its sections (or with one section) is calibrated on
     contiguous blocks of its spots, each fitted from the others: the probabilities are tempered

@@ -241,6 +241,7 @@ def test_noisy_small_target_transfer_beats_none():
     assert np.mean(gain) >= 0.03, gain
 
 
+@pytest.mark.slow
 def test_rare_genes_do_not_collapse_the_fit():
     """Issue 11's Heywood case: three genes detected in 0.5% of the spots (one value, zero
     elsewhere), a 3,600-spot source. Before the priors and the detection filter every restart

@@ -139,6 +139,7 @@ def test_user_variant_runs_through_fit_svi(pair):
     assert tb.adjusted_rand_index(r.labels, _truth(tgt)) >= 0.8
 
 
+@pytest.mark.slow
 def test_minibatch_fit_agrees_with_em(pair, em):
     src, tgt = pair
     r = tb.fit_svi(tgt, src, n_domains=3, guide="normal", batch_size=100, **FAST)

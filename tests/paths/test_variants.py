@@ -11,6 +11,7 @@ import transst_bayes as tb
 from transst_bayes import variants as VR
 
 
+@pytest.mark.slow
 def test_a_variant_added_in_one_place_runs_through_both_paths(monkeypatch, small_pair):
     toy = VR.TWO_STAGE._replace(name="scores_only", classifier_term=False)
     monkeypatch.setitem(VR.VARIANTS, toy.name, toy)

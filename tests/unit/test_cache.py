@@ -42,6 +42,7 @@ def _new_process(env_cache: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_second_new_process_compiles_nothing(tmp_path):
     folder = tmp_path / "jax-cache"
     first = _new_process(str(folder))
