@@ -378,21 +378,37 @@ class TransSTResult:
         return entropy(self.proba)
 
     def domain_sets(self, alpha: float = 0.1) -> np.ndarray:
-        """Each spot's set of domains that holds its true domain with probability about
-        1 - alpha: split conformal prediction on the held-out source fits of the calibration
-        (`transst_bayes.conformal`). Shape (n, K), boolean, columns in `names` order; every set
-        holds the spot's domain (`labels`) and its most probable one.
+        """Each spot's set of domains that should hold its true domain with probability 1 - alpha.
+
+        Split conformal prediction on the held-out source fits of the calibration
+        (`transst_bayes.conformal`); every set holds the spot's domain (`labels`) and its most
+        probable one. The coverage holds when the held-out source spots and the target's are
+        exchangeable; on real sections it is measured in `benchmarks/calibration.py`.
 
         Parameters
         ----------
         alpha : float, default 0.1
             Miscoverage, one of 0.01, 0.02, ..., 0.50.
 
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n, K), boolean, columns in `names` order.
+
         Raises
         ------
         ValueError
             The fit made no held-out fits (calibrate="none" or a number, no labeled source, or a
             source without coordinates), or alpha is not one of the stored levels.
+
+        Examples
+        --------
+        >>> import transst_bayes as tb
+        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200, source_sections=2)
+        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
+        >>> sets = res.domain_sets(0.1)
+        >>> sets.shape
+        (400, 4)
         """
         from .conformal import domain_sets
 
