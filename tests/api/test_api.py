@@ -28,6 +28,7 @@ def _keys(a):
             set(a.var.columns), set(a.obsp.keys()), set(a.layers.keys()))
 
 
+@pytest.mark.slow
 def test_transst_writes_exactly_the_documented_keys(pair):
     src, tgt = pair
     before = _keys(tgt)

@@ -45,6 +45,7 @@ def test_label_columns_that_cannot_be_classes_are_refused(pair, no_fit, labels, 
         _fit(t, s)
 
 
+@pytest.mark.slow
 def test_integer_and_float_labels_are_one_class_each_with_a_warning(pair):
     s, t = pair
     codes = s.obs["label"].cat.codes.to_numpy()
@@ -112,6 +113,7 @@ def test_wide_neighbourhood_is_warned_about(pair):
         _fit(t, s, n_neighbors=100)
 
 
+@pytest.mark.slow
 def test_an_unconverged_fit_is_warned_about(pair):
     """...at the user's call on both paths, however deep in the package the warning is raised
     (a fixed stacklevel pointed into the package once fit_svi's run moved one call deeper)."""

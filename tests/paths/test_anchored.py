@@ -40,6 +40,7 @@ def test_psi_map_maximises_the_log_posterior():
     assert float(P.psi_map(jnp.zeros(1), 1e4)[0]) == pytest.approx(2 * P.PSI_B / (1e4 + 2 * P.PSI_A + 2))
 
 
+@pytest.mark.slow
 def test_domain_map_maximises_the_log_posterior_and_numpyro_prior_is_the_same():
     rng = np.random.default_rng(1)
     K, q = 3, 4
@@ -92,6 +93,7 @@ def test_empty_anchored_domain_sits_on_its_class_without_nan():
 
 
 # ------------------------------------------------------------------------ anchored fits
+@pytest.mark.slow
 def test_anchored_beats_free_on_a_noisy_target_whose_classes_match():
     src, tgt = _sim(3, error=8.0, source_error=1.0)
     truth = tgt.obs["truth"].astype(str).to_numpy()
@@ -171,6 +173,7 @@ def test_transfer_auto_keeps_the_source_only_where_its_classes_carry_over(scramb
         assert ari(auto.labels, truth) > 0.8
 
 
+@pytest.mark.slow
 def test_a_held_out_fit_that_collapses_neither_stops_the_fit_nor_chooses_its_mode(monkeypatch):
     """A held-out source section whose fit without the source collapses numerically (a
     FloatingPointError: found on HER2ST G2 with 300 genes, in notebook 02) is not the target's
@@ -268,6 +271,7 @@ def test_novel_domain_is_reported_as_novel_and_names_round_trip(tmp_path):
     assert again.names == res.names and again.kappa == pytest.approx(res.kappa)
 
 
+@pytest.mark.slow
 def test_absent_source_class_is_reported_and_leaves_no_nan():
     src, tgt = tb.simulate(5, height=24, width=24, n_genes=200, n_factors=5, n_domains=4,
                            absent_classes=1)
@@ -279,6 +283,7 @@ def test_absent_source_class_is_reported_and_leaves_no_nan():
     assert np.mean(res.named_labels == truth) > 0.9
 
 
+@pytest.mark.slow
 def test_svi_delta_reproduces_anchored_em():
     """The default anchored fit (two-stage: the transferred factor scores clustered) by EM and
     by SVI with a delta guide on `models.scores_model`: one posterior, one MAP."""
@@ -305,6 +310,7 @@ def test_svi_delta_reproduces_anchored_em():
         assert r.info[key] == em.info[key], key
 
 
+@pytest.mark.slow
 def test_svi_delta_reproduces_free_joint_em():
     src, tgt = _sim(6, error=3.0)
     em = tb.fit_em(tgt, src, n_domains=3, n_factors=5, domains="free", max_iter=200, tol=1e-6)
@@ -357,6 +363,7 @@ def test_score_class_moments_match_the_scores_of_simulated_spots():
     assert np.abs(np.asarray(mt)[0] - m[0]).max() > 0.05
 
 
+@pytest.mark.slow
 def test_anchored_default_does_not_collapse_on_a_small_low_depth_count_section():
     """A 400-spot quadrant of low-depth negative binomial counts fitted from the other three
     (1,200 spots): with the source classes as anchors in latent space the two-stage fit drew

@@ -167,6 +167,7 @@ def test_calibration_summary_against_hand_values():
     assert got == {0.6: 1.0, 0.7: 1.0, 0.8: 0.0, 0.9: 1.0}
 
 
+@pytest.mark.slow
 def test_marker_intervals_follow_the_fits_temperature(calibrated):
     """Tempered by T, the contrasts' intervals are sqrt(T) times as wide around the same
     posterior mean (exactly: the expression draws are widened affinely), lfsr does not fall,

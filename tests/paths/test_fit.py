@@ -12,6 +12,7 @@ from conftest import ari
 FAST = dict(n_factors=5, graph="st", n_restarts=2)
 
 
+@pytest.mark.slow
 def test_small_fit_recovers_domains(small_pair):
     src, tgt = small_pair
     res = tb.fit_em(tgt, src, n_domains=3, **FAST)
@@ -60,6 +61,7 @@ def test_no_source_means_no_transfer(small_pair):
     assert ari(res.labels, tgt.obs["truth"]) >= 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_fit_without_the_source_ignores_the_targets_offset_from_the_pooled_mean(seed):
     """transfer="none" beside a source: pooled standardisation leaves the target's gene means off
@@ -122,6 +124,7 @@ def test_same_seed_same_labels(small_pair):
     np.testing.assert_array_equal(a.proba, b.proba)
 
 
+@pytest.mark.slow
 def test_float32_and_float64_agree(small_pair):
     src, tgt = small_pair
     a = tb.fit_em(tgt, src, n_domains=3, dtype="float32", **FAST)

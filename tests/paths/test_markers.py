@@ -20,6 +20,7 @@ def pair():
     return src, tgt
 
 
+@pytest.mark.slow
 def test_em_marker_table_has_real_intervals(pair):
     """Regression: an EM fit's table had ci_low == ci_high == contrast, p_positive 1, NaN lfsr and
     one draw, and its temperature changed nothing."""
@@ -50,6 +51,7 @@ def _explicit_precision(res, X, k):
     return -np.asarray(jax.hessian(logpost)(jnp.asarray(res.mu[k], jnp.float64)))
 
 
+@pytest.mark.slow
 def test_em_mean_draws_match_the_explicit_conditional_posterior(pair):
     """Joint variant (free domains, z integrated out): the draws' covariance is the inverse of
     the explicit Hessian (p x p covariances, autodiff) within Monte Carlo error."""

@@ -98,6 +98,7 @@ def test_spatial_block_folds_are_equal_stripes():
     assert np.all(np.diff(fold[order]) >= 0)  # each fold a contiguous stripe along x
 
 
+@pytest.mark.slow
 def test_supervised_ceiling_matches_readme_e1():
     """README's reference table (benchmarks/supervised_ceiling.py, HER2ST E1): a classifier on
     the target's own labels, 5-fold cross-validated."""

@@ -30,6 +30,7 @@ def _truth(tgt):
     return tgt.obs["truth"].cat.codes.to_numpy()
 
 
+@pytest.mark.slow
 def test_delta_guide_reproduces_em(pair, em):
     src, tgt = pair
     r = tb.fit_svi(tgt, src, n_domains=3, guide="delta", form="ridge",
@@ -48,6 +49,7 @@ def test_delta_guide_reproduces_em(pair, em):
     assert {k: r.settings[k] for k in shared} == {k: em.settings[k] for k in shared}
 
 
+@pytest.mark.slow
 def test_without_a_source_the_default_keeps_the_em_loadings_and_labels(pair):
     """Without a source fit_svi's default model is `fixed_loadings_model`: the loadings and noise
     are the EM fit's (no site), the delta guide's labels are EM's (both by ICM), and AutoNormal
@@ -160,6 +162,7 @@ def test_minibatch_intervals_cover():
     assert row["ARI EM vs SVI"] >= 0.95
 
 
+@pytest.mark.slow
 def test_lowrank_guide(pair, em):
     """AutoLowRankMultivariateNormal with a rank-3 factor: the EM labels, correlated draws."""
     src, tgt = pair
@@ -170,6 +173,7 @@ def test_lowrank_guide(pair, em):
     assert W.shape == (40, 200 * 5) and np.all(W.std(0) > 0)
 
 
+@pytest.mark.slow
 def test_k_table_loglik_is_the_em_warm_starts(pair):
     """fit_svi's K table scores K by its EM warm start's log-likelihood: the same number as
     fit_em's for the joint variant (objective less the loadings' prior) and the two-stage one

@@ -11,7 +11,6 @@ import sys
 import warnings
 
 import jax
-import numpy as np
 import pytest
 
 import transst_bayes as tb

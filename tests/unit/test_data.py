@@ -185,6 +185,7 @@ def test_device_preparation_equals_the_host_one(form, standardize):
     np.testing.assert_allclose(dev.X_source, host.X_source, atol=2e-5)  # pooled: moments combined
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sparse", [False, True])
 def test_fit_with_device_preparation_gives_the_host_labels(sparse):
     s, t = tb.simulate(2, height=16, width=16, n_genes=60, n_factors=4, n_domains=3)

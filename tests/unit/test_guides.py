@@ -75,6 +75,7 @@ CASES = [("global", 0), ("global", 1), ("global", 2), ("horseshoe", 1), ("no_tra
 @pytest.mark.parametrize("name,guide", [pytest.param(m, g, marks=[pytest.mark.slow] if (m, g) == ("global", 0) else [])
                                         for m, g in CASES],
                          ids=[f"{m}-{['delta', 'normal', 'lowrank'][g]}" for m, g in CASES])
+@pytest.mark.slow
 def test_one_trace_setup_equals_numpyro_setup(data, name, guide):
     model, horseshoe = MODELS[name]
     pair = PAIRS[guide]

@@ -80,6 +80,7 @@ def _guarded_now() -> set:
     return {p.name for p, e in table.items() if getattr(e.rule, "one_matrix_at_a_time", False)}
 
 
+@pytest.mark.slow
 def test_the_guard_holds_only_inside_the_package_calls():
     """Importing the package changes no JAX lowering (it patched them process-wide, the caller's
     own programs included); a fit and `simulate` compile under the guard and put JAX's back."""

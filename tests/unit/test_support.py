@@ -43,6 +43,7 @@ def _support_warnings(record) -> list[str]:
     return [str(w.message) for w in record if "cannot inform this target" in str(w.message)]
 
 
+@pytest.mark.slow
 def test_a_structureless_target_is_warned_about(small_pair):
     src, tgt = small_pair
     kw = dict(n_domains=3, n_factors=5, n_restarts=1, calibrate="none", transfer="eb")
