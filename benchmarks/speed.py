@@ -213,7 +213,7 @@ PROTOCOL = (
     "the three EM steps); peak = maximum RSS of the process (simulation included), data = RSS "
     "after simulating, dev = the accelerator's peak memory; n_iter counts the iterations of the "
     "continued best restart. With --counts (or --svi) one call with its compilation: compile is "
-    "not separated.")
+    "not separated. The on-disk compilation cache is off in these processes.")
 
 
 def main():
@@ -233,7 +233,9 @@ def main():
     if args.devices < 1:
         ap.error("--devices must be at least 1")
     bench = str(Path(__file__).resolve().parent)
-    env = dict(os.environ)
+    # the size tables time compilation itself: no programs read from the on-disk cache
+    # (--default-call sets its own cache folders)
+    env = dict(os.environ, TRANSST_CACHE_DIR="off")
     if args.devices > 1 and env.get("JAX_PLATFORMS", "") in ("", "cpu"):
         import jax
 
