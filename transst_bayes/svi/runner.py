@@ -14,6 +14,7 @@ import inspect
 import time
 from dataclasses import asdict
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,18 +83,32 @@ def run_svi(prep, out: EMRun, model, opts: dict, st: SVISettings, em, ds, mode: 
     return res, fits[res.n_domains]["dlp"]
 
 
-def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay: shard.Layout):
+class ModelSetup(NamedTuple):
+    """What both NumPyro paths (SVI rounds, NUTS) start from at one K: the model with its
+    options bound, its data, the site values at the EM fit and the options used."""
+    model: object  # model(data, batch_size=None)
+    data: object  # models.SpotData
+    init: dict  # {site: value at the EM fit}
+    opts: dict
+    lay: shard.Layout
+    terms: object  # compiled (site values, data) -> per-spot domain terms (`spot_terms`)
+
+
+def model_setup(prep, out: EMRun, K: int, model, opts: dict, n_factors: int, dtype: str,
+                lay: shard.Layout, mode: str) -> ModelSetup:
+    """The model, its data and starting values at K from the EM run `out`: the Potts field
+    from the EM fit's responsibilities, anchored domains where the model takes `domains`, the
+    EM fit's data term (power on the likelihood, the source classifier's term)."""
     from ..models import SpotData
 
-    dt = jnp.dtype(st.dtype)
+    dt = jnp.dtype(dtype)
     fit = out.fits[K]
     W_s = None if mode == "none" else out.source.W
     g = shard.graph(prep.graph, lay, dt)
-    nbr, mask = g.nbr, g.mask
     X = shard.rows(out.transfer.Z if VR.get(out.variant).on_scores else prep.X, lay, dt)
     R = shard.rows(fit.state.R, lay, dt)
     plan = out.plans[K]
-    prior = D.domain_prior(plan, *out.anchors, st.n_factors, dt)
+    prior = D.domain_prior(plan, *out.anchors, n_factors, dt)
     opts = dict(opts)
     # anchored domains need a model that takes `domains` (the package's); another model fits
     # free domains
@@ -108,15 +123,49 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
         # as in the EM fit: kappa is the generative fit's empirical-Bayes value (the
         # classifier's term is no likelihood of the expression)
         opts.setdefault("kappa", float(np.sqrt(fit.state.kappa2)))
-    data = SpotData(X=X, field=mrf.neighbour_sums(R, nbr, mask), W_s=W_s,
+    data = SpotData(X=X, field=mrf.neighbour_sums(R, g.nbr, g.mask), W_s=W_s,
                     prior=prior if anchored else None, w=shard.weights(lay, dt),
                     W=jnp.asarray(fit.state.W, dt), psi=jnp.asarray(fit.state.psi, dt),
                     weight=float(weight), classifier=term)
-    m = partial(model, K=K, n_factors=st.n_factors, **opts)
     learn_kappa = anchored and opts.get("kappa") is None
-    init = init_to_value(values=_init_values(fit.state, W_s, opts.get("form", "global"), W_s is not None,
-                                             learn_kappa))
-    kw = {"init_loc_fn": init}
+    init = _init_values(fit.state, W_s, opts.get("form", "global"), W_s is not None, learn_kappa)
+    m = partial(model, K=K, n_factors=n_factors, **opts)
+    full = partial(m, batch_size=None)
+    # one program for the per-spot terms: the Potts-field refresh, the posterior draws, the labels
+    terms = jax.jit(lambda v, d: spot_terms(full, d, v))
+    return ModelSetup(m, data, init, opts, lay, terms)
+
+
+def draw_terms(ms: ModelSetup, samples: dict, data, progress_bar: bool, K: int):
+    """Per-draw domain log-probabilities (S, n, K) and per-spot log-likelihood (S, n) of the
+    posterior draws `samples` ({site: (S, ...)}), the compiled per-spot terms of the full-data
+    model run once per draw (draws sliced in NumPy: vmap would hold the intermediates of all S
+    draws at once; a lax.map of them was where XLA's CPU runtime first deadlocked, on batched
+    LAPACK calls: lapack_guard)."""
+    wait = shard.waiter(ms.lay)
+    S = next(iter(samples.values())).shape[0]
+    draws = range(S)
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        draws = tqdm(draws, desc=f"posterior draws K={K}")
+    per_draw = [wait(ms.terms({k: v[s] for k, v in samples.items()}, data)) for s in draws]
+    return tuple(jnp.stack([shard.real(x, ms.lay) for x in a]) for a in zip(*per_draw))
+
+
+def point_terms(ms: ModelSetup, values: dict, data):
+    """The expression log-likelihood per domain at the point `values` (a zero Potts field adds
+    the same log(1/K) to every domain) and its beta: what the labels' ICM needs (`_icm_labels`)."""
+    ll, _ = ms.terms(values, data._replace(field=jnp.zeros_like(data.field)))
+    return shard.real(ll, ms.lay), None if sites.BETA not in values else float(values[sites.BETA])
+
+
+def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay: shard.Layout):
+    ms = model_setup(prep, out, K, model, opts, st.n_factors, st.dtype, lay, mode)
+    m, data, opts = ms.model, ms.data, ms.opts
+    g = shard.graph(prep.graph, lay, jnp.dtype(st.dtype))
+    nbr, mask = g.nbr, g.mask
+    kw = {"init_loc_fn": init_to_value(values=ms.init)}
     if st.guide != "delta":
         kw["init_scale"] = st.init_scale
     if st.guide == "lowrank":
@@ -131,10 +180,7 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     state = jax.jit(partial(svi.init, batch_size=st.batch_size))(k_init, data)
     run = _round_runner(svi, st.steps_per_round, st.batch_size)
     full = partial(m, batch_size=None)
-
-    # the per-spot terms are one program, shared by the Potts-field refresh (at the guide's
-    # point estimate) and the posterior draws
-    terms = jax.jit(lambda v, d: spot_terms(full, d, v))
+    terms = ms.terms
     point = jax.jit(lambda state, d: point_estimate(guide, svi.get_params(state), full, d))
     field = jax.jit(lambda dlp: mrf.neighbour_sums(jax.nn.softmax(dlp, axis=-1), nbr, mask))
 
@@ -172,28 +218,15 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     with numpyro.validation_enabled(False):
         samples = guide.sample_posterior(k_post, params, data, batch_size=None, sample_shape=(S,))
     samples = {k: np.asarray(v) for k, v in samples.items() if k != sites.X}
-    # one compiled call per draw (draws sliced in NumPy): vmap would hold the intermediates of
-    # all S draws at once (a lax.map of them was where XLA's CPU runtime first deadlocked, on
-    # batched LAPACK calls: lapack_guard)
-    wait = shard.waiter(lay)
-    draws = range(S)
-    if progress_bar:
-        from tqdm.auto import tqdm
-
-        draws = tqdm(draws, desc=f"posterior draws K={K}")
-    per_draw = [wait(terms({k: v[s] for k, v in samples.items()}, data)) for s in draws]
-    dlp, ll = (jnp.stack([shard.real(x, lay) for x in a]) for a in zip(*per_draw))
+    dlp, ll = draw_terms(ms, samples, data, progress_bar, K)
     if sites.Z in samples:  # per-spot draws: the real spots'
         samples[sites.Z] = samples[sites.Z][:, : lay.n]
-    # the expression log-likelihood per domain at the guide's point estimate (a zero Potts field
-    # adds the same log(1/K) to every domain), and its beta: the labels' ICM (`_icm_labels`)
     pt = point(state, data) if st.batch_size is None else \
         jax.jit(lambda p, d: point_estimate(guide, p, full, d))(params, data)
-    point_ll, _ = terms(pt, data._replace(field=jnp.zeros_like(data.field)))
+    point_ll, point_beta = point_terms(ms, pt, data)
     return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
             "converged": converged, "data": data, "n_rounds": len(losses), "params": params,
-            "point_loglik": shard.real(point_ll, lay),
-            "point_beta": None if sites.BETA not in pt else float(pt[sites.BETA])}
+            "point_loglik": point_ll, "point_beta": point_beta}
 
 
 def _icm_labels(graph, proba: np.ndarray, fit: dict) -> np.ndarray:
