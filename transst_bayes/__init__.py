@@ -1,9 +1,9 @@
 """transst_bayes: transfer-learning spatial factor model (TransST) with a Potts prior.
 
-Fits: `fit_em` (the compiled EM/ICM path) and `fit_svi` (NumPyro SVI, posterior draws), both
-returning a `TransSTResult` (`load_result` reads a saved one). Scanpy style: `tl.transst`,
-`tl.markers`, `tl.transfer_breaking_genes`, `pp` (preprocessing, graph), `pl` (plots).
-Posterior summaries: `marker_genes`, `spot_summary`, `domain_expression`,
+Fits: `fit_em` (the compiled EM/ICM path), `fit_svi` (NumPyro SVI, posterior draws) and
+`fit_mcmc` (NumPyro NUTS, several chains, for small data), each returning a `TransSTResult`
+(`load_result` reads a saved one). Scanpy style: `tl.transst`, `tl.markers`,
+`tl.transfer_breaking_genes`, `pp` (preprocessing, graph), `pl` (plots). Posterior summaries: `marker_genes`, `spot_summary`, `domain_expression`,
 `transfer_breaking_genes`, `to_inference_data`, `align_result`. Data: `simulate`. Scores:
 `adjusted_rand_index`, `normalized_mutual_info`, `align_labels`. Compilation cache on disk
 (on by default): `compilation_cache`. NumPyro models:
@@ -41,14 +41,15 @@ def _attach_models() -> None:
 
 _attach_models()
 from . import models  # noqa: E402
-from .fit import fit_em, fit_svi  # noqa: E402
-from .settings import EMSettings, SVISettings  # noqa: E402
+from .fit import fit_em, fit_mcmc, fit_svi  # noqa: E402
+from .settings import EMSettings, MCMCSettings, SVISettings  # noqa: E402
 from . import pp, tl  # noqa: E402
 from .summary import (align_result, domain_expression, marker_genes, spot_summary,  # noqa: E402
                       to_inference_data, transfer_breaking_genes)
 
 __all__ = [
-    "EMSettings", "SVISettings", "TransSTResult", "adjusted_rand_index", "compilation_cache", "align_labels", "fit_em", "fit_svi", "load_result",
+    "EMSettings", "MCMCSettings", "SVISettings", "TransSTResult", "adjusted_rand_index", "compilation_cache",
+    "align_labels", "fit_em", "fit_mcmc", "fit_svi", "load_result",
     "models", "normalized_mutual_info", "simulate", "__version__", "align_result",
     "domain_expression", "marker_genes", "spot_summary", "to_inference_data",
     "transfer_breaking_genes", "pl", "pp", "tl",

@@ -22,7 +22,8 @@ from .em.driver import assemble, fit_arrays
 from .job import FitJob, precision, settings_from, setup
 from .result import TransSTResult
 from .selection import CRITERIA, DEFAULT_CRITERION
-from .settings import DEFAULT_N_NOVEL, EMSettings, SVISettings, resolve_variant
+from .settings import DEFAULT_N_NOVEL, EMSettings, MCMCSettings, SVISettings, resolve_variant
+from .svi.mcmc import RHAT_OK, run_mcmc
 from .svi.runner import run_svi
 
 
@@ -513,15 +514,7 @@ def fit_svi(
     n = prep.X.shape[0]
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} target spots; lower it or pass None")
-    opts = dict(model_options or {})
-    if (model is not None or form is not None) and em.variant is None:
-        em = replace(em, variant="joint")  # a user's model, or a loadings prior: the expression
-    if model is None:  # the variant's own (variants.py); without a source the free model's
-        # loadings drift under a mean-field guide (models.no_transfer_model): fixed_loadings_model
-        var = VR.get(resolve_variant(em, mode))
-        model = getattr(M, var.svi_model if mode != "none" else var.svi_model_no_source)
-        if mode != "none" and not var.on_scores:
-            opts.setdefault("form", form or "global")
+    model, em, opts = numpyro_model(model, form, model_options, em, mode)
     with V.recorded_warnings(job.notes), precision(dtype):
         out = fit_arrays(prep, job.request, em, mode, mesh=mesh)
         res, draws = run_svi(prep, out, model, opts, st, em, job.ds, mode, criterion, progress_bar, mesh)
@@ -529,6 +522,174 @@ def fit_svi(
     # tempers each posterior draw's probabilities before they are averaged; labels stay the
     # argmax of the model's average
     return finish(res, job, calibrate, label_key, em, t0, draws=draws, held=held)
+
+
+@lapack_guard.guard
+def fit_mcmc(
+    target,
+    source=None,
+    label_key: str = "label",
+    n_domains: int | Sequence[int] | None = None,
+    *,
+    domains: str = "anchored",
+    n_novel: int | Sequence[int] = DEFAULT_N_NOVEL,
+    model: Callable | None = None,
+    model_options: dict | None = None,
+    n_factors: int = 15,
+    criterion: str = "loo",
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    num_chains: int = 4,
+    chain_method: str = "vectorized",
+    target_accept: float = 0.8,
+    max_tree_depth: int = 8,
+    init_jitter: float = 0.1,
+    progress_bar: bool = False,
+    seed: int = 0,
+    dtype: str = "float64",
+    calibrate: str | float = "auto",
+    em_options: dict | None = None,
+    source_labels=None,
+    spatial=None,
+    **data_options,
+) -> TransSTResult:
+    """Sample a TransST model from `transst_bayes.models` by NUTS: the gold standard that EM
+    and SVI can be checked against, for small data (a section of up to a few thousand spots).
+
+    The same model, warm start and read-out as `fit_svi` (the EM/ICM solution of `fit_em`,
+    each spot's domain summed out under the mean-field Potts field of the EM fit's
+    responsibilities, which stays fixed), with the guide replaced by NUTS over every continuous
+    site of the model, in several chains started from the EM fit with a little noise.
+    Convergence is reported per site (split R-hat, bulk ESS, divergent transitions) in
+    `info["mcmc"]`; a warning names the sites whose R-hat exceeds 1.01.
+
+    Parameters
+    ----------
+    target : AnnData or array
+        The unlabeled section, as in `fit_em`.
+    source : AnnData, array or None, default None
+        Labeled data with the classes in `obs[label_key]`, as in `fit_em`; None fits the target
+        alone.
+    label_key : str, default "label"
+        Column of `source.obs` holding the source's classes.
+    n_domains : int, sequence of int or None, default None
+        K or a list of K (None: as in `fit_em`); each K is sampled, and K is chosen by
+        `criterion`.
+    domains : str, default "anchored"
+        "anchored" or "free", as in `fit_em`.
+    n_novel : int or sequence of int, default (0, 1, 2)
+        Number(s) of novel domains tried when `n_domains` is None, as in `fit_em`.
+    model : callable or None, default None
+        The NumPyro model, as in `fit_svi` (None: the same default).
+    model_options : dict or None, default None
+        Keyword arguments passed to the model.
+    n_factors : int, default 15
+        Number of latent factors q.
+    criterion : str, default "loo"
+        How K is chosen among several, as in `fit_svi`.
+    num_warmup : int, default 500
+        NUTS warm-up iterations per chain (step size and mass matrix adaptation).
+    num_samples : int, default 500
+        Draws kept per chain.
+    num_chains : int, default 4
+        Number of chains (R-hat needs at least 2).
+    chain_method : str, default "vectorized"
+        "vectorized" (all chains in one compiled program; the fastest on a CPU for small
+        data), "sequential", or "parallel" (one device per chain).
+    target_accept : float, default 0.8
+        NUTS's target acceptance probability; raise it (0.9, 0.95) when there are divergent
+        transitions.
+    max_tree_depth : int, default 8
+        Largest NUTS tree depth.
+    init_jitter : float, default 0.1
+        Standard deviation of the noise (on the unconstrained scale) added to the EM fit's
+        values to start each chain.
+    progress_bar : bool, default False
+        Show progress bars (held-out fits, EM warm start, NUTS, posterior draws).
+    seed : int, default 0
+        Random seed (EM warm start, chain starts, NUTS).
+    dtype : str, default "float64"
+        "float64" (the default here: NUTS's energy error is sensitive to rounding) or "float32".
+    calibrate : str or float, default "auto"
+        As in `fit_svi`: a temperature applied to each draw's domain probabilities before they
+        are averaged.
+    em_options : dict or None, default None
+        Settings of the EM warm start, as in `fit_svi`.
+    source_labels : array-like or None, default None
+        One label per row when `source` is an array.
+    spatial : array-like or None, default None
+        (n, 2) spot coordinates when `target` is an array.
+    **data_options
+        How expression and space are read: the data options of `fit_em` (`layer`, `counts`,
+        `genes`, `n_genes`, `standardize`, `source_batch_key`, `graph`, ...).
+
+    Returns
+    -------
+    TransSTResult
+        As `fit_svi`'s, with the draws of every chain (chains x draws, chain by chain) in
+        `.posterior` and `.spot_loglik`, and `info["mcmc"]`: `rhat` and `ess_bulk` per site
+        (largest R-hat and smallest ESS over the site's elements), `rhat_max`, `ess_min`,
+        `divergences`, `mean_tree_size`, `chain_agreement` (per chain, the share of spots whose
+        most probable domain under that chain is the pooled one), `seconds`.
+        `to_inference_data(res)` gives ArviZ InferenceData with a chain dimension.
+
+    Raises
+    ------
+    ValueError
+        A bad option value (num_chains, chain_method, target_accept, ...) or any input error of
+        `fit_em`.
+    TypeError
+        An argument of the wrong type or an unknown keyword argument.
+
+    See Also
+    --------
+    fit_svi : The same model by variational inference.
+    fit_em : The EM/ICM fit that starts the chains.
+
+    Examples
+    --------
+    >>> import transst_bayes as tb
+    >>> source, target = tb.simulate(seed=0, height=12, width=12, n_genes=100)
+    >>> res = tb.fit_mcmc(target, source, label_key="label", n_domains=4, n_factors=5,
+    ...                   num_warmup=100, num_samples=100, num_chains=2)
+    >>> res.spot_loglik.shape
+    (200, 144)
+    """
+    t0 = time.perf_counter()
+    st = settings_from(MCMCSettings, locals())
+    st.check()
+    if criterion not in ("loo", "waic") + CRITERIA:
+        raise ValueError(f"criterion must be one of {('loo', 'waic') + CRITERIA}, got {criterion!r}")
+    em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
+    em.check()
+    job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
+                data_options, None, progress_bar)
+    job, em, held = H.choose_transfer(job, label_key, em, fit_em)
+    prep, mode = job.prep, job.mode
+    model, em, opts = numpyro_model(model, None, model_options, em, mode)
+    with V.recorded_warnings(job.notes), precision(dtype):
+        out = fit_arrays(prep, job.request, em, mode, mesh=None)
+        res, draws = run_mcmc(prep, out, model, opts, st, em, job.ds, mode, criterion, progress_bar)
+        V.unmixed_chains(res.info["mcmc"]["rhat"], RHAT_OK)
+    return finish(res, job, calibrate, label_key, em, t0, draws=draws, held=held)
+
+
+def numpyro_model(model, form, model_options, em: EMSettings, mode: str):
+    """The NumPyro model a fit samples, its options and the EM warm start's settings: a user's
+    model or a loadings prior (`form`) sees the expression (the joint variant); by default the
+    variant's own model (variants.py), and without a source `fixed_loadings_model` (free
+    loadings drift along their GL(q) ridge under a mean-field guide: models.no_transfer_model)."""
+    from . import models as M
+
+    opts = dict(model_options or {})
+    if (model is not None or form is not None) and em.variant is None:
+        em = replace(em, variant="joint")
+    if model is None:
+        var = VR.get(resolve_variant(em, mode))
+        model = getattr(M, var.svi_model if mode != "none" else var.svi_model_no_source)
+        if mode != "none" and not var.on_scores:
+            opts.setdefault("form", form or "global")
+    return model, em, opts
 
 
 def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSettings, t0: float,

@@ -1,6 +1,6 @@
 """Every settings dataclass of the fits and the option values they accept, with their defaults
 written once: `EMSettings` (the EM path, and the EM warm start of SVI), `SVISettings`, the domain
-modes, the default novel-domain counts, and `resolve_variant` (which clustering variant a fit
+modes, the default novel-domain counts, `MCMCSettings`, and `resolve_variant` (which clustering variant a fit
 runs)."""
 
 from __future__ import annotations
@@ -190,3 +190,65 @@ class SVISettings:
             V.integer(name, getattr(self, name), 1)
         V.integer("seed", self.seed, 0)
         V.integer("batch_size", self.batch_size, 1, none_ok=True)
+
+
+CHAIN_METHODS = ("vectorized", "sequential", "parallel")
+
+
+@dataclass(frozen=True)
+class MCMCSettings:
+    """Settings of the MCMC path (`fit_mcmc` builds one from its arguments).
+
+    Attributes
+    ----------
+    n_factors : int, default 15
+        Number of latent factors q.
+    num_warmup : int, default 500
+        NUTS warm-up (adaptation) iterations per chain.
+    num_samples : int, default 500
+        Draws kept per chain.
+    num_chains : int, default 4
+        Number of chains (R-hat needs at least 2).
+    chain_method : str, default "vectorized"
+        How chains run: "vectorized" (one compiled program for all chains; fastest on CPU for
+        small data), "sequential" or "parallel" (one device per chain).
+    target_accept : float, default 0.8
+        NUTS's target acceptance probability (raise it when there are divergences).
+    max_tree_depth : int, default 8
+        Largest NUTS tree depth (at most 2**depth gradient evaluations per draw).
+    init_jitter : float, default 0.1
+        Standard deviation of the (unconstrained) noise added to the EM fit's values to start
+        each chain.
+    seed : int, default 0
+        Random seed.
+    dtype : str, default "float64"
+        "float32" or "float64".
+
+    See Also
+    --------
+    fit_mcmc, SVISettings, EMSettings
+    """
+
+    n_factors: int = 15
+    num_warmup: int = 500
+    num_samples: int = 500
+    num_chains: int = 4
+    chain_method: str = "vectorized"
+    target_accept: float = 0.8
+    max_tree_depth: int = 8
+    init_jitter: float = 0.1
+    seed: int = 0
+    dtype: str = "float64"
+
+    def check(self) -> None:
+        for name in ("num_warmup", "num_samples", "num_chains", "max_tree_depth", "n_factors"):
+            V.integer(name, getattr(self, name), 1)
+        V.integer("seed", self.seed, 0)
+        V.number("init_jitter", self.init_jitter, 0.0)
+        V.number("target_accept", self.target_accept, 0.0, strict=True)
+        if not self.target_accept < 1.0:
+            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
+        if self.chain_method not in CHAIN_METHODS:
+            raise ValueError(f"chain_method must be one of {CHAIN_METHODS}, got {self.chain_method!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")

@@ -218,7 +218,7 @@ def _compact(perm: np.ndarray, K: int) -> np.ndarray:
 
 
 def to_inference_data(res: TransSTResult):
-    """ArviZ InferenceData: posterior (one chain) of the global sites with labelled dims
+    """ArviZ InferenceData: posterior (one chain; fit_mcmc's chains) of the global sites with labelled dims
     (gene, factor, domain); a log_likelihood group with the per-spot log-likelihood ("x", dim
     spot) for WAIC / PSIS-LOO; a "spots" group with the domain probabilities (spot, domain),
     max probability, entropy and MAP domain. `idata.to_netcdf(path)` saves it (h5netcdf)."""
@@ -226,13 +226,20 @@ def to_inference_data(res: TransSTResult):
 
     post = dict(res.posterior or {})
     if not post:
-        raise ValueError("the fit has no posterior draws; fit with fit_svi (guide 'normal' or 'lowrank')")
+        raise ValueError("the fit has no posterior draws; fit with fit_svi (guide 'normal' or 'lowrank') "
+                         "or fit_mcmc")
     q = res.W_t.shape[1]
     coords = {"spot": list(map(str, res.obs_names)), "gene": list(map(str, res.genes)),
               "factor": np.arange(q), "domain": list(map(str, res.names)), "factor_": np.arange(q)}
     params = {k: v for k, v in sites.from_sites(post)._asdict().items() if v is not None}
-    data = {k: np.asarray(params.get(k, v))[None] for k, v in post.items()}  # one chain
-    log_lik = None if res.spot_loglik is None else {sites.X: np.asarray(res.spot_loglik)[None]}
+    chains = int((res.info.get("mcmc") or {}).get("num_chains", 1))  # fit_mcmc: chain by chain
+
+    def by_chain(a):
+        a = np.asarray(a)
+        return a.reshape((chains, a.shape[0] // chains) + a.shape[1:])
+
+    data = {k: by_chain(params.get(k, v)) for k, v in post.items()}
+    log_lik = None if res.spot_loglik is None else {sites.X: by_chain(res.spot_loglik)}
     idata = az.from_dict(posterior=data, log_likelihood=log_lik, coords=coords,
                          dims={k: list(v) for k, v in sites.DIMS.items() if k in data} | {sites.X: ["spot"]},
                          attrs={"model": str(res.settings.get("model", "")),

@@ -165,6 +165,17 @@ def unconverged(what: str, K: int, n_iter: int, fix: str) -> None:
                   f"objective was still changing by {fix}", UserWarning, stacklevel=user_level())
 
 
+def unmixed_chains(rhat: dict, threshold: float) -> None:
+    """Warn, naming the sites, when the chains of an MCMC fit disagree (split R-hat above
+    `threshold` for some element of a site)."""
+    bad = sorted(k for k, r in rhat.items() if r > threshold)
+    if bad:
+        worst = ", ".join(f"{k} {rhat[k]:.3f}" for k in bad)
+        warnings.warn(f"the MCMC chains have not mixed: largest split R-hat above {threshold} for {worst}; "
+                      "raise num_warmup and num_samples (or target_accept when there are divergences)",
+                      UserWarning, stacklevel=user_level())
+
+
 COUNTS_SAMPLE = 200_000  # values looked at to tell raw counts from normalised data
 
 

@@ -71,14 +71,14 @@ def _round_runner(svi, n_steps: int, batch_size):
 def run_svi(prep, out: EMRun, model, opts: dict, st: SVISettings, em, ds, mode: str, criterion: str,
             progress_bar: bool, mesh) -> tuple:
     """The SVI path from the EM run `out` (its warm start): each K's rounds and posterior draws
-    (`_svi_one`), then the result (`_assemble_svi`); (result, the chosen K's per-draw domain
+    (`_svi_one`), then the result (`assemble_posterior`); (result, the chosen K's per-draw domain
     log-probabilities, which `fit.finish` tempers draw by draw)."""
     t_svi = time.perf_counter()
     lay = shard.layout(prep.X.shape[0], mesh)
     fits = {K: _svi_one(prep, out, K, model, opts, st, mode, progress_bar, lay) for K in out.Ks}
     out.timings["svi"] = time.perf_counter() - t_svi
     ta = time.perf_counter()
-    res = _assemble_svi(prep, out, fits, out.Ks, st, em, ds, mode, criterion, opts, model)
+    res = assemble_posterior(prep, out, fits, out.Ks, st, em, ds, mode, criterion, opts, model)
     res.info["timings"]["assemble"] = time.perf_counter() - ta
     return res, fits[res.n_domains]["dlp"]
 
@@ -226,7 +226,8 @@ def _svi_one(prep, out, K, model, opts, st: SVISettings, mode, progress_bar, lay
     point_ll, point_beta = point_terms(ms, pt, data)
     return {"samples": samples, "dlp": dlp, "spot_loglik": ll, "losses": np.asarray(losses),
             "converged": converged, "data": data, "n_rounds": len(losses), "params": params,
-            "point_loglik": point_ll, "point_beta": point_beta}
+            "point_loglik": point_ll, "point_beta": point_beta,
+            "info": {"svi_rounds": len(losses), "svi_converged": bool(converged)}}
 
 
 def _icm_labels(graph, proba: np.ndarray, fit: dict) -> np.ndarray:
@@ -269,7 +270,9 @@ def _mean_factors(X, W, psi, mu, Sigma, proba):
     return F.mean_factors(proba, comp)
 
 
-def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion, opts, model):
+def assemble_posterior(prep, out, fits, Ks, st, em, ds, mode, criterion, opts, model, method: str = "svi"):
+    """The result of a NumPyro path (`method` "svi" or "mcmc") from its fits per K: K chosen by
+    `criterion`, posterior means, probabilities averaged over the draws, labels by ICM."""
     n, p = prep.X.shape
     q = st.n_factors
     table = []
@@ -284,8 +287,11 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
                             anchored=bool(out.plans[K].classes), n_anchored=len(out.plans[K].classes)))
         beta_draws = np.asarray(f["samples"].get(sites.BETA, np.zeros(f["spot_loglik"].shape[0])))
         row.update(_waic_loo(np.asarray(f["spot_loglik"], np.float64), beta_draws))
-        row.update({"elbo": -float(f["losses"][-1]), "n_rounds": f["n_rounds"],
-                    "converged": bool(f["converged"])})
+        if method == "svi":
+            row.update({"elbo": -float(f["losses"][-1]), "n_rounds": f["n_rounds"],
+                        "converged": bool(f["converged"])})
+        else:
+            row.update(f["row"])
         f["proba"] = proba
         table.append(k_table_row(row))
     if criterion in ("loo", "waic"):
@@ -298,7 +304,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         chosen = min(table, key=lambda r: r[criterion])["K"]
     mark_chosen(table, chosen)
     f = fits[chosen]
-    if not f["converged"]:
+    if method == "svi" and not f["converged"]:
         V.unconverged("SVI fit", chosen, f["n_rounds"] * st.steps_per_round,
                       f"more than rtol = {st.rtol:g} between its last rounds; raise max_rounds (now {st.max_rounds})")
     smp = f["samples"]
@@ -332,7 +338,7 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         tau = float("inf")
     src = out.source
     settings = settings_record(
-        asdict(st), ds, mode, out.variant, Ks, method="svi", model=getattr(model, "__name__", str(model)),
+        asdict(st), ds, mode, out.variant, Ks, method=method, model=getattr(model, "__name__", str(model)),
         model_options={k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in opts.items()},
         criterion=criterion, em=asdict(em), domains_used="anchored" if plan.classes else "free")
     labels = _icm_labels(prep.graph, proba, f)
@@ -347,6 +353,5 @@ def _assemble_svi(prep, out, fits, Ks, st: SVISettings, em, ds, mode, criterion,
         data=data_used(prep),
         diagnostics=Diagnostics(
             trace=-np.asarray(f["losses"]), k_table=table, settings=settings,
-            info={**shared_info(prep, out, chosen, em, plan, labels),
-                  "svi_rounds": f["n_rounds"], "svi_converged": bool(f["converged"])}),
+            info={**shared_info(prep, out, chosen, em, plan, labels), **f["info"]}),
     )
