@@ -162,7 +162,7 @@ def marker_genes(res: TransSTResult, domain: int | str | None = None, n_top: int
     out = pd.concat(frames, ignore_index=True)
     out["n_draws"] = S
     out["temperature"] = float(T)
-    out["posterior"] = "svi" if res.posterior else "em_conditional"
+    out["posterior"] = str(res.settings.get("method", "svi")) if res.posterior else "em_conditional"
     return out
 
 

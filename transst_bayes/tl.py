@@ -17,7 +17,7 @@ from . import validate as V
 from .result import TransSTResult
 from .summary import marker_genes, transfer_breaking_genes as _breaking
 
-METHODS = ("em", "svi")
+METHODS = ("em", "svi", "mcmc")
 
 __all__ = ["transst", "markers", "transfer_breaking_genes"]
 
@@ -57,10 +57,11 @@ def transst(
 ):
     """Find tissue domains in `target` with TransST and write them into it.
 
-    Fits the model with `fit_em` (method="em") or `fit_svi` (method="svi") and writes the
-    domains, their probabilities, the factor scores, the loadings and the fit itself into the
-    AnnData (scanpy style), so that `markers`, `transfer_breaking_genes` and `transst_bayes.pl`
-    can read it back, also from a re-read `.h5ad` file.
+    Fits the model with `fit_em` (method="em"), `fit_svi` (method="svi") or `fit_mcmc`
+    (method="mcmc") and writes the domains, their probabilities, the factor scores, the
+    loadings and the fit itself into the AnnData (scanpy style), so that `markers`,
+    `transfer_breaking_genes` and `transst_bayes.pl` can read it back, also from a re-read
+    `.h5ad` file.
 
     Parameters
     ----------
@@ -80,8 +81,8 @@ def transst(
         source classes by default (`domains="anchored"`; "free" for the paper's free
         clustering).
     method : str, default "em"
-        "em" (compiled EM/ICM, `fit_em`) or "svi" (NumPyro SVI with posterior draws,
-        `fit_svi`).
+        "em" (compiled EM/ICM, `fit_em`), "svi" (NumPyro SVI with posterior draws,
+        `fit_svi`) or "mcmc" (NumPyro NUTS, several chains, for small data: `fit_mcmc`).
     spatial_key : str, default "spatial"
         Key of the spot coordinates in `obsm`.
     library_key : str or None, default None
@@ -100,7 +101,9 @@ def transst(
         listed under Other Parameters, and the options of one method: `transfer`, `variant`,
         `beta`, `n_restarts`, `max_iter`, `tol`, `weight` (method="em"); `model`, `guide`,
         `form`, `model_options`, `lr`, `steps_per_round`, `max_rounds`, `rtol`, `batch_size`,
-        `num_samples`, `rank`, `em_options` (method="svi").
+        `num_samples`, `rank`, `em_options` (method="svi"); `num_warmup`, `num_samples`,
+        `num_chains`, `chain_method`, `target_accept`, `max_tree_depth`, `init_jitter`,
+        `em_options` (method="mcmc").
 
     Other Parameters
     ----------------
@@ -113,7 +116,7 @@ def transst(
         Number of latent factors q.
     criterion : str
         How K is chosen among several: default "hbic" for method="em", "loo" for
-        method="svi" (see `fit_em` and `fit_svi` for the others).
+        method="svi" and "mcmc" (see `fit_em` and `fit_svi` for the others).
     calibrate : str or float, default "auto"
         Temperature of the per-spot probabilities: "auto" (from fits of held-out source
         sections), "none", or a temperature T > 0 (see `fit_em`).
@@ -188,14 +191,14 @@ def transst(
     Raises
     ------
     ValueError
-        `method` is not "em" or "svi", or a bad option or input (see `fit_em` and `fit_svi`).
+        `method` is not "em", "svi" or "mcmc", or a bad option or input (see the fits).
     TypeError
         `target` or `source` is not an AnnData, `key_added` is not a non-empty str, `copy` is
         not a bool, `rng` is not a seed, Generator or JAX key, or an unknown keyword argument.
 
     See Also
     --------
-    fit_em, fit_svi : The fits, returning a `TransSTResult`.
+    fit_em, fit_svi, fit_mcmc : The fits, returning a `TransSTResult`.
     markers : Marker genes per domain from the fit written here.
     transfer_breaking_genes : Genes whose loadings break from the source.
     TransSTResult.to_anndata : What writes the keys.
@@ -211,7 +214,7 @@ def transst(
     >>> svi = tl.transst(target, source, n_domains=4, n_factors=10, method="svi",
     ...                  key_added="transst_svi", copy=True)
     """
-    from .fit import fit_em, fit_svi
+    from .fit import fit_em, fit_mcmc, fit_svi
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -222,7 +225,7 @@ def transst(
     V.flag("copy", copy)
     if isinstance(n_domains, range):
         n_domains = list(n_domains)
-    fit = fit_em if method == "em" else fit_svi
+    fit = {"em": fit_em, "svi": fit_svi, "mcmc": fit_mcmc}[method]
     res = fit(target, source, label_key=label_key, n_domains=n_domains, seed=_seed(rng),
               spatial_key=spatial_key, library_key=library_key, layer=layer, **kwargs)
     res.info["method"] = method
@@ -277,7 +280,7 @@ def markers(adata, key: str = keys.DEFAULT, *, domain: int | None = None, n_top:
         None, or the changed copy with `copy=True`. Written: `uns[key_added or
         f"{key}_markers"]`, a pandas DataFrame with one row per domain and gene and the columns
         domain, gene, expression, contrast, ci_low, ci_high, p_positive, lfsr, n_draws,
-        temperature and posterior ("svi" or "em_conditional").
+        temperature and posterior ("svi", "mcmc" or "em_conditional").
 
     Raises
     ------

@@ -90,3 +90,25 @@ def test_mcmc_result_saves_and_loads(fitted, tmp_path):
 def test_mcmc_bad_options_are_named_before_any_work(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         tb.fit_mcmc(np.zeros((4, 3)), None, n_domains=2, spatial=np.zeros((4, 2)), **bad)
+
+
+@pytest.mark.slow
+def test_mcmc_result_writes_into_anndata_and_gives_marker_intervals(pair, fitted):
+    """The same result interface as the other paths: keys written, markers over the draws."""
+    from transst_bayes import tl
+
+    _, tgt = pair
+    _, res = fitted
+    ad = res.to_anndata(tgt, copy=True)
+    assert ad.obsm["transst_proba"].shape == (tgt.n_obs, 3)
+    m = tl.markers(ad, copy=True).uns["transst_markers"]
+    assert (m["ci_high"] > m["ci_low"]).all()  # intervals over the draws, not points
+    assert set(m["posterior"]) == {"mcmc"} and set(m["n_draws"]) == {res.spot_loglik.shape[0]}
+
+
+def test_tl_transst_passes_method_mcmc_to_fit_mcmc():
+    from transst_bayes import tl
+
+    src, tgt = tb.simulate(0, height=6, width=6, n_genes=20, n_factors=2, n_domains=2)
+    with pytest.raises(ValueError, match="num_chains"):
+        tl.transst(tgt, src, n_domains=2, method="mcmc", num_chains=0)
