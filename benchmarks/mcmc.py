@@ -2,13 +2,16 @@
 
 Simulation (default): for each seed, `fit_em`, `fit_svi` with each guide ("normal",
 "lowrank") and `fit_mcmc` (NUTS, its defaults: 4 chains of 500 warm-up + 500 draws) on the same
-simulated pair with the true K. Per path: ARI against the truth; coverage90, the share of the
+simulated pair with the true K, for the default model of a labeled source (loadings fixed at
+the transfer step's) and for the full model (`model=models.transst_model`, loadings in the
+posterior; EM: the joint variant). Per path: ARI against the truth; coverage90, the share of the
 true domain expression values (W_true m_k per gene and domain, m_k the mean of the true factors
 in domain k) inside the path's 90% credible intervals (EM: draws of the domain means from their
 conditional posterior given the fit's covariances, loadings and labels); width90, the intervals'
 mean width; "mean - MCMC (MCMC sd)", the mean distance of the path's posterior means of the
-domain expression from MCMC's, in MCMC posterior standard deviations; "TV to MCMC", the mean
-total-variation distance between the path's per-spot domain probabilities and MCMC's; seconds
+domain expression from the same model's MCMC's, in MCMC posterior standard deviations; "TV to
+MCMC", the mean total-variation distance between the path's per-spot domain probabilities and
+MCMC's; seconds
 (each path's own call, EM warm start and compilation included).
 
     python benchmarks/mcmc.py [--seeds 5] [--size 20] [--genes 200] [--q 5] [--K 4]
@@ -34,14 +37,20 @@ from _common import markdown_table, peak_rss_gb, publish, table_spec, write_json
 import transst_bayes as tb
 
 PATHS = ("EM", "SVI normal", "SVI lowrank", "MCMC")
+# the default model of a labeled source (scores_model: the factor scores clustered under the
+# transfer step's loadings, which stay fixed) and the full model (transst_model: loadings, tau
+# and noise in the posterior; EM: the joint variant, its MAP)
+MODELS = ("default", "full")
 
 
-def _fit(path: str, tgt, src, K: int, q: int, seed: int):
+def _fit(path: str, model: str, tgt, src, K: int, q: int, seed: int):
+    kw = dict(n_domains=K, n_factors=q, seed=seed)
+    full = dict(model=tb.models.transst_model) if model == "full" else {}
     if path == "EM":
-        return tb.fit_em(tgt, src, n_domains=K, n_factors=q, seed=seed)
+        return tb.fit_em(tgt, src, variant="joint" if full else None, **kw)
     if path.startswith("SVI"):
-        return tb.fit_svi(tgt, src, n_domains=K, n_factors=q, seed=seed, guide=path.split()[1])
-    return tb.fit_mcmc(tgt, src, n_domains=K, n_factors=q, seed=seed)
+        return tb.fit_svi(tgt, src, guide=path.split()[1], **full, **kw)
+    return tb.fit_mcmc(tgt, src, **full, **kw)
 
 
 def simulation_seed(seed: int, size: int, genes: int, q: int, K: int) -> list[dict]:
@@ -50,49 +59,53 @@ def simulation_seed(seed: int, size: int, genes: int, q: int, K: int) -> list[di
     z = np.asarray(tgt.obsm["z_true"], np.float64)
     m = np.stack([z[truth == k].mean(0) for k in range(K)])
     true_e = np.asarray(tgt.varm["W_true"], np.float64) @ m.T  # (p, K)
-    fits, secs = {}, {}
-    for path in PATHS:
-        t0 = time.perf_counter()
-        res = _fit(path, tgt, src, K, q, seed)
-        secs[path] = time.perf_counter() - t0
-        fits[path] = tb.align_result(res, truth)
-    draws = {p: tb.domain_expression(r) for p, r in fits.items()}  # (S, p, K)
-    ref_mean, ref_sd = draws["MCMC"].mean(0), draws["MCMC"].std(0)
     rows = []
-    for path, r in fits.items():
-        e = draws[path]
-        lo, hi = np.quantile(e, 0.05, axis=0), np.quantile(e, 0.95, axis=0)
-        row = {"seed": seed, "path": path, "ARI": tb.adjusted_rand_index(r.labels, truth),
-               "coverage90": float(np.mean((true_e >= lo) & (true_e <= hi))),
-               "width90": float(np.mean(hi - lo)),
-               "mean - MCMC (MCMC sd)": float(np.mean(np.abs(e.mean(0) - ref_mean) / ref_sd)),
-               "TV to MCMC": float(0.5 * np.abs(r.proba - fits["MCMC"].proba).sum(1).mean()),
-               "s": secs[path]}
-        if path == "MCMC":
-            mc = r.info["mcmc"]
-            row.update({"R-hat max": mc["rhat_max"], "ESS min": mc["ess_min"],
-                        "divergences": mc["divergences"]})
-        rows.append(row)
-        print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+    for model in MODELS:
+        fits, secs = {}, {}
+        for path in PATHS:
+            t0 = time.perf_counter()
+            res = _fit(path, model, tgt, src, K, q, seed)
+            secs[path] = time.perf_counter() - t0
+            fits[path] = tb.align_result(res, truth)
+        draws = {p: tb.domain_expression(r) for p, r in fits.items()}  # (S, p, K)
+        ref_mean, ref_sd = draws["MCMC"].mean(0), draws["MCMC"].std(0)
+        for path, r in fits.items():
+            e = draws[path]
+            lo, hi = np.quantile(e, 0.05, axis=0), np.quantile(e, 0.95, axis=0)
+            row = {"seed": seed, "model": model, "path": path, "ARI": tb.adjusted_rand_index(r.labels, truth),
+                   "coverage90": float(np.mean((true_e >= lo) & (true_e <= hi))),
+                   "width90": float(np.mean(hi - lo)),
+                   "mean - MCMC (MCMC sd)": float(np.mean(np.abs(e.mean(0) - ref_mean) / ref_sd)),
+                   "TV to MCMC": float(0.5 * np.abs(r.proba - fits["MCMC"].proba).sum(1).mean()),
+                   "s": secs[path]}
+            if path == "MCMC":
+                mc = r.info["mcmc"]
+                row.update({"R-hat max": mc["rhat_max"], "ESS min": mc["ess_min"],
+                            "divergences": mc["divergences"]})
+            rows.append(row)
+            print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     return rows
 
 
-SIM_COLS = ["path", "ARI", "coverage90", "width90", "mean - MCMC (MCMC sd)", "TV to MCMC", "s",
+SIM_COLS = ["model", "path", "ARI", "coverage90", "width90", "mean - MCMC (MCMC sd)", "TV to MCMC", "s",
             "R-hat max", "ESS min", "divergences"]
 SIM_FMT = {"s": "{:.1f}", "ESS min": "{:.0f}", "divergences": "{:.1f}", "width90": "{:.3f}"}
 
 SIM_PROTOCOL = (
     "Simulated pairs (`tb.simulate`, {size} x {size} lattice, source of the same size, p = {p}, "
-    "q = {q}, K = {K}, seeds 0-{last}), true K, every path's defaults otherwise (anchored domains: "
-    "`models.scores_model`, the factor scores clustered under the transfer step's loadings, which "
-    "stay fixed; `fit_mcmc`: NUTS, 4 chains of 500 warm-up and 500 draws, started from the EM fit). "
+    "q = {q}, K = {K}, seeds 0-{last}), true K, every path's defaults otherwise (`fit_mcmc`: NUTS, 4 "
+    "chains of 500 warm-up and 500 draws, started from the EM fit), for two models: \"default\", "
+    "the default with a labeled source (anchored domains, `models.scores_model`: the factor scores "
+    "clustered under the transfer step's loadings, which stay fixed), and \"full\" "
+    "(`model=models.transst_model`: loadings, tau and noise in the posterior; EM: "
+    "`variant=\"joint\"`, the same model's MAP). "
     "Means over the seeds. coverage90: share of the true domain expression values (W_true m_k per "
     "gene and domain) inside the 90% credible intervals (EM: draws of the domain means given the "
     "fit's covariances, loadings and labels); width90: their mean width; mean - MCMC: distance of "
     "the posterior means from MCMC's in MCMC posterior sd; TV to MCMC: mean total-variation "
-    "distance of the per-spot domain probabilities from MCMC's; s: seconds per call (EM warm "
+    "distance of the per-spot domain probabilities from MCMC's (the same model's MCMC); s: seconds per call (EM warm "
     "start and compilation included); R-hat max / ESS min: over every element of every sampled "
-    "site (mu, Sigma, beta).")
+    "site (default: mu, Sigma, beta; full: also W, psi, tau, kappa).")
 
 
 def simulation(args) -> None:
@@ -100,10 +113,10 @@ def simulation(args) -> None:
     for s in range(args.seeds):
         rows += simulation_seed(s, args.size, args.genes, args.q, args.K)
     means = []
-    for path in PATHS:
-        sub = [r for r in rows if r["path"] == path]
-        mean = {"path": path}
-        for c in SIM_COLS[1:]:
+    for model, path in ((m, p) for m in MODELS for p in PATHS):
+        sub = [r for r in rows if r["path"] == path and r["model"] == model]
+        mean = {"model": model, "path": path}
+        for c in SIM_COLS[2:]:
             vals = [r[c] for r in sub if c in r]
             if vals:
                 mean[c] = float(np.mean(vals)) if c != "R-hat max" else float(np.max(vals))
