@@ -140,7 +140,8 @@ REAL_PROTOCOL = (
     "chains of 500 warm-up and 500 draws), on the same data in the same run. ARI against the "
     "pathologist's labels; seconds per call (held-out fits, EM warm start and compilation "
     "included; NUTS s: the sampling alone); R-hat max / ESS min over every element of the "
-    "sampled sites, which the second table lists per site.")
+    "sampled sites, which the second table lists per site."
+    " Sampled sites: with the source set aside (`transfer=\"auto\"` chose \"none\") the model is `models.fixed_loadings_model`: mu, Sigma and beta are sampled; the loadings and noise stay at the EM fit's (without a source they are identified only up to a rotation of the factors, and are not sampled). `fit_mcmc` starts from its own EM fit in float64 (`fit_em`'s default is float32), which can settle in another of the section's modes (see the seed spread).")
 
 
 def real(args) -> None:
