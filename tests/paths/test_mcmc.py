@@ -112,3 +112,14 @@ def test_tl_transst_passes_method_mcmc_to_fit_mcmc():
     src, tgt = tb.simulate(0, height=6, width=6, n_genes=20, n_factors=2, n_domains=2)
     with pytest.raises(ValueError, match="num_chains"):
         tl.transst(tgt, src, n_domains=2, method="mcmc", num_chains=0)
+
+
+@pytest.mark.slow
+def test_mcmc_is_deterministic_for_a_fixed_seed():
+    src, tgt = tb.simulate(2, height=8, width=8, n_genes=30, n_factors=2, n_domains=2)
+    kw = dict(n_domains=2, n_factors=2, num_warmup=30, num_samples=30, num_chains=2, seed=3)
+    a, b = (tb.fit_mcmc(tgt, src, **kw) for _ in range(2))
+    np.testing.assert_array_equal(a.posterior["mu"], b.posterior["mu"])
+    np.testing.assert_array_equal(a.labels, b.labels)
+    c = tb.fit_mcmc(tgt, src, **dict(kw, seed=4))
+    assert not np.array_equal(a.posterior["mu"], c.posterior["mu"])  # the seed reaches the chains
