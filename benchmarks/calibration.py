@@ -93,8 +93,8 @@ def run(data: str, sections, seed=0, no_sections=False):
         T_oracle, e_oracle = choose_temperature([(raw.names, raw.proba[scored], truth)], ORACLE_GRID)
         scheme = cal.info.get("held_out", "none")
         sets = {}
-        for a in (0.1, 0.2):
-            sets[a] = (set_coverage(cal.names, cal.proba[scored], cal.domain_sets(a)[scored], truth)
+        for alpha in (0.1, 0.2):
+            sets[alpha] = (set_coverage(cal.names, cal.proba[scored], cal.domain_sets(alpha)[scored], truth)
                        if cal.info.get("conformal") else (float("nan"), float("nan")))
         own_cover, own_size = set_coverage(raw.names, raw.proba[scored], mass_sets(raw.proba[scored]), truth)
         rows.append({"section": sec, "held out": "blocks" if scheme.startswith("spatial") else scheme.split(" (")[0],

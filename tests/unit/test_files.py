@@ -5,7 +5,6 @@ behind; the CLI's Ctrl-C ends with exit status 130 and one line."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -61,7 +59,6 @@ def test_isolated_and_duplicate_spots_warn_not_crash():
 
 
 def test_greedy_coloring_proper_on_random_graph():
-    rng = np.random.default_rng(2)
     A = sp.random(300, 300, density=0.02, random_state=3)
     A = ((A + A.T) > 0).astype(float)
     A.setdiag(0)
