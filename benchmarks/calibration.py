@@ -95,7 +95,7 @@ def run(data: str, sections, seed=0, no_sections=False):
         sets = {}
         for alpha in (0.1, 0.2):
             sets[alpha] = (set_coverage(cal.names, cal.proba[scored], cal.domain_sets(alpha)[scored], truth)
-                       if cal.info.get("conformal") else (float("nan"), float("nan")))
+                           if cal.info.get("conformal") else (float("nan"), float("nan")))
         own_cover, own_size = set_coverage(raw.names, raw.proba[scored], mass_sets(raw.proba[scored]), truth)
         rows.append({"section": sec, "held out": "blocks" if scheme.startswith("spatial") else scheme.split(" (")[0],
                      "T": cal.info["temperature"], "held-out ECE (T=1)": held[0],
