@@ -108,7 +108,7 @@ def test_markers_and_breaking_genes_after_h5ad_round_trip(pair, tmp_path):
 def test_api_errors(pair):
     src, tgt = pair
     with pytest.raises(ValueError, match="method"):
-        tb.tl.transst(tgt, src, n_domains=3, method="mcmc", copy=True)
+        tb.tl.transst(tgt, src, n_domains=3, method="gibbs", copy=True)
     with pytest.raises(TypeError, match="AnnData"):
         tb.tl.transst(np.zeros((5, 5)), src, n_domains=3)
     with pytest.raises(ValueError, match=r"tl\.transst"):
