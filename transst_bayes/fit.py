@@ -500,12 +500,9 @@ def fit_svi(
     t0 = time.perf_counter()
     st = settings_from(SVISettings, locals())
     st.check()
-    if criterion not in ("loo", "waic") + CRITERIA:
-        raise ValueError(f"criterion must be one of {('loo', 'waic') + CRITERIA}, got {criterion!r}")
     if form is not None and form not in M.FORMS:
         raise ValueError(f"form must be one of {M.FORMS}, got {form!r}")
-    em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
-    em.check()
+    em = warm_start_settings(criterion, n_factors, seed, dtype, domains, em_options)
     mesh = spots_mesh(devices, em)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
                 data_options, mesh, progress_bar)
@@ -658,10 +655,7 @@ def fit_mcmc(
     t0 = time.perf_counter()
     st = settings_from(MCMCSettings, locals())
     st.check()
-    if criterion not in ("loo", "waic") + CRITERIA:
-        raise ValueError(f"criterion must be one of {('loo', 'waic') + CRITERIA}, got {criterion!r}")
-    em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
-    em.check()
+    em = warm_start_settings(criterion, n_factors, seed, dtype, domains, em_options)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
                 data_options, None, progress_bar)
     job, em, held = H.choose_transfer(job, label_key, em, fit_em)
@@ -672,6 +666,17 @@ def fit_mcmc(
         res, draws = run_mcmc(prep, out, model, opts, st, em, job.ds, mode, criterion, progress_bar)
         V.unmixed_chains(res.info["mcmc"]["rhat"], RHAT_OK)
     return finish(res, job, calibrate, label_key, em, t0, draws=draws, held=held)
+
+
+def warm_start_settings(criterion: str, n_factors: int, seed: int, dtype: str, domains: str,
+                        em_options: dict | None) -> EMSettings:
+    """A NumPyro path's checks before any work: its K criterion, and the settings of its EM
+    warm start (`em_options` over the path's own n_factors, seed, dtype and domains)."""
+    if criterion not in ("loo", "waic") + CRITERIA:
+        raise ValueError(f"criterion must be one of {('loo', 'waic') + CRITERIA}, got {criterion!r}")
+    em = EMSettings(n_factors=n_factors, seed=seed, dtype=dtype, domains=domains, **(em_options or {}))
+    em.check()
+    return em
 
 
 def numpyro_model(model, form, model_options, em: EMSettings, mode: str):
