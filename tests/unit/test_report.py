@@ -54,6 +54,8 @@ def test_benchmarks_readme_matches_its_result_files():
     text = report.BENCH_README.read_text()
     import re
 
-    names = set(re.findall(r"<!-- (\S+):start -->", text))
+    found = re.findall(r"<!-- (\S+):start -->", text)
+    assert len(found) == len(set(found)), sorted({n for n in found if found.count(n) > 1})
+    names = set(found)
     files = {p.stem for p in report.RESULTS.glob("*.json")}
     assert names == files, sorted(names ^ files)
