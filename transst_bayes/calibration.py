@@ -13,7 +13,7 @@ target. Tempering keeps every spot's most probable domain, so labels and ARI do 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -21,34 +21,53 @@ from .metrics import expected_calibration_error, named_predictions
 
 TEMPERATURES = tuple(float(t) for t in np.exp(np.linspace(0.0, np.log(50.0), 40)))
 SECTION_KEYS = ("library_id", "section", "sample", "batch")  # looked for when no key is given
-N_BLOCKS = 4  # spatial blocks held out in turn when the source's sections are not named...
-MIN_BLOCK_SPOTS = 500  # ... each at least the size of a small section (else nothing is held out)
+N_FOLDS = 4  # folds of spatial tiles held out in turn when the source's sections are not named...
+TILE_GRID = 8  # ... from a TILE_GRID x TILE_GRID grid of tiles, dealt to the folds diagonally
+MIN_FOLD_SOURCE_SPOTS = 1000  # a source with fewer spots keeps the model's probabilities
 
 
-def spatial_blocks(coords: np.ndarray, n_blocks: int = N_BLOCKS) -> np.ndarray:
-    """Block of each spot: `n_blocks` stripes of (nearly) equal spot count across the longer
-    side of the coordinates' bounding box, so that each block is a contiguous region (for a
-    concatenation of sections in their own coordinates: a region of each)."""
+class Holdout(NamedTuple):
+    """How the source is held out: `groups` (a group of each spot; None: not at all), `how` (the
+    scheme in words, or why not) and `in_context` (each group's spots are fitted inside the
+    whole source, the other groups' labels kept, instead of on their own)."""
+
+    groups: np.ndarray | None
+    how: str
+    in_context: bool = False
+
+
+def spatial_folds(coords: np.ndarray, n_folds: int = N_FOLDS, grid: int = TILE_GRID) -> np.ndarray:
+    """Fold of each spot: the spots cut into `grid` x `grid` tiles of (nearly) equal spot count
+    per row and per column, tile (i, j) dealt to fold (i + j) mod `n_folds`. Each fold is spread
+    over the whole section (every row and every column of tiles holds each fold), so that every
+    class keeps labeled spots outside each fold, and each tile is a contiguous region whose
+    spots are not the neighbours of the labeled spots they are scored against (except at its
+    edge)."""
     xy = np.asarray(coords, dtype=float)[:, :2]
-    axis = int(np.argmax(np.ptp(xy, axis=0)))
-    rank = np.argsort(np.argsort(xy[:, axis], kind="stable"), kind="stable")
-    return (rank * n_blocks // max(len(rank), 1)).astype(np.int64)
+    n = max(len(xy), 1)
+
+    def cut(v):
+        return np.argsort(np.argsort(v, kind="stable"), kind="stable") * grid // n
+
+    return ((cut(xy[:, 0]) + cut(xy[:, 1])) % n_folds).astype(np.int64)
 
 
-def held_out_groups(source, key: str | None, spatial_key: str) -> tuple:
-    """What the source is held out by: (group of each spot, how: the scheme in words), or
-    (None, why not). Named sections (`key`) when there are two or more; else spatial blocks of
-    the source's spots when each holds at least MIN_BLOCK_SPOTS; nothing without coordinates."""
+def held_out_groups(source, key: str | None, spatial_key: str) -> Holdout:
+    """What the source is held out by: named sections (`key`) when there are two or more, each
+    fitted on its own; else folds of spatial tiles (`spatial_folds`), each fitted in context
+    (the whole source as the target, the fold's labels withheld, scored on the fold's spots),
+    when the source holds at least MIN_FOLD_SOURCE_SPOTS spots; nothing without coordinates."""
     if spatial_key not in source.obsm:
-        return None, f"the source has no coordinates in obsm[{spatial_key!r}]"
+        return Holdout(None, f"the source has no coordinates in obsm[{spatial_key!r}]")
     if key is not None and source.obs[key].nunique() >= 2:
-        return source.obs[key].astype(str).to_numpy(), f"source sections (obs[{key!r}])"
-    if source.n_obs < N_BLOCKS * MIN_BLOCK_SPOTS:
-        return None, (f"the source's sections are not named and its {source.n_obs} spots are too few "
-                      f"to hold out in {N_BLOCKS} spatial blocks of at least {MIN_BLOCK_SPOTS}; name its "
-                      "sections' obs column with source_batch_key=..., or pass calibrate=T")
-    return (spatial_blocks(np.asarray(source.obsm[spatial_key])).astype(str),
-            f"spatial blocks ({N_BLOCKS} stripes of the source's spots)")
+        return Holdout(source.obs[key].astype(str).to_numpy(), f"source sections (obs[{key!r}])")
+    if source.n_obs < MIN_FOLD_SOURCE_SPOTS:
+        return Holdout(None, f"the source's sections are not named and its {source.n_obs} spots are too few "
+                             f"to hold out in spatial folds (at least {MIN_FOLD_SOURCE_SPOTS}); name its "
+                             "sections' obs column with source_batch_key=..., or pass calibrate=T")
+    return Holdout(spatial_folds(np.asarray(source.obsm[spatial_key])).astype(str),
+                   f"spatial folds ({N_FOLDS} folds of {TILE_GRID} x {TILE_GRID} tiles of the source's spots, "
+                   "each fitted in context)", True)
 
 
 def temper(proba: np.ndarray, T: float) -> np.ndarray:
@@ -93,31 +112,35 @@ def section_key(source, key: str | None) -> str | None:
     return None
 
 
-def held_out_fits(source, label_key: str, groups: np.ndarray, spatial_key: str, fit: Callable,
+def held_out_fits(source, label_key: str, holdout: Holdout, spatial_key: str, fit: Callable,
                   progress: str | None = None) -> list:
-    """Each group of `source`'s spots (its sections, or spatial blocks: `held_out_groups`) fitted
-    as a target from the other groups by `fit(target, source, label_key, n_domains)`:
-    [(names, proba, labels)]; (None, None, labels) for a group whose fit collapsed numerically
-    (FloatingPointError). Groups without enough spots or labels to fit are skipped. `progress`:
-    the description of a progress bar over the groups (None: no bar)."""
+    """Each group of `source`'s spots (`held_out_groups`) fitted as a target from the other
+    groups by `fit(target, source, label_key, n_domains)`: [(names, proba, labels)] of the
+    group's spots; (None, None, labels) for a group whose fit collapsed numerically
+    (FloatingPointError). A named section is fitted on its own, with K its classes; a fold of
+    spatial tiles (`holdout.in_context`) inside the whole source, with K the source's classes.
+    Groups without enough spots or labels to fit are skipped. `progress`: the description of a
+    progress bar over the groups (None: no bar)."""
     held = []
-    groups = np.asarray(groups)
+    groups = np.asarray(holdout.groups)
     todo = np.unique(groups)
     if progress is not None:  # a tqdm bar described by `progress`
         from tqdm.auto import tqdm
 
         todo = tqdm(todo, desc=progress)
+    labels = source.obs[label_key].astype(str).to_numpy()
     for h in todo:
         inner = groups == h
-        tgt, src = source[inner].copy(), source[~inner].copy()
-        truth = tgt.obs[label_key].astype(str).to_numpy()
-        K = int(np.unique(truth).size)
-        if K < 2 or tgt.n_obs < 4 * K or spatial_key not in tgt.obsm:
+        truth = labels[inner]
+        tgt = source.copy() if holdout.in_context else source[inner].copy()
+        K = int(np.unique(labels if holdout.in_context else truth).size)
+        if np.unique(truth).size < 2 or inner.sum() < 4 * K or spatial_key not in tgt.obsm:
             continue
         try:
-            res = fit(tgt, src, label_key, K)
+            res = fit(tgt, source[~inner].copy(), label_key, K)
         except FloatingPointError:  # this section's collapse is not the target's
             held.append((None, None, truth))
             continue
-        held.append((list(res.names), np.asarray(res.proba), truth))
+        proba = np.asarray(res.proba)
+        held.append((list(res.names), proba[inner] if holdout.in_context else proba, truth))
     return held

@@ -1,7 +1,7 @@
 """Domain sets per spot with a stated coverage: split conformal prediction on the held-out
 source fits that calibration already makes.
 
-Each held-out source section (or spatial block) was fitted as a target from the others, exactly
+Each held-out source section (or fold of spatial tiles) was fitted as a target from the others, exactly
 as the real target is, and its spots' labels are known. Their conformity score is
 s = 1 - p_T(true label) (the tempered probability of the domain read as the spot's label; 0 when
 no domain is). For a miscoverage alpha, the threshold is the ceil((n + 1)(1 - alpha))-th smallest

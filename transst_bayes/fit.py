@@ -93,7 +93,7 @@ def fit_em(
         Number of latent factors q (smaller than the numbers of genes and spots).
     transfer : str, default "auto"
         How the source's loadings inform the target's. "auto": the labeled source is held out
-        part by part (as for `calibrate`: its sections, else spatial blocks of its spots) and
+        part by part (as for `calibrate`: its sections, else folds of spatial tiles) and
         each part fitted from the others both with the source ("eb") and without it ("none"),
         and the target is fitted the way that found the held-out parts' annotated domains
         better (higher mean ARI; "eb" on a tie or when the source has no coordinates);
@@ -141,8 +141,9 @@ def fit_em(
         matching), and the temperature that calibrates those fits' per-spot probabilities
         against their labels is applied to `proba` (labels unchanged). The parts are the
         source's sections when an obs column names two or more (`source_batch_key`, else the
-        first of "library_id", "section", "sample", "batch" with two or more values), else 4
-        contiguous spatial blocks of its spots when each holds at least 500 spots
+        first of "library_id", "section", "sample", "batch" with two or more values), else, for
+        a source of at least 1,000 spots, 4 folds of an 8 x 8 grid of spatial tiles, each
+        fold's spots fitted inside the whole source with their labels withheld
         (`info["held_out"]` says which). Without
         coordinates (e.g. a single-cell atlas) the probabilities are the model's
         (`info["calibration"]` says why). "none":
@@ -195,7 +196,7 @@ def fit_em(
         Column of `source.obs` that names the source's sections: each is standardised on its
         own with standardize="separate", and held out in turn by `calibrate="auto"` and
         `transfer="auto"`. None: the first of "library_id", "section", "sample", "batch" with
-        at least two values (none: spatial blocks of the source are held out instead).
+        at least two values (none: folds of spatial tiles of the source are held out instead).
     spatial_key : str, default "spatial"
         Key of the spot coordinates in `obsm`.
     graph : str, default "knn"
@@ -436,7 +437,7 @@ def fit_svi(
         Column of `source.obs` that names the source's sections: each is standardised on its
         own with standardize="separate", and held out in turn by `calibrate="auto"` and
         `transfer="auto"`. None: the first of "library_id", "section", "sample", "batch" with
-        at least two values (none: spatial blocks of the source are held out instead).
+        at least two values (none: folds of spatial tiles of the source are held out instead).
     spatial_key : str, default "spatial"
         Key of the spot coordinates in `obsm`.
     graph : str, default "knn"

@@ -1,5 +1,5 @@
 """The source's held-out fits, for both paths: each section of the labeled source (or each
-spatial block of it) fitted as a target from the others by EM (`held_out`); on them the
+fold of spatial tiles of it, fitted in place) fitted as a target from the others by EM (`held_out`); on them the
 transfer mode of transfer="auto" is chosen (`choose_transfer`) and the temperature of the
 per-spot probabilities is found (`temperature`)."""
 
@@ -71,9 +71,9 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
         return 1.0, "none (calibrate='none')", None, None, None
     if source is None:
         return 1.0, "none: no labeled source to calibrate on", None, None, None
-    groups, scheme = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
-    if groups is None:
-        return 1.0, f"none: {scheme}", None, None, None
+    holdout = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
+    if holdout.groups is None:
+        return 1.0, f"none: {holdout.how}", None, None, None
     if held is None:
         held, why = held_out(source, label_key, em, ds, fit_em, "held-out fits, calibration" if progress else None)
         if held is None:
@@ -81,22 +81,21 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
     T, e = C.choose_temperature(held)
     n_fits = sum(names is not None for names, _, _ in held)
     key = C.section_key(source, ds.source_batch_key)
-    what = (f"source sections ({key}: {n_fits} fits" if scheme.startswith("source sections")
-            else f"spatial blocks ({n_fits} fits")
+    what = f"spatial folds ({n_fits} fits" if holdout.in_context else f"source sections ({key}: {n_fits} fits"
     return T, (f"held-out {what}; their ECE {e[0]:.3f} at T = 1, {float(e.min()):.3f} at T = {T:.2f})"), \
-        [float(e[0]), float(e.min())], scheme, CF.thresholds(held, C.temper, T)
+        [float(e[0]), float(e.min())], holdout.how, CF.thresholds(held, C.temper, T)
 
 
 def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: Callable,
              progress: str | None = None) -> tuple:
-    """Each section of the source (or, when its sections are not named, each spatial block of
-    its spots: `C.held_out_groups`) fitted as a target from the others, with the fit's settings
+    """Each section of the source (or, when its sections are not named, each fold of spatial
+    tiles of its spots, in place: `C.held_out_groups`) fitted as a target from the others, with the fit's settings
     (`calibrate="none"`): ([(names, proba, labels)], the scheme in words), or (None, why not)
     when the source has no coordinates or no group could be fitted on its own. `fit_em`: the
     public `fit.fit_em` (passed in: this module sits below it)."""
-    groups, scheme = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
-    if groups is None:
-        return None, scheme
+    holdout = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
+    if holdout.groups is None:
+        return None, holdout.how
     inner = replace(ds, layer=ds.source_layer or ds.layer, library_key=None,
                     graph_key=DataSettings.graph_key)
     opts = {k: v for k, v in asdict(inner).items() if k != "dtype"}
@@ -109,7 +108,7 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: C
                           max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
                           classifier=em.classifier, calibrate="none", **opts)
 
-    held = C.held_out_fits(source, label_key, groups, ds.spatial_key, fit, progress)
+    held = C.held_out_fits(source, label_key, holdout, ds.spatial_key, fit, progress)
     if not any(names is not None for names, _, _ in held):
-        return None, f"no group of the {scheme} could be fitted on its own"
-    return held, scheme
+        return None, f"no group of the {holdout.how} could be fitted"
+    return held, holdout.how

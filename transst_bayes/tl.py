@@ -153,7 +153,7 @@ def transst(
         Column of `source.obs` that names the source's sections: each is standardised on its
         own with standardize="separate", and held out in turn by `calibrate="auto"` and
         `transfer="auto"`. None: the first of "library_id", "section", "sample", "batch" with
-        at least two values (none: spatial blocks of the source are held out instead).
+        at least two values (none: folds of spatial tiles of the source are held out instead).
     graph : str, default "knn"
         Neighbour graph of the target spots: "knn" (`n_neighbors` nearest neighbours,
         symmetrised), "radius" (every spot within `radius`), "visium" (hexagonal lattice) or
