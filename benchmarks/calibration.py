@@ -22,8 +22,8 @@ whose set holds their label, and the mean number of domains per set; "model 90% 
     python benchmarks/calibration.py --data her2st|seqfish|dlpfc [--no-sections] [--sections ...]
         [--json out.json]
 
---no-sections drops the source's section columns, so that it is held out in spatial blocks
-(DLPFC: the source is one section, held out in blocks either way). Unannotated target spots
+--no-sections drops the source's section columns, so that it is held out in folds of spatial tiles
+(DLPFC: the source is one section, held out in tile folds either way). Unannotated target spots
 (DLPFC) are fitted but not scored.
 
 With ``--markers`` each target is instead fitted by `fit_svi` (defaults: anchored domains,
@@ -78,7 +78,7 @@ def run(data: str, sections, seed=0, no_sections=False):
     for sec in sections:
         release_compiled_programs()
         target, source, K, label, opts = transfer_protocol(data, sec)
-        if no_sections:  # a source whose sections are not named: held out in spatial blocks
+        if no_sections:  # a source whose sections are not named: held out in folds of spatial tiles
             source.obs = source.obs.drop(columns=[c for c in SECTION_KEYS if c in source.obs])
         scored = target.obs[label].notna().to_numpy()  # DLPFC: ~1% unannotated spots
         truth = target.obs[label].astype(str).to_numpy()[scored]
@@ -97,7 +97,7 @@ def run(data: str, sections, seed=0, no_sections=False):
             sets[alpha] = (set_coverage(cal.names, cal.proba[scored], cal.domain_sets(alpha)[scored], truth)
                            if cal.info.get("conformal") else (float("nan"), float("nan")))
         own_cover, own_size = set_coverage(raw.names, raw.proba[scored], mass_sets(raw.proba[scored]), truth)
-        rows.append({"section": sec, "held out": "blocks" if scheme.startswith("spatial") else scheme.split(" (")[0],
+        rows.append({"section": sec, "held out": "tile folds" if scheme.startswith("spatial") else scheme.split(" (")[0],
                      "T": cal.info["temperature"], "held-out ECE (T=1)": held[0],
                      "held-out ECE (T)": held[1], "accuracy": a["accuracy"],
                      "ECE floor": max(0.0, 1.0 / K_t - a["accuracy"]),
@@ -158,7 +158,7 @@ def main():
     ap = section_parser(__doc__)
     ap.add_argument("--markers", action="store_true", help="marker lfsr before and after calibration (fit_svi)")
     ap.add_argument("--no-sections", action="store_true",
-                    help="drop the source's section columns (it is then held out in spatial blocks)")
+                    help="drop the source's section columns (it is then held out in folds of spatial tiles)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     sections = chosen_sections(args)
