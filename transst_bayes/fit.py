@@ -96,7 +96,8 @@ def fit_em(
         part by part (as for `calibrate`: its sections, else folds of spatial tiles) and
         each part fitted from the others both with the source ("eb") and without it ("none"),
         and the target is fitted the way that found the held-out parts' annotated domains
-        better (higher mean ARI; "eb" on a tie or when the source has no coordinates);
+        better (higher mean ARI; "none" only when ahead by more than 0.02, "eb" when the source
+        has no coordinates);
         `info["transfer_choice"]` holds the held-out ARIs and a warning says when the source
         was set aside. "eb": the transfer scale tau learned
         by empirical Bayes. "cv": the published code's cross-validated lambda grid. "none": the
