@@ -238,8 +238,8 @@ def test_noisy_small_target_transfer_beats_none():
     for seed in range(4):
         src, tgt = tb.simulate(seed, height=20, width=20, n_genes=1000, error=20.0, source_error=1.0,
                                source_height=40, source_width=40)
-        a = tb.fit_em(tgt, src, n_domains=4, n_factors=10, n_restarts=2)
-        b = tb.fit_em(tgt, src, n_domains=4, n_factors=10, n_restarts=2, transfer="none")
+        a = tb.fit_em(tgt, src, n_domains=4, n_factors=10, n_restarts=2, transfer="eb", calibrate="none")
+        b = tb.fit_em(tgt, src, n_domains=4, n_factors=10, n_restarts=2, transfer="none", calibrate="none")
         gain.append(ari(a.labels, tgt.obs["truth"]) - ari(b.labels, tgt.obs["truth"]))
     assert np.mean(gain) >= 0.03, gain
 
