@@ -59,6 +59,11 @@ def held_out_groups(source, key: str | None, spatial_key: str) -> Holdout:
     when the source holds at least MIN_FOLD_SOURCE_SPOTS spots; nothing without coordinates."""
     if spatial_key not in source.obsm:
         return Holdout(None, f"the source has no coordinates in obsm[{spatial_key!r}]")
+    bad = int((~np.isfinite(np.asarray(source.obsm[spatial_key], dtype=float)[:, :2])).any(axis=1).sum())
+    if bad:
+        raise ValueError(f"source.obsm[{spatial_key!r}] holds NaN or inf for {bad} spots: the held-out fits of "
+                         "transfer='auto' and calibrate='auto' fit the source's spots by their coordinates; "
+                         "drop or fix those spots, or pass transfer='eb' and calibrate='none' (or a temperature)")
     if key is not None and source.obs[key].nunique() >= 2:
         return Holdout(source.obs[key].astype(str).to_numpy(), f"source sections (obs[{key!r}])")
     if source.n_obs < MIN_FOLD_SOURCE_SPOTS:

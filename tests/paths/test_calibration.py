@@ -272,3 +272,17 @@ def test_one_section_source_calibrates_a_misspecified_likelihood_in_tile_folds()
     np.testing.assert_array_equal(cal.labels, raw.labels)
     assert calibration_summary(raw.names, raw.proba, truth)["ece"] > 0.1
     assert calibration_summary(cal.names, cal.proba, truth)["ece"] <= 0.05
+
+
+def test_source_coordinates_with_nan_are_named_before_the_held_out_fits():
+    """Regression: a NaN in the source's coordinates surfaced inside a held-out fit as "spatial
+    coordinates contain NaN or inf", which reads as the target's; now the source's obsm is named
+    before any held-out fit."""
+    src, tgt = tb.simulate(0, height=12, width=12, n_genes=50, n_factors=3, n_domains=3,
+                           source_height=40, source_width=40)
+    src.obsm["spatial"] = src.obsm["spatial"].astype(float)
+    src.obsm["spatial"][5, 0] = np.nan
+    with pytest.raises(ValueError, match=r"source.obsm\['spatial'\] holds NaN or inf for 1 spots"):
+        C.held_out_groups(src, None, "spatial")
+    with pytest.raises(ValueError, match=r"source.obsm\['spatial'\]"):
+        tb.fit_em(tgt, src, n_domains=3, n_factors=3)
