@@ -118,14 +118,16 @@ def section_key(source, key: str | None) -> str | None:
 
 
 def held_out_fits(source, label_key: str, holdout: Holdout, spatial_key: str, fit: Callable,
-                  progress: str | None = None) -> list:
+                  progress: str | None = None, alone: bool = False) -> list:
     """Each group of `source`'s spots (`held_out_groups`) fitted as a target from the other
     groups by `fit(target, source, label_key, n_domains)`: [(names, proba, labels)] of the
     group's spots; (None, None, labels) for a group whose fit collapsed numerically
     (FloatingPointError). A named section is fitted on its own, with K its classes; a fold of
     spatial tiles (`holdout.in_context`) inside the whole source, with K the source's classes.
-    Groups without enough spots or labels to fit are skipped. `progress`: the description of a
-    progress bar over the groups (None: no bar)."""
+    `alone`: the fit reads no source (transfer "none"), so with folds fitted in place one fit of
+    the whole source without one (`fit(source, None, ...)`) serves every fold: withholding a
+    fold's labels changes nothing it reads. Groups without enough spots or labels to fit are
+    skipped. `progress`: the description of a progress bar over the groups (None: no bar)."""
     held = []
     groups = np.asarray(holdout.groups)
     todo = np.unique(groups)
@@ -134,6 +136,7 @@ def held_out_fits(source, label_key: str, holdout: Holdout, spatial_key: str, fi
 
         todo = tqdm(todo, desc=progress)
     labels = source.obs[label_key].astype(str).to_numpy()
+    shared = None  # the one fit of the whole source that serves every fold (`alone`)
     for h in todo:
         inner = groups == h
         truth = labels[inner]
@@ -141,8 +144,11 @@ def held_out_fits(source, label_key: str, holdout: Holdout, spatial_key: str, fi
         K = int(np.unique(labels if holdout.in_context else truth).size)
         if np.unique(truth).size < 2 or inner.sum() < 4 * K or spatial_key not in tgt.obsm:
             continue
+        once = alone and holdout.in_context
         try:
-            res = fit(tgt, source[~inner].copy(), label_key, K)
+            if once and shared is None:
+                shared = fit(tgt, None, label_key, K)
+            res = shared if once else fit(tgt, source[~inner].copy(), label_key, K)
         except FloatingPointError:  # this section's collapse is not the target's
             held.append((None, None, truth))
             continue

@@ -115,7 +115,8 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: C
                           max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
                           classifier=em.classifier, calibrate="none", **opts)
 
-    held = C.held_out_fits(source, label_key, holdout, ds.spatial_key, fit, progress)
+    held = C.held_out_fits(source, label_key, holdout, ds.spatial_key, fit, progress,
+                           alone=em.transfer == "none")
     if not any(names is not None for names, _, _ in held):
         return None, f"no group of the {holdout.how} could be fitted"
     return held, holdout.how

@@ -142,6 +142,41 @@ def test_a_fold_is_fitted_inside_the_whole_source_and_scored_on_its_own_spots():
     assert [n for n, _, _ in calls] == [(sections.obs["section"] == s).sum() for s in ("a", "b")]
 
 
+def test_folds_fitted_without_the_source_share_one_fit_of_the_whole_source():
+    """A fit that reads no source (transfer "none") sees the same data whichever fold's labels
+    are withheld: one fit of the whole source, without a source, serves every fold (it was one
+    fit per fold, 4 fits where 1 gives the answer: a quarter of the held-out time of the default
+    call on a Visium section). Named sections are still fitted one by one."""
+    src, _ = tb.simulate(0, height=40, width=40, n_genes=30, n_factors=3, n_domains=3)
+    holdout = C.held_out_groups(src, None, "spatial")
+    calls = []
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(3), size=src.n_obs)
+
+    class Fit:
+        names = ["0", "1", "2"]
+        proba = P
+
+    def fit(tgt, s, lk, K):
+        calls.append((tgt.n_obs, s, K))
+        return Fit()
+
+    held = C.held_out_fits(src, "label", holdout, "spatial", fit, alone=True)
+    assert calls == [(src.n_obs, None, 3)]
+    assert len(held) == C.N_FOLDS
+    for (names, proba, truth), h in zip(held, np.unique(holdout.groups)):
+        inner = holdout.groups == h
+        np.testing.assert_array_equal(proba, P[inner])
+        np.testing.assert_array_equal(truth, src.obs["label"].astype(str).to_numpy()[inner])
+    sections = src.copy()
+    sections.obs["section"] = np.where(sections.obsm["spatial"][:, 0] < 20, "a", "b")
+    calls.clear()
+    C.held_out_fits(sections, "label", C.held_out_groups(sections, "section", "spatial"), "spatial",
+                    lambda t, s, lk, K: (calls.append(s.n_obs), type("F", (), dict(names=["0", "1", "2"],
+                                         proba=np.full((t.n_obs, 3), 1 / 3)))())[1], alone=True)
+    assert len(calls) == 2
+
+
 @pytest.mark.slow
 def test_without_named_sections_the_source_is_held_out_in_folds_of_spatial_tiles():
     """A source without a column naming its sections (or with one section) is calibrated on
