@@ -28,7 +28,9 @@ PSI_A = 2.0  # psi_g ~ InverseGamma(2, 1): mean 1, mode 1/3 on standardised gene
 PSI_B = 1.0
 MU_SCALE = 10.0  # prior sd of a free domain's mean (factors have unit pooled scale)
 FREE_COV = 0.5  # prior mode of a free domain's covariance, FREE_COV * I
-SIGMA_EXTRA_DOF = 1  # nu = q + 1 (> q - 1: the weakest integer dof of a proper prior with a mean)
+SIGMA_EXTRA_DOF = 1  # nu = q + 1: proper (nu > q - 1) with its mode at C_k, but without a finite
+# mean (that needs nu > q + 1): heavy-tailed in Sigma_k's scale, so a posterior draw of a small
+# domain's covariance is often several times its mode (benchmarks/EXPERIMENTS.md, SVI)
 KAPPA_MIN2 = 1e-6  # floor of kappa^2
 
 
