@@ -119,7 +119,10 @@ def fit_em(
     tol : float, default 1e-4
         Convergence: the objective changes by less than `tol` nats per spot.
     seed : int, default 0
-        Random seed (k-means starts, restarts).
+        Random seed of the clustering's random starts (k-means++ restarts of free and novel
+        domains). Anchored domains without novel ones start from the source's classification,
+        and the factor models' randomised PCA from one fixed key: such a fit gives the same
+        answer for every seed.
     dtype : str, default "float32"
         "float32" or "float64" (double precision).
     weight : float or None, default None
