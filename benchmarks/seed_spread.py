@@ -65,7 +65,7 @@ DEFAULT_PROTOCOL = (
     "anchored domains; `calibrate=\"none\"`, which changes no label; same protocols as the transfer "
     "tables) for seeds 0-{seeds} on each section. \"seeds agree\": the least ARI between two seeds' "
     "most probable domains; \"chosen\": the transfer mode each seed's call chose. The seed draws "
-    "the k-means++ starts of free and novel domains; anchored domains start from the source's "
+    "the k-means++ starts of free and novel domains; anchored domains without novel ones start from the source's "
     "classification and the factor models from a fixed PCA sketch, so their fits do not depend on it.")
 
 PROTOCOL = (

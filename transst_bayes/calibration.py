@@ -136,19 +136,21 @@ def held_out_fits(source, label_key: str, holdout: Holdout, spatial_key: str, fi
 
         todo = tqdm(todo, desc=progress)
     labels = source.obs[label_key].astype(str).to_numpy()
-    shared = None  # the one fit of the whole source that serves every fold (`alone`)
+    once = alone and holdout.in_context
+    shared = None  # the one fit of the whole source that serves every fold (`once`)
     for h in todo:
         inner = groups == h
         truth = labels[inner]
-        tgt = source.copy() if holdout.in_context else source[inner].copy()
         K = int(np.unique(labels if holdout.in_context else truth).size)
-        if np.unique(truth).size < 2 or inner.sum() < 4 * K or spatial_key not in tgt.obsm:
+        if np.unique(truth).size < 2 or inner.sum() < 4 * K or spatial_key not in source.obsm:
             continue
-        once = alone and holdout.in_context
         try:
-            if once and shared is None:
-                shared = fit(tgt, None, label_key, K)
-            res = shared if once else fit(tgt, source[~inner].copy(), label_key, K)
+            if once:
+                shared = fit(source.copy(), None, label_key, K) if shared is None else shared
+                res = shared
+            else:
+                tgt = source.copy() if holdout.in_context else source[inner].copy()
+                res = fit(tgt, source[~inner].copy(), label_key, K)
         except FloatingPointError:  # this section's collapse is not the target's
             held.append((None, None, truth))
             continue

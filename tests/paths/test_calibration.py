@@ -171,10 +171,10 @@ def test_folds_fitted_without_the_source_share_one_fit_of_the_whole_source():
     sections = src.copy()
     sections.obs["section"] = np.where(sections.obsm["spatial"][:, 0] < 20, "a", "b")
     calls.clear()
-    C.held_out_fits(sections, "label", C.held_out_groups(sections, "section", "spatial"), "spatial",
-                    lambda t, s, lk, K: (calls.append(s.n_obs), type("F", (), dict(names=["0", "1", "2"],
-                                         proba=np.full((t.n_obs, 3), 1 / 3)))())[1], alone=True)
-    assert len(calls) == 2
+    C.held_out_fits(sections, "label", C.held_out_groups(sections, "section", "spatial"), "spatial", fit,
+                    alone=True)
+    assert [n for n, s, _ in calls] == [(sections.obs["section"] == x).sum() for x in ("a", "b")]
+    assert all(s is not None for _, s, _ in calls)
 
 
 @pytest.mark.slow
