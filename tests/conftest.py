@@ -16,6 +16,11 @@ import pytest
 # tests with XLA's default instead. Set before JAX starts its CPU backend (it reads XLA_FLAGS once).
 if os.environ.get("TRANSST_TEST_XLA_OPT") != "1" and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+# and XLA's older CPU emitters, as the CLI uses them (transst_bayes.compiler): half the compile time
+if os.environ.get("TRANSST_TEST_XLA_OPT") != "1":
+    from transst_bayes.compiler import quick_cpu_compilation  # noqa: E402
+
+    quick_cpu_compilation()
 
 # The fits' default persistent compilation cache (transst_bayes.cache) stays off in the tests and
 # their subprocesses: tests/unit/test_cache.py turns it on in processes of its own.

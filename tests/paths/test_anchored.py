@@ -375,7 +375,7 @@ def test_anchored_default_does_not_collapse_on_a_small_low_depth_count_section()
     xy = src.obsm["spatial"]
     quad = (xy[:, 0] < 20) & (xy[:, 1] < 20)
     tgt, rest = src[quad].copy(), src[~quad].copy()
-    res = tb.fit_em(tgt, rest, "label", n_domains=3, calibrate="none", seed=0)
+    res = tb.fit_em(tgt, rest, "label", n_domains=3, transfer="eb", calibrate="none", seed=0)
     assert res.settings["variant_used"] == "two_stage"
     assert np.bincount(res.labels, minlength=3).min() >= 20
     assert ari(res.labels, tgt.obs["label"].astype(str).to_numpy()) >= 0.6

@@ -136,7 +136,9 @@ def test_out_path_is_checked_by_a_test_write_before_any_fit(tmp_path, capsys, mo
 def test_ctrl_c_in_the_cli_exits_130_with_one_line(tmp_path):
     """Ctrl-C while the fit compiles: exit status 130, one line on stderr (no traceback), no
     partial output (it printed a 52-line traceback and crashed in half the tries)."""
-    src, tgt = tb.simulate(seed=0, height=20, width=20, n_genes=100)
+    # 1,600 source spots: the held-out fits of the default keep the fit going for tens of seconds
+    # (a 400-spot fit ended within the 8 s once XLA compiled with its quicker emitters)
+    src, tgt = tb.simulate(seed=0, height=40, width=40, n_genes=100)
     t, s = tmp_path / "t.h5ad", tmp_path / "s.h5ad"
     tgt.write_h5ad(t)
     src.write_h5ad(s)
