@@ -191,67 +191,10 @@ def loading_stats(X, R, comp: Components, n=None) -> LoadingStats:
     )
 
 
-def update_loadings(st: LoadingStats, W_prior, lam):
-    """Ridge M-step per gene toward W_prior: W_g = (XtEz_g + lam_g W0_g)(G + lam_g I)^-1.
-
-    One eigendecomposition of G serves all genes (O(p q^2)).
-    """
-    D, U = jnp.linalg.eigh(st.G)
-    D = jnp.maximum(D, 0.0)
-    rhs = (st.XtEz + lam[:, None] * W_prior) @ U
-    return (rhs / (D[None, :] + lam[:, None] + 1e-10)) @ U.T
-
-
 def residual_ss(st: LoadingStats, W):
     """Expected residual sum of squares per gene, sum_j E[(x_jg - W_g z_j)^2] (p,): the noise
     variances' sufficient statistic (their MAP step is priors.psi_map)."""
     return st.xx - 2.0 * jnp.sum(W * st.XtEz, axis=1) + jnp.sum((W @ st.G) * W, axis=1)
-
-
-def eb_tau2(st: LoadingStats, W_prior, psi, n_bisect: int = 60):
-    """Empirical-Bayes tau^2 under W_g ~ N(W0_g, tau^2 I): maximises the marginal likelihood of
-    the per-gene least-squares loadings directly (not an EM step on tau^2, which crawls towards
-    tau = 0 when the target really follows the source).
-
-    With G = U diag(D) U^T, the least-squares row in the eigenbasis is A_g / D (A = XtEz U) with
-    independent errors of variance psi_g / D_j, so d_gj = A_gj / D_j - (W0 U)_gj ~
-    N(0, tau^2 + psi_g / D_j). The derivative of that log-likelihood in tau^2 is found by
-    bisection on log tau^2 in [1e-8, 10 * max d^2]; a negative slope at the lower end gives 1e-8.
-    """
-    D, U = jnp.linalg.eigh(st.G)
-    D = jnp.maximum(D, 1e-8)
-    d = (st.XtEz @ U) / D[None, :] - W_prior @ U
-    v = psi[:, None] / D[None, :]
-    return eb_variance(d * d, v, n_bisect=n_bisect)
-
-
-def eb_variance(d2, v, weights=None, n_bisect: int = 60):
-    """argmax over t > 0 of sum w log N(d | 0, t + v) (independent entries, known v): the
-    empirical-Bayes variance of a Gaussian prior from estimates d with error variances v. The
-    slope in t is found by bisection on log t in [1e-8, 10 * max d^2]; a negative slope at the
-    lower end gives 1e-8."""
-    w = jnp.ones_like(d2) if weights is None else weights
-
-    def slope(t):
-        return jnp.sum(w * (d2 / (t + v) ** 2 - 1.0 / (t + v)))
-
-    lo = jnp.log(jnp.asarray(1e-8, d2.dtype))
-    hi = jnp.log(10.0 * jnp.max(w * d2) + 1e-6)
-
-    def body(i, c):
-        lo, hi = c
-        mid = 0.5 * (lo + hi)
-        up = slope(jnp.exp(mid)) > 0
-        return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
-
-    lo_, hi_ = jax.lax.fori_loop(0, n_bisect, body, (lo, hi))
-    t = jnp.exp(0.5 * (lo_ + hi_))
-    return jnp.where(slope(jnp.exp(lo)) > 0, t, jnp.exp(lo))
-
-
-def log_prior_loadings(W, W_prior, tau2):
-    p, q = W.shape
-    return -0.5 * (jnp.sum((W - W_prior) ** 2) / tau2 + p * q * (LOG2PI + jnp.log(tau2)))
 
 
 def whiten(W, mu, Sigma, weights):

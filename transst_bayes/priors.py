@@ -1,14 +1,19 @@
-"""The priors of the noise and domain parameters, each written once beside its closed-form MAP
-M-step. The EM path calls the M-steps and adds the log-priors to its objective; the NumPyro
-models (`models/domains.py`) sample the same distributions with the same constants, so both paths
+"""The priors of the noise, the target loadings (the transfer prior) and the domain parameters,
+each written once beside its closed-form MAP M-step. The EM path calls the M-steps and adds the
+log-priors to its objective; the NumPyro models (`models/domains.py`, `models/transfer.py`)
+sample the same distributions with the same constants, so both paths
 fit one posterior (dynamax keeps `log_prior` and `m_step` of a piece together in the same way).
 
     psi_g   ~ InverseGamma(PSI_A, PSI_B)                                   (noise, per gene)
+    W_t[g]  ~ N(W_s[g], tau^2 I_q)             (transfer: target loadings around the source's)
     mu_k    ~ N(m_k, s_k^2 I_q)         s_k = kappa (anchored domain) or MU_SCALE (free domain)
     Sigma_k ~ InverseWishart(nu, (nu + q + 1) C_k)       nu = q + SIGMA_EXTRA_DOF, mode C_k
 
-An anchored domain k is tied to a source class c(k): m_k = m_c(k), C_k = S_c(k) (the source's
-class distribution of the factors); kappa is learned (empirical Bayes here, a half-Cauchy
+tau^2 is empirical Bayes here (`eb_tau2`) and has a half-Cauchy hyperprior in the NumPyro
+model's "global" form (`models/transfer.py`, which also has a fixed-tau "ridge" form, whose
+density is `loadings_log_prior`, and a per-gene "horseshoe"); the source's own loadings (no
+prior) take the same ridge step with lam = 0. An anchored domain k is tied to a source class
+c(k): m_k = m_c(k), C_k = S_c(k) (the source's class distribution of the factors); kappa is learned (empirical Bayes here, a half-Cauchy
 hyperprior in the NumPyro model). A free domain has m_k = 0 and C_k = FREE_COV I. Without these
 priors maximum likelihood has degenerate optima (Heywood cases: psi_g -> 0 for a gene that one
 factor takes over; Sigma_k singular for a domain that shrinks onto a few spots).
@@ -22,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln, multigammaln
 
-from .factor import JITTER, LOG2PI, PSI_FLOOR, DomainStats, LoadingStats, eb_variance, residual_ss
+from .factor import JITTER, LOG2PI, PSI_FLOOR, DomainStats, LoadingStats, residual_ss
 
 PSI_A = 2.0  # psi_g ~ InverseGamma(2, 1): mean 1, mode 1/3 on standardised genes
 PSI_B = 1.0
@@ -65,6 +70,65 @@ def psi_map(ss, n):
 def update_psi(st: LoadingStats, W, weight=1.0):
     """The noise M-step: MAP of every psi_g, likelihood to the power `weight`."""
     return psi_map(weight * residual_ss(st, W), weight * st.n)
+
+
+# ------------------------------------------------------------------ loadings: the transfer prior
+def loadings_log_prior(W, W_prior, tau2):
+    """log N(W_g | W0_g, tau^2 I_q), summed over genes."""
+    p, q = W.shape
+    return -0.5 * (jnp.sum((W - W_prior) ** 2) / tau2 + p * q * (LOG2PI + jnp.log(tau2)))
+
+
+def update_loadings(st: LoadingStats, W_prior, lam):
+    """Ridge M-step per gene toward W_prior: W_g = (XtEz_g + lam_g W0_g)(G + lam_g I)^-1.
+
+    One eigendecomposition of G serves all genes (O(p q^2)).
+    """
+    D, U = jnp.linalg.eigh(st.G)
+    D = jnp.maximum(D, 0.0)
+    rhs = (st.XtEz + lam[:, None] * W_prior) @ U
+    return (rhs / (D[None, :] + lam[:, None] + 1e-10)) @ U.T
+
+
+def eb_tau2(st: LoadingStats, W_prior, psi, n_bisect: int = 60):
+    """Empirical-Bayes tau^2 under W_g ~ N(W0_g, tau^2 I): maximises the marginal likelihood of
+    the per-gene least-squares loadings directly (not an EM step on tau^2, which crawls towards
+    tau = 0 when the target really follows the source).
+
+    With G = U diag(D) U^T, the least-squares row in the eigenbasis is A_g / D (A = XtEz U) with
+    independent errors of variance psi_g / D_j, so d_gj = A_gj / D_j - (W0 U)_gj ~
+    N(0, tau^2 + psi_g / D_j). The derivative of that log-likelihood in tau^2 is found by
+    bisection on log tau^2 in [1e-8, 10 * max d^2]; a negative slope at the lower end gives 1e-8.
+    """
+    D, U = jnp.linalg.eigh(st.G)
+    D = jnp.maximum(D, 1e-8)
+    d = (st.XtEz @ U) / D[None, :] - W_prior @ U
+    v = psi[:, None] / D[None, :]
+    return eb_variance(d * d, v, n_bisect=n_bisect)
+
+
+def eb_variance(d2, v, weights=None, n_bisect: int = 60):
+    """argmax over t > 0 of sum w log N(d | 0, t + v) (independent entries, known v): the
+    empirical-Bayes variance of a Gaussian prior from estimates d with error variances v. The
+    slope in t is found by bisection on log t in [1e-8, 10 * max d^2]; a negative slope at the
+    lower end gives 1e-8."""
+    w = jnp.ones_like(d2) if weights is None else weights
+
+    def slope(t):
+        return jnp.sum(w * (d2 / (t + v) ** 2 - 1.0 / (t + v)))
+
+    lo = jnp.log(jnp.asarray(1e-8, d2.dtype))
+    hi = jnp.log(10.0 * jnp.max(w * d2) + 1e-6)
+
+    def body(i, c):
+        lo, hi = c
+        mid = 0.5 * (lo + hi)
+        up = slope(jnp.exp(mid)) > 0
+        return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
+
+    lo_, hi_ = jax.lax.fori_loop(0, n_bisect, body, (lo, hi))
+    t = jnp.exp(0.5 * (lo_ + hi_))
+    return jnp.where(slope(jnp.exp(lo)) > 0, t, jnp.exp(lo))
 
 
 # ------------------------------------------------------------------ domains: mu_k, Sigma_k

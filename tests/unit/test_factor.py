@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from transst_bayes import factor as F
+from transst_bayes import priors as P
 
 
 def _problem(seed=0, n=40, p=12, q=3, K=4):
@@ -121,7 +122,7 @@ def test_eb_tau2_maximises_the_marginal_likelihood_on_a_grid(tau_true):
     B = W + np.sqrt(psi)[:, None] * (rng.normal(size=(p, q)) @ L.T)
     st = F.LoadingStats(XtEz=jnp.asarray(B @ G), G=jnp.asarray(G), xx=jnp.zeros(p), n=jnp.asarray(float(n)))
     with jax.enable_x64(True):
-        got = float(F.eb_tau2(st, jnp.asarray(W0), jnp.asarray(psi)))
+        got = float(P.eb_tau2(st, jnp.asarray(W0), jnp.asarray(psi)))
     grid = np.exp(np.linspace(np.log(1e-4), np.log(10.0), 400))
     ll = _marginal_loglik_grid(B, W0, psi, G, grid)
     best = grid[np.argmax(ll)]

@@ -111,3 +111,37 @@ def test_transfer_prior_rejects_bad_form():
         M.transfer_loadings(jnp.zeros((3, 2)), form="lasso")
     with pytest.raises(ValueError, match="tau"):
         M.transfer_loadings(jnp.zeros((3, 2)), form="ridge")
+
+
+def test_the_ridge_transfer_prior_is_the_em_paths_log_prior_and_its_map_step_maximises_it():
+    """One transfer prior for both paths: the NumPyro ridge form's density of W is
+    priors.loadings_log_prior, and the EM path's ridge step (priors.update_loadings) is the
+    maximiser of that prior plus the expected Gaussian log-likelihood (its gradient is zero)."""
+    from numpyro import handlers
+
+    from transst_bayes import factor as F
+    from transst_bayes import priors as P
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        p, q, n, tau = 7, 3, 40, 0.4
+        W_s = jnp.asarray(rng.normal(size=(p, q)))
+        W = jnp.asarray(rng.normal(size=(p, q)))
+        tr = handlers.trace(handlers.substitute(lambda: M.transfer_loadings(W_s, form="ridge", tau=tau),
+                                                data={"W": W})).get_trace()
+        numpyro_lp = float(jnp.sum(tr["W"]["fn"].log_prob(tr["W"]["value"])))
+        np.testing.assert_allclose(numpyro_lp, float(P.loadings_log_prior(W, W_s, tau**2)), rtol=1e-12)
+
+        # statistics of known factors (Vz = 0): the ridge step maximises loglik + log prior
+        Z, X = rng.normal(size=(n, q)), rng.normal(size=(n, p))
+        psi = jnp.asarray(rng.uniform(0.5, 2.0, size=p))
+        st = F.LoadingStats(XtEz=jnp.asarray(X.T @ Z), G=jnp.asarray(Z.T @ Z), xx=jnp.asarray((X * X).sum(0)),
+                            n=jnp.asarray(float(n)))
+        W_map = P.update_loadings(st, W_s, psi / tau**2)
+
+        def objective(W):
+            return -0.5 * jnp.sum(F.residual_ss(st, W) / psi) + P.loadings_log_prior(W, W_s, tau**2)
+
+        grad = jax.grad(objective)(W_map)
+        assert float(jnp.abs(grad).max()) < 1e-8
+        assert float(objective(W_map)) > float(objective(W_map + 0.01))

@@ -120,7 +120,7 @@ def log_prior(state: ClusterState, W_s, dprior: P.DomainPrior, s: Settings):
     if not VR.get(s.variant).on_scores:
         lp = lp + P.psi_log_prior(state.psi)
         if s.mode == "eb":
-            lp = lp + F.log_prior_loadings(state.W, W_s, state.tau2)
+            lp = lp + P.loadings_log_prior(state.W, W_s, state.tau2)
     return lp
 
 
@@ -142,10 +142,10 @@ def step(state: ClusterState, data: ClusterData, s: Settings) -> tuple[ClusterSt
     if not VR.get(s.variant).on_scores:
         st = F.loading_stats(data.X, R, comp, shard.count(data.X, data.w))
         lam = {"eb": psi / tau2, "cv": data.lam, "none": jnp.zeros_like(psi)}[s.mode]
-        W = F.update_loadings(st, data.W_s, lam)
+        W = P.update_loadings(st, data.W_s, lam)
         psi = P.update_psi(st, W, s.weight)
         if s.mode == "eb":
-            tau2 = jnp.maximum(F.eb_tau2(st, data.W_s, psi), 1e-8)
+            tau2 = jnp.maximum(P.eb_tau2(st, data.W_s, psi), 1e-8)
         if s.mode == "none":
             W, mu, Sigma = F.whiten(W, mu, Sigma, R.sum(0))
     beta = state.beta

@@ -3,7 +3,7 @@
 Three modes:
 - "eb" (default): a target factor model z ~ N(0, I) fitted by EM with the ridge M-step toward
   W_s (strength psi_g / tau^2); after each M-step tau^2 maximises the marginal likelihood of
-  the per-gene least-squares loadings around W_s (`factor.eb_tau2`: empirical Bayes, found by
+  the per-gene least-squares loadings around W_s (`priors.eb_tau2`: empirical Bayes, found by
   bisection, not an EM step on tau^2).
 - "cv": the published code's procedure for parity: alternate least squares for V and W with
   penalty lambda * ||W - W_s||^2, lambda from the grid {0, 0.01, ..., 0.2} chosen by 2-fold
@@ -58,13 +58,13 @@ def _fa_step(X, w, W_prior, mode: str, state: _State):
     obj = shard.total(comp.loglik, w) + P.psi_log_prior(state.psi)
     st = F.loading_stats(X, R, comp, shard.count(X, w))
     if mode == "eb":
-        obj = obj + F.log_prior_loadings(state.W, W_prior, state.tau2)
+        obj = obj + P.loadings_log_prior(state.W, W_prior, state.tau2)
         lam = state.psi / state.tau2
     else:
         lam = jnp.zeros_like(state.psi)
-    W = F.update_loadings(st, W_prior, lam)
+    W = P.update_loadings(st, W_prior, lam)
     psi = P.update_psi(st, W)
-    tau2 = F.eb_tau2(st, W_prior, psi) if mode == "eb" else state.tau2
+    tau2 = P.eb_tau2(st, W_prior, psi) if mode == "eb" else state.tau2
     return _State(W, psi, jnp.maximum(tau2, 1e-8)), obj
 
 

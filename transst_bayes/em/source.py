@@ -57,7 +57,7 @@ def source_step(X, R, state: _State):
     mu, Sigma = F.class_moments(R, comp)
     st = F.loading_stats(X, R, comp)
     zeros = jnp.zeros_like(state.psi)
-    W = F.update_loadings(st, jnp.zeros_like(state.W), zeros)
+    W = P.update_loadings(st, jnp.zeros_like(state.W), zeros)
     psi = P.update_psi(st, W)
     W, mu, Sigma = F.whiten(W, mu, Sigma, R.sum(0))
     return _State(W, psi, mu, Sigma), obj
