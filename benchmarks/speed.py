@@ -175,9 +175,9 @@ DEFAULT_PROTOCOL = (
     "151675 as source, K = 7. `new process, empty cache`: a new Python process whose compilation "
     "cache folder is empty (first call; `second` = the same call again in that process); `new "
     "process, cache on disk`: another new process that finds the first one's cache. compiled = "
-    "programs compiled during the first call (cache requests that were not hits); `..., "
-    "xla_cpu_use_fusion_emitters=false`: an empty cache with XLA's older CPU code emitters, as the "
-    "`transst-bayes` command runs (`transst_bayes/compiler.py`). The published R "
+    "programs compiled during the first call (cache requests that were not hits). The first two "
+    "compile with XLA's older CPU code emitters, the default (`transst_bayes/compiler.py`); `..., "
+    "TRANSST_QUICK_COMPILE=off`: an empty cache with XLA's default emitters. The published R "
     "code of the TransST paper takes about 26 s for a HER2ST section and about 48 s for a Visium "
     "cortex section (with a three-section source), on the hardware of its authors.")
 
@@ -190,14 +190,13 @@ def default_call(bench: str, env: dict) -> list[dict]:
             code = DEFAULT_CALL.format(bench=bench, data=data, section=section)
             cold = _child(code, env_c)
             warm = cold and _child(code, env_c)
-        with tempfile.TemporaryDirectory() as tmp:  # XLA's quicker CPU compiler, as the command uses it
-            env_q = dict(env, TRANSST_CACHE_DIR=str(Path(tmp) / "jax"))
-            env_q["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --{compiler.FLAG}=false".strip()
-            quick = warm and compiler.xla_knows(compiler.FLAG) and _child(code, env_q)
+        with tempfile.TemporaryDirectory() as tmp:  # without the quicker CPU compilation (compiler.py)
+            env_x = dict(env, TRANSST_CACHE_DIR=str(Path(tmp) / "jax"), **{compiler.ENV: "off"})
+            xla_default = warm and compiler.xla_knows(compiler.FLAG) and _child(code, env_x)
         if not warm:
             continue
         runs = [("new process, empty cache", cold), ("new process, cache on disk", warm)]
-        runs += [(f"new process, empty cache, {compiler.FLAG}=false", quick)] if quick else []
+        runs += [(f"new process, empty cache, {compiler.ENV}=off", xla_default)] if xla_default else []
         for name, r in runs:
             rows.append(dict(data=data, target=section, process=name, first=r["first"], second=r["second"],
                              compiled=r["compiled"], cache_hits=r["cache_hits"], ari=r["ari"], mode=r["mode"],

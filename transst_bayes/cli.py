@@ -17,7 +17,6 @@ from pathlib import Path
 
 from . import keys
 from .cache import compilation_cache
-from .compiler import quick_cpu_compilation
 from .files import probe_writable, replacing, write_text
 
 EXIT_BAD_INPUT = 2
@@ -441,8 +440,7 @@ def main(argv=None) -> int:
 
 
 def console() -> None:
-    """The `transst-bayes` program: `main` (with XLA's quicker CPU compilation, `compiler.py`:
-    the process is the command's own), then exit with its status. After Ctrl-C the process
+    """The `transst-bayes` program: `main`, then exit with its status. After Ctrl-C the process
     ends at once (os._exit) rather than through the interpreter's shutdown, which can crash
     while JAX's compiler threads are still running."""
     import signal
@@ -457,7 +455,6 @@ def console() -> None:
         os._exit(EXIT_INTERRUPTED)
 
     signal.signal(signal.SIGINT, interrupted)
-    quick_cpu_compilation()  # this process is the command's own: XLA's quicker CPU compiler
     code = main()
     if code == EXIT_INTERRUPTED:
         sys.stdout.flush()

@@ -1,16 +1,17 @@
-"""Quicker XLA compilation on the CPU, for a process this package owns (the `transst-bayes`
-command; the test suite).
+"""Quicker XLA compilation on the CPU, on by default like the compilation cache (`cache.py`).
 
 A fit's first call in a new process is mostly XLA compiling its programs. XLA's CPU backend
 generates code with its newer "fusion emitters" by default; its older elemental emitters
 compile in about half the time with the same numbers and no slower programs: HER2ST H1's
-default `fit_em` call in a new process took 90 s against 73 s (identical labels and
-probabilities), a 10,000-spot warm fit 2.7 s against 2.4 s (2 CPU cores).
+default `fit_em` call in a new process took 112 s against 71 s, DLPFC 151676's 42 s against
+32 s (identical labels; `benchmarks/speed.py --default-call`), a 10,000-spot warm fit 2.7 s
+against 2.4 s (2 CPU cores).
 
-The choice is an XLA flag, read once when JAX starts its CPU backend, for every program of the
-process: the command sets it for itself; a Python user sets it in the environment before
-starting Python (`XLA_FLAGS=--xla_cpu_use_fusion_emitters=false`): importing this package
-changes nothing in JAX.
+The choice is an XLA flag (`--xla_cpu_use_fusion_emitters=false` in `XLA_FLAGS`), read once,
+when JAX starts its backend, for every program of the process. Importing this package changes
+nothing; the first fit (or `simulate`) adds the flag when JAX has not started yet, the caller
+has not set it, and the installed jaxlib knows it (`ensure_default`). `TRANSST_QUICK_COMPILE=off`
+in the environment keeps XLA's default emitters.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import mmap
 import os
 
 FLAG = "xla_cpu_use_fusion_emitters"
+ENV = "TRANSST_QUICK_COMPILE"
+OFF = ("off", "0", "none", "false", "no")
+
+_decided: dict = {}  # {"quick": bool} once the first fit of this process has decided
 
 
 def xla_knows(flag: str) -> bool:
@@ -57,3 +62,12 @@ def quick_cpu_compilation() -> bool:
         return False
     os.environ["XLA_FLAGS"] = f"{flags} --{FLAG}=false".strip()
     return True
+
+
+def ensure_default() -> None:
+    """At the start of every fit and simulation: `quick_cpu_compilation` once per process,
+    unless `$TRANSST_QUICK_COMPILE` is off."""
+    if _decided:
+        return
+    off = os.environ.get(ENV, "").strip().lower() in OFF
+    _decided["quick"] = False if off else quick_cpu_compilation()

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from . import cache
+from . import compiler
 from . import calibration as C
 from . import classifier as CL
 from . import devprep
@@ -137,13 +138,15 @@ def setup(target, source, label_key: str, n_domains, n_novel, calibrate, em: EMS
     """The set-up both fits share, every check before any expensive work: data settings, the K
     request, arrays turned into AnnData, `calibrate`, the target's size; then the data prepared
     (its warnings recorded) and q checked against the genes and spots kept. JAX's persistent
-    compilation cache is switched on here unless the process has decided otherwise (`cache`)."""
+    compilation cache is switched on here unless the process has decided otherwise (`cache`),
+    and XLA's quicker CPU compilation where JAX has not started yet (`compiler`)."""
     ds = data_settings(dict(data_options, dtype=em.dtype))
     request = k_request(n_domains, n_novel)
     target, source = inputs(target, source, source_labels, spatial)
     check_calibrate(calibrate, source, ds)
     V.spots(target.n_obs)
     cache.ensure_default()  # before anything compiles
+    compiler.ensure_default()
     notes: list = []
     with V.recorded_warnings(notes):
         check_neighbours(ds, target.n_obs)

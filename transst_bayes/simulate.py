@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cache, lapack_guard, mrf
+from . import cache, compiler, lapack_guard, mrf
 from . import validate as V
 from .graph import lattice_adjacency, pad_graph
 
@@ -219,6 +219,7 @@ def simulate(
 
     seed = V.integer("seed", seed, 0)
     cache.ensure_default()  # its Potts sampler compiles
+    compiler.ensure_default()
     for name, value, low in (("height", height, 2), ("width", width, 2), ("n_genes", n_genes, 2),
                              ("n_factors", n_factors, 1), ("n_domains", n_domains, 2),
                              ("source_height", source_height, 2), ("source_width", source_width, 2),
