@@ -16,11 +16,14 @@ import pytest
 # tests with XLA's default instead. Set before JAX starts its CPU backend (it reads XLA_FLAGS once).
 if os.environ.get("TRANSST_TEST_XLA_OPT") != "1" and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
-# and XLA's older CPU emitters, as the CLI uses them (transst_bayes.compiler): half the compile time
+# and XLA's older CPU emitters, the package's default at a process's first fit (transst_bayes.compiler):
+# set here already, for every test's process and subprocess: half the backend compile time
 if os.environ.get("TRANSST_TEST_XLA_OPT") != "1":
     from transst_bayes.compiler import quick_cpu_compilation  # noqa: E402
 
     quick_cpu_compilation()
+else:  # XLA's defaults throughout: the package's first fit leaves its emitters alone too
+    os.environ["TRANSST_QUICK_COMPILE"] = "off"
 
 # The fits' default persistent compilation cache (transst_bayes.cache) stays off in the tests and
 # their subprocesses: tests/unit/test_cache.py turns it on in processes of its own.
@@ -70,6 +73,16 @@ def _release_compiled_programs():
     import jax
 
     jax.clear_caches()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_held_out_fits():
+    """Each test starts without the held-out fits of earlier tests (`heldout._memo`: a second
+    call with the same source and settings reuses them), as a new process would."""
+    from transst_bayes import heldout
+
+    heldout._memo.clear()
+    yield
 
 
 @pytest.fixture(autouse=True)

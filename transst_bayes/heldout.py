@@ -1,21 +1,29 @@
 """The source's held-out fits, for both paths: each section of the labeled source (or each
 fold of spatial tiles of it, fitted in place) fitted as a target from the others by EM (`held_out`); on them the
 transfer mode of transfer="auto" is chosen (`choose_transfer`) and the temperature of the
-per-spot probabilities is found (`temperature`)."""
+per-spot probabilities is found (`temperature`).
+
+The held-out fits read only the source and the settings, never the target, so a process keeps
+those of its last MEMO_SIZE (source, settings) pairs: a second call with the same labeled source
+(several targets fitted from one reference, `fit_em` then `fit_svi`) reuses them instead of
+fitting the same parts again; `res.info` says so."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, replace
 from typing import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from . import calibration as C
 from . import conformal as CF
 from . import validate as V
-from .data import DataSettings
+from .data import DataSettings, expression_matrix
 from .job import FitJob, in_mode
 from .metrics import adjusted_rand_index
 from .settings import EMSettings
@@ -25,6 +33,9 @@ from .settings import EMSettings
 # simulations whose classes carry over, a free fit of the source's own section was ahead of the
 # transfer within it by 0.009-0.017; on HER2ST "none" was ahead by 0.031-0.099 where chosen)
 NONE_MARGIN = 0.02
+MEMO_SIZE = 4  # (source, settings) pairs whose held-out fits a process keeps
+REUSED = "reused from an earlier call with the same source and settings"
+_memo: OrderedDict = OrderedDict()  # fingerprint -> (held-out fits, scheme in words)
 
 
 def choose_transfer(job: FitJob, label_key: str, em: EMSettings, fit_em: Callable) -> tuple:
@@ -81,15 +92,17 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
     holdout = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
     if holdout.groups is None:
         return 1.0, f"none: {holdout.how}", None, None, None
+    reused = ""
     if held is None:
         held, why = held_out(source, label_key, em, ds, fit_em, "held-out fits, calibration" if progress else None)
         if held is None:
             return 1.0, f"none: {why}", None, None, None
+        reused = f"; {REUSED}" if why.endswith(REUSED) else ""
     T, e = C.choose_temperature(held)
     n_fits = sum(names is not None for names, _, _ in held)
     key = C.section_key(source, ds.source_batch_key)
     what = f"spatial folds ({n_fits} fits" if holdout.in_context else f"source sections ({key}: {n_fits} fits"
-    return T, (f"held-out {what}; their ECE {e[0]:.3f} at T = 1, {float(e.min()):.3f} at T = {T:.2f})"), \
+    return T, (f"held-out {what}; their ECE {e[0]:.3f} at T = 1, {float(e.min()):.3f} at T = {T:.2f}{reused})"), \
         [float(e[0]), float(e.min())], holdout.how, CF.thresholds(held, C.temper, T)
 
 
@@ -103,6 +116,11 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: C
     holdout = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
     if holdout.groups is None:
         return None, holdout.how
+    key = fingerprint(source, label_key, holdout.groups, em, ds)
+    if key in _memo:
+        _memo.move_to_end(key)
+        held, how = _memo[key]
+        return held, f"{how}; {REUSED}"
     inner = replace(ds, layer=ds.source_layer or ds.layer, library_key=None,
                     graph_key=DataSettings.graph_key)
     opts = {k: v for k, v in asdict(inner).items() if k != "dtype"}
@@ -119,4 +137,27 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: C
                            alone=em.transfer == "none")
     if not any(names is not None for names, _, _ in held):
         return None, f"no group of the {holdout.how} could be fitted"
+    for _, proba, truth in held:  # shared by every later call that reuses them
+        for a in (proba, truth):
+            if isinstance(a, np.ndarray):
+                a.setflags(write=False)
+    _memo[key] = (held, holdout.how)
+    while len(_memo) > MEMO_SIZE:
+        _memo.popitem(last=False)
     return held, holdout.how
+
+
+def fingerprint(source, label_key: str, groups, em: EMSettings, ds: DataSettings) -> str:
+    """A digest of everything the held-out fits read: the source's expression (the layer they
+    use), genes, labels, coordinates and held-out groups, and the settings."""
+    h = hashlib.blake2b(digest_size=20)
+    X = expression_matrix(source, ds.source_layer or ds.layer, "source")
+    parts = [X.data, X.indices, X.indptr] if sp.issparse(X) else [X]
+    h.update(repr((X.shape, str(X.dtype), sp.issparse(X))).encode())
+    for a in parts:
+        h.update(np.ascontiguousarray(a))  # read in place, not copied
+    for column in (source.var_names, source.obs[label_key].astype(str), groups):
+        h.update("\x1f".join(map(str, column)).encode())
+    h.update(np.ascontiguousarray(np.asarray(source.obsm[ds.spatial_key], np.float64)).tobytes())
+    h.update(repr((label_key, sorted(asdict(em).items()), sorted(asdict(ds).items()))).encode())
+    return h.hexdigest()

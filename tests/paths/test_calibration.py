@@ -321,3 +321,38 @@ def test_source_coordinates_with_nan_are_named_before_the_held_out_fits():
         C.held_out_groups(src, None, "spatial")
     with pytest.raises(ValueError, match=r"source.obsm\['spatial'\]"):
         tb.fit_em(tgt, src, n_domains=3, n_factors=3)
+
+
+def test_a_second_call_with_the_same_source_reuses_its_held_out_fits():
+    """The held-out fits read only the source and the settings: a second call with the same
+    source reuses them (res.info says so) and gives what fitting them again gives; a changed
+    label or seed fits them again; a process keeps at most MEMO_SIZE of them."""
+    from transst_bayes import heldout as H
+
+    src, tgt = tb.simulate(3, height=12, width=12, n_genes=60, n_factors=3, n_domains=3, source_sections=2)
+    kw = dict(n_domains=3, n_factors=3, n_restarts=1)
+    H._memo.clear()
+    a = tb.fit_em(tgt, src, **kw)
+    assert H.REUSED not in a.info["transfer_choice"]["held_out"] and len(H._memo) == 2  # "eb", "none"
+    b = tb.fit_em(tgt, src, **kw)
+    assert b.info["transfer_choice"]["held_out"].endswith(H.REUSED)
+    assert b.info["timings"]["held_out"] < 0.5 * a.info["timings"]["held_out"]
+    H._memo.clear()
+    c = tb.fit_em(tgt, src, **kw)  # fitted again
+    for r in (b, c):
+        np.testing.assert_array_equal(r.labels, a.labels)
+        np.testing.assert_allclose(r.proba, a.proba, rtol=1e-12)
+        assert r.info["temperature"] == a.info["temperature"]
+        assert r.info["transfer_choice"]["held_out_ari"] == a.info["transfer_choice"]["held_out_ari"]
+    # calibrate alone (transfer given): the calibration's description says it reused them
+    H._memo.clear()  # (the "eb" fits of the calls above would serve it)
+    d = tb.fit_em(tgt, src, transfer="eb", **kw)
+    e = tb.fit_em(tgt, src, transfer="eb", **kw)
+    assert H.REUSED not in d.info["calibration"] and e.info["calibration"].endswith(f"{H.REUSED})")
+    assert e.info["temperature"] == d.info["temperature"]
+    changed = src.copy()
+    changed.obs["label"] = changed.obs["label"].astype(str)
+    changed.obs.iloc[0, changed.obs.columns.get_loc("label")] = changed.obs["label"].iloc[-1] + "x"
+    assert H.REUSED not in tb.fit_em(tgt, changed, **kw).info["transfer_choice"]["held_out"]
+    assert H.REUSED not in tb.fit_em(tgt, src, seed=1, **kw).info["transfer_choice"]["held_out"]
+    assert len(H._memo) == H.MEMO_SIZE
