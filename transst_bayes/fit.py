@@ -152,7 +152,9 @@ def fit_em(
         coordinates (e.g. a single-cell atlas) the probabilities are the model's
         (`info["calibration"]` says why). "none":
         the model's probabilities. A number T > 0: that temperature. `info["temperature"]`
-        holds the one used.
+        holds the one used. The held-out fits (these and `transfer="auto"`'s) read only the
+        source and the settings: a later call in the same process with the same source and
+        settings reuses them (the last 4 such pairs are kept; `info["calibration"]` says so).
     progress_bar : bool, default False
         Show a tqdm progress bar over the K tried.
     devices : None, "all", sequence or jax.sharding.Mesh, default None
