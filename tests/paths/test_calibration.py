@@ -323,6 +323,7 @@ def test_source_coordinates_with_nan_are_named_before_the_held_out_fits():
         tb.fit_em(tgt, src, n_domains=3, n_factors=3)
 
 
+@pytest.mark.slow
 def test_a_second_call_with_the_same_source_reuses_its_held_out_fits():
     """The held-out fits read only the source and the settings: a second call with the same
     source reuses them (res.info says so) and gives what fitting them again gives; a changed

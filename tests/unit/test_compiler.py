@@ -77,6 +77,7 @@ def _first_fit(how: str, **env_extra) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # three new processes, each compiling a small fit
 def test_the_first_fit_turns_it_on_unless_told_otherwise_or_too_late():
     if not compiler.xla_knows(compiler.FLAG):
         pytest.skip(f"this jaxlib has no {compiler.FLAG}: nothing to turn on")
