@@ -21,9 +21,11 @@ import importlib.util
 import mmap
 import os
 
+from .cache import OFF
+
 FLAG = "xla_cpu_use_fusion_emitters"
 ENV = "TRANSST_QUICK_COMPILE"
-OFF = ("off", "0", "none", "false", "no")
+ON = ("", "on", "1", "true", "yes")
 
 _decided: dict = {}  # {"quick": bool} once the first fit of this process has decided
 
@@ -66,8 +68,12 @@ def quick_cpu_compilation() -> bool:
 
 def ensure_default() -> None:
     """At the start of every fit and simulation: `quick_cpu_compilation` once per process,
-    unless `$TRANSST_QUICK_COMPILE` is off."""
+    unless `$TRANSST_QUICK_COMPILE` is off; a value that is neither on nor off raises
+    ValueError naming the variable."""
     if _decided:
         return
-    off = os.environ.get(ENV, "").strip().lower() in OFF
-    _decided["quick"] = False if off else quick_cpu_compilation()
+    value = os.environ.get(ENV, "").strip().lower()
+    if value not in OFF + ON:
+        raise ValueError(f"${ENV}={os.environ[ENV]!r}: set it to 'off' (XLA's default CPU emitters) or "
+                         "'on' (the quicker ones, the default), or unset it")
+    _decided["quick"] = False if value in OFF else quick_cpu_compilation()

@@ -32,7 +32,10 @@ CHILD = textwrap.dedent(r"""
     # transfer="eb", calibrate="none": the held-out fits of the defaults (a default mode's
     # subject elsewhere) would be most of this child's time
     def compare(name, fit, **kw):
-        kw.update(transfer="eb") if fit is tb.fit_em else kw.update(em_options=dict(transfer="eb"))
+        if fit is tb.fit_em:
+            kw["transfer"] = "eb"
+        else:
+            kw["em_options"] = dict(transfer="eb")
         a = fit(tgt, src, calibrate="none", **kw)
         b = fit(tgt, src, calibrate="none", devices="all", **kw)
         out[name] = {"labels_differ": float(np.mean(a.labels != b.labels)),

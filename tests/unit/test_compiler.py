@@ -86,3 +86,11 @@ def test_the_first_fit_turns_it_on_unless_told_otherwise_or_too_late():
     assert on == {"before": "", "after": flag}  # importing changed nothing; the first fit did
     assert _first_fit("fit-first", **{compiler.ENV: "off"})["after"] == ""
     assert _first_fit("jax-first")["after"] == ""  # JAX had started: the flag would change nothing
+
+
+def test_an_unreadable_setting_is_named(monkeypatch):
+    monkeypatch.setattr(compiler, "_decided", {})
+    monkeypatch.setenv(compiler.ENV, "banana")
+    with pytest.raises(ValueError, match=compiler.ENV):
+        compiler.ensure_default()
+    assert compiler._decided == {}  # nothing decided: a corrected value is read at the next fit
