@@ -1,7 +1,7 @@
 """What both fits share: before fitting, the inputs turned into AnnData at the boundary, every
 check before any expensive work, the data prepared, the K request and the transfer mode
 (`setup` -> `FitJob`), the precision context; after it, the parts of the result that do not
-depend on the path (`source_fit`, `data_used`, `settings_record`, `k_table_row`, `mark_chosen`)."""
+depend on the path (`source_fields`, `data_fields`, `settings_record`, `k_table_row`, `mark_chosen`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from . import plan as D
 from . import validate as V
 from ._version import __version__
 from .data import DataSettings, Prepared, as_anndata, centred, expression_matrix, own_means_removed, prepare
-from .result import DataUsed, SourceFit
 
 if TYPE_CHECKING:
     from .settings import EMSettings
@@ -215,18 +214,19 @@ def settings_from(cls, arguments: dict):
     return cls(**{f.name: arguments[f.name] for f in fields(cls) if f.name in arguments})
 
 
-def source_fit(prep: Prepared, src) -> SourceFit:
-    """The result's source group from the source fit `src` (empty without a source: src None)."""
+def source_fields(prep: Prepared, src) -> dict:
+    """The result's source fields (`TransSTResult`'s W_s, psi_s, mu_s, Sigma_s, source_classes)
+    from the source fit `src` (None without a source: only the class names)."""
     if src is None:
-        return SourceFit(classes=list(prep.source_classes))
-    return SourceFit(W=np.asarray(src.W), psi=np.asarray(src.psi), mu=np.asarray(src.mu),
-                     Sigma=np.asarray(src.Sigma), classes=list(prep.source_classes))
+        return {"source_classes": list(prep.source_classes)}
+    return {"W_s": np.asarray(src.W), "psi_s": np.asarray(src.psi), "mu_s": np.asarray(src.mu),
+            "Sigma_s": np.asarray(src.Sigma), "source_classes": list(prep.source_classes)}
 
 
-def data_used(prep: Prepared) -> DataUsed:
-    """The result's data group: the genes and spots fitted and the genes' standardisation."""
-    return DataUsed(genes=prep.genes, obs_names=prep.obs_names, gene_mean=prep.gene_mean,
-                    gene_scale=prep.gene_scale)
+def data_fields(prep: Prepared) -> dict:
+    """The result's data fields: the genes and spots fitted and the genes' standardisation."""
+    return {"genes": prep.genes, "obs_names": prep.obs_names, "gene_mean": prep.gene_mean,
+            "gene_scale": prep.gene_scale}
 
 
 def settings_record(fit_settings: dict, ds: DataSettings, mode: str, variant: str, Ks, **extra) -> dict:

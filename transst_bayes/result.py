@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass, field, fields
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -33,130 +34,18 @@ def entropy(proba: np.ndarray) -> np.ndarray:
     return -np.sum(np.where(proba > 0, proba * np.log(p), 0.0), axis=1)
 
 
-class SpotOutputs(NamedTuple):
-    """Per-spot outputs (n spots).
-
-    labels (n,) int: the domain of each spot: ICM labels (the MAP labelling under the Potts
-    prior, started at the most probable domains of `proba`) at the EM fit (EM) or at the guide's
-    point estimate (SVI; the most probable domain where the model has no beta).
-    proba (n, K): domain probabilities (EM: the final mean-field responsibilities; SVI: averaged
-    over posterior draws), tempered by `info["temperature"]`. factors (n, q): posterior mean
-    factor scores (two-stage fits: the scores that were clustered). spot_loglik (S, n): SVI
-    only, the per-spot log-likelihood per posterior draw (WAIC / LOO); None for EM."""
-
-    labels: np.ndarray
-    proba: np.ndarray
-    factors: np.ndarray
-    spot_loglik: np.ndarray | None = None
-
-
-class TargetParams(NamedTuple):
-    """The target's fitted parameters (EM: the MAP / empirical-Bayes point; SVI: posterior means,
-    with EM's values for sites the model does not sample).
-
-    W (p, q) loadings, psi (p,) noise variances, mu (K, q) and Sigma (K, q, q) the domains'
-    factor distributions, tau the transfer scale (inf without transfer), beta the Potts
-    smoothness (SVI: nan when the model has no beta site), kappa (anchored fits: sd of the domain
-    means around their source classes; None for free domains), domain_names (source class names,
-    "novel 1", ...; empty: the domains are "0", "1", ...), posterior (SVI: draws of each global
-    site, name -> (S, ...), in the sites' shapes: `models.sites.from_sites`; None for EM)."""
-
-    W: np.ndarray
-    psi: np.ndarray
-    mu: np.ndarray
-    Sigma: np.ndarray
-    tau: float
-    beta: float
-    kappa: float | None = None
-    domain_names: list | tuple = ()
-    posterior: dict | None = None
-
-
-class SourceFit(NamedTuple):
-    """The source factor model of step 1 (None / empty without a source): W (p, q), psi (p,),
-    mu (C, q), Sigma (C, q, q) per source class, classes (C,) the class names."""
-
-    W: np.ndarray | None = None
-    psi: np.ndarray | None = None
-    mu: np.ndarray | None = None
-    Sigma: np.ndarray | None = None
-    classes: list | tuple = ()
-
-
-class DataUsed(NamedTuple):
-    """What was fitted: genes (p,) used, obs_names (n,) the spots, gene_mean / gene_scale the
-    standardisation applied to the genes."""
-
-    genes: list
-    obs_names: list
-    gene_mean: np.ndarray | None = None
-    gene_scale: np.ndarray | None = None
-
-
-class Diagnostics(NamedTuple):
-    """trace: EM: the objective per iteration of the chosen fit's final run (its beta, tau and
-    kappa per iteration in `info["trace"]`); SVI: minus the mean loss per round. k_table: one row
-    per K tried (log-likelihood, criteria, beta, kappa, iterations, convergence, chosen).
-    settings: what was asked and used (JSON-able). info: calibration (temperature, how it was
-    found), warnings, classes found, seconds per stage, iteration counts."""
-
-    trace: np.ndarray
-    k_table: list
-    settings: dict
-    info: dict
-
-
-# flat name -> (group, field): every field of the groups under the name it has on the result
-_FLAT = {
-    **{k: ("spots", k) for k in SpotOutputs._fields},
-    "W_t": ("target", "W"), "psi": ("target", "psi"), "mu": ("target", "mu"), "Sigma": ("target", "Sigma"),
-    **{k: ("target", k) for k in ("tau", "beta", "kappa", "domain_names", "posterior")},
-    "W_s": ("source", "W"), "psi_s": ("source", "psi"), "mu_s": ("source", "mu"), "Sigma_s": ("source", "Sigma"),
-    "source_classes": ("source", "classes"),
-    **{k: ("data", k) for k in DataUsed._fields},
-    **{k: ("diagnostics", k) for k in Diagnostics._fields},
-}
-
-
-def _flat_property(group: str, key: str):
-    def get(self):
-        return getattr(getattr(self, group), key)
-
-    def set_(self, value):
-        setattr(self, group, getattr(self, group)._replace(**{key: value}))
-
-    return property(get, set_, doc=f"`{group}.{key}`")
-
-
 @dataclass
 class TransSTResult:
     """The result of `fit_em` and `fit_svi`: domains, probabilities, parameters, diagnostics.
 
     Arrays are NumPy; n is the number of spots fitted, p the number of genes fitted, q the
     number of factors, K the chosen number of domains, C the number of source classes and S the
-    number of posterior draws (SVI). The fields are held in five groups, each a NamedTuple that
-    documents what its fields mean on each path: `spots` (`SpotOutputs`), `target`
-    (`TargetParams`), `source` (`SourceFit`), `data` (`DataUsed`) and `diagnostics`
-    (`Diagnostics`). Every field is also an attribute of the result under one flat name
-    (`res.labels`, `res.W_t` = `res.target.W`, `res.W_s` = `res.source.W`, ...), readable and
-    settable; `TransSTResult.from_flat(**fields)` builds one from those names. Results are
-    written into AnnData with `to_anndata`, saved with `save` and read with `load_result`.
+    number of posterior draws (SVI). Each field has one name, listed below with what it holds on
+    each path; every field is readable and settable, and `replace` returns a copy with some
+    changed. Results are written into AnnData with `to_anndata`, saved with `save` and read with
+    `load_result`.
 
     Parameters
-    ----------
-    spots : SpotOutputs
-        Per-spot outputs: labels, proba, factors, spot_loglik.
-    target : TargetParams
-        The target's fitted parameters: W, psi, mu, Sigma, tau, beta, kappa, domain_names,
-        posterior.
-    source : SourceFit, default SourceFit()
-        The source factor model: W, psi, mu, Sigma, classes (empty without a source).
-    data : DataUsed, default DataUsed([], [])
-        What was fitted: genes, obs_names, gene_mean, gene_scale.
-    diagnostics : Diagnostics, default empty
-        trace, k_table, settings, info.
-
-    Attributes
     ----------
     labels : numpy.ndarray of int, shape (n,)
         The domain of each spot: ICM labels under the Potts prior, started at the most probable
@@ -169,7 +58,9 @@ class TransSTResult:
     spot_loglik : numpy.ndarray or None, shape (S, n)
         SVI: the per-spot log-likelihood per posterior draw (WAIC / LOO); None for EM.
     W_t : numpy.ndarray, shape (p, q)
-        The target's loadings.
+        The target's loadings. W_t, psi, mu, Sigma, tau, beta, kappa are EM's MAP /
+        empirical-Bayes point, and SVI's posterior means (EM's values for the sites its model
+        does not sample).
     psi : numpy.ndarray, shape (p,)
         The target's noise variances.
     mu : numpy.ndarray, shape (K, q)
@@ -186,7 +77,8 @@ class TransSTResult:
     domain_names : list of str
         Source class names and "novel 1", ...; empty when the domains are "0", "1", ....
     posterior : dict or None
-        SVI: draws of each global site, name -> (S, ...); None for EM.
+        SVI: draws of each global site, name -> (S, ...), in the sites' shapes
+        (`models.sites.from_sites`); None for EM.
     W_s : numpy.ndarray or None, shape (p, q)
         The source's loadings (None without a source).
     psi_s : numpy.ndarray or None, shape (p,)
@@ -206,8 +98,8 @@ class TransSTResult:
     gene_scale : numpy.ndarray or None, shape (p,)
         Per-gene scale divided out by the standardisation.
     trace : numpy.ndarray
-        EM: the objective per iteration of the chosen fit's final run; SVI: minus the mean loss
-        per round.
+        EM: the objective per iteration of the chosen fit's final run (its beta, tau and kappa
+        per iteration in `info["trace"]`); SVI: minus the mean loss per round.
     k_table : list of dict
         One row per K tried: log-likelihood, criteria, beta, kappa, iterations, convergence,
         chosen (SVI: also WAIC, PSIS-LOO, ELBO).
@@ -216,6 +108,9 @@ class TransSTResult:
     info : dict
         Calibration (temperature, how it was found), warnings, classes found, seconds per
         stage, iteration counts.
+
+    Attributes
+    ----------
     n_domains : int
         K, the number of domains (columns of `proba`).
     names : list of str
@@ -239,95 +134,47 @@ class TransSTResult:
     >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
     >>> res.proba.shape
     (400, 4)
-    >>> res.W_t is res.target.W
-    True
+    >>> res.W_t.shape
+    (200, 10)
     >>> res.to_anndata(target)
     >>> path = res.save("fit.npz")
     >>> again = tb.load_result(path)
     """
 
-    spots: SpotOutputs
-    target: TargetParams
-    source: SourceFit = field(default_factory=SourceFit)
-    data: DataUsed = field(default_factory=lambda: DataUsed([], []))
-    diagnostics: Diagnostics = field(default_factory=lambda: Diagnostics(np.zeros(0), [], {}, {}))
-
-    @classmethod
-    def from_flat(cls, **kw) -> "TransSTResult":
-        """A result from its flat field names.
-
-        Names left out take their group's default, except the required ones (labels, proba,
-        factors, W_t, psi, mu, Sigma, tau, beta).
-
-        Parameters
-        ----------
-        **kw
-            Fields by their flat names (the attributes listed in the class docstring:
-            `labels`, `proba`, `W_t`, `W_s`, `genes`, `k_table`, `info`, ...).
-
-        Returns
-        -------
-        TransSTResult
-            The result holding those fields.
-
-        Raises
-        ------
-        TypeError
-            An unknown field name, or a required field missing.
-
-        See Also
-        --------
-        flat, replace
-
-        Examples
-        --------
-        >>> import transst_bayes as tb
-        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
-        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
-        >>> same = tb.TransSTResult.from_flat(**res.flat())
-        """
-        unknown = sorted(set(kw) - set(_FLAT))
-        if unknown:
-            raise TypeError(f"TransSTResult has no fields {unknown}")
-        parts: dict[str, dict] = {g: {} for g, _ in _FLAT.values()}
-        for name, value in kw.items():
-            group, key = _FLAT[name]
-            parts[group][key] = value
-        d = parts["diagnostics"]
-        return cls(spots=SpotOutputs(**parts["spots"]), target=TargetParams(**parts["target"]),
-                   source=SourceFit(**parts["source"]), data=DataUsed(**parts["data"]),
-                   diagnostics=Diagnostics(d.get("trace", np.zeros(0)), d.get("k_table", []),
-                                           d.get("settings", {}), d.get("info", {})))
-
-    def flat(self) -> dict:
-        """Every field under its flat name.
-
-        Returns
-        -------
-        dict
-            Flat field name (`labels`, `proba`, `W_t`, `W_s`, `genes`, `info`, ...) -> value.
-
-        See Also
-        --------
-        from_flat, replace
-
-        Examples
-        --------
-        >>> import transst_bayes as tb
-        >>> source, target = tb.simulate(seed=0, height=20, width=20, n_genes=200)
-        >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
-        >>> sorted(res.flat())[:3]
-        ['Sigma', 'Sigma_s', 'W_s']
-        """
-        return {name: getattr(self, name) for name in _FLAT}
+    labels: np.ndarray
+    proba: np.ndarray
+    factors: np.ndarray
+    W_t: np.ndarray
+    psi: np.ndarray
+    mu: np.ndarray
+    Sigma: np.ndarray
+    tau: float
+    beta: float
+    spot_loglik: np.ndarray | None = None
+    kappa: float | None = None
+    domain_names: list | tuple = ()
+    posterior: dict | None = None
+    W_s: np.ndarray | None = None
+    psi_s: np.ndarray | None = None
+    mu_s: np.ndarray | None = None
+    Sigma_s: np.ndarray | None = None
+    source_classes: list | tuple = ()
+    genes: list = field(default_factory=list)
+    obs_names: list = field(default_factory=list)
+    gene_mean: np.ndarray | None = None
+    gene_scale: np.ndarray | None = None
+    trace: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    k_table: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> "TransSTResult":
-        """A copy with the given flat fields changed.
+        """A copy with the given fields changed.
 
         Parameters
         ----------
         **changes
-            New values by flat field name (as in `from_flat`).
+            New values by field name (`labels`, `proba`, `W_t`, `info`, ...).
 
         Returns
         -------
@@ -339,10 +186,6 @@ class TransSTResult:
         TypeError
             An unknown field name.
 
-        See Also
-        --------
-        from_flat, flat
-
         Examples
         --------
         >>> import transst_bayes as tb
@@ -350,7 +193,10 @@ class TransSTResult:
         >>> res = tb.fit_em(target, source, n_domains=4, n_factors=10)
         >>> noted = res.replace(info=dict(res.info, note='copy'))
         """
-        return TransSTResult.from_flat(**{**self.flat(), **changes})
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise TypeError(f"TransSTResult has no fields {unknown}")
+        return dataclasses.replace(self, **changes)
 
     @property
     def n_domains(self) -> int:
@@ -546,7 +392,8 @@ class TransSTResult:
         post = {k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("posterior__")}
         kw["posterior"] = post or None
         kw.update(meta)
-        return cls.from_flat(**{k: v for k, v in kw.items() if k in _FLAT})
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in kw.items() if k in names})
 
     @classmethod
     def from_anndata(cls, adata, key: str = keys.DEFAULT) -> "TransSTResult":
@@ -714,9 +561,6 @@ class TransSTResult:
             raise ValueError(f"{bad} ({e})") from None
 
 
-for _name, (_group, _key) in _FLAT.items():
-    setattr(TransSTResult, _name, _flat_property(_group, _key))
-del _name, _group, _key
 
 
 # uns[key] holds every value once: the readable entries at its top level (settings without seed

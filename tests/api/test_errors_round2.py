@@ -53,7 +53,7 @@ def test_integer_and_float_labels_are_one_class_each_with_a_warning(pair):
                                dtype=object)
     with pytest.warns(UserWarning, match="mixes integer and float labels"):
         res = _fit(t, s)
-    assert sorted(res.source.classes) == ["0", "1"]
+    assert sorted(res.source_classes) == ["0", "1"]
 
 
 def test_float16_counts_are_normalised_without_overflow(pair):

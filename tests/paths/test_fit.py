@@ -81,7 +81,7 @@ def test_a_fit_without_the_source_ignores_the_targets_offset_from_the_pooled_mea
     res = tb.fit_em(shifted, src, "label", **kw)
     tr = res.trace
     assert np.all(np.diff(tr) >= -1e-6 * np.abs(tr[:-1])), np.diff(tr).min()
-    assert np.abs(res.target.mu).max() < 10.0
+    assert np.abs(res.mu).max() < 10.0
     assert ari(res.labels, tgt.obs["truth"]) >= 0.4
     # the target's own gene means, offset included (log-normalised scale: the simulated values)
     own = np.asarray(shifted[:, res.genes].X).mean(axis=0)
@@ -296,7 +296,7 @@ def test_the_target_is_centred_alike_when_prepared_on_the_device():
     dev = tb.fit_em(tgt, src, "label", prepare_on="device", **kw)
     np.testing.assert_array_equal(host.labels, dev.labels)
     np.testing.assert_allclose(host.gene_mean, dev.gene_mean, atol=1e-5)
-    assert np.abs(dev.target.mu).max() < 10.0
+    assert np.abs(dev.mu).max() < 10.0
 
 
 @pytest.mark.slow

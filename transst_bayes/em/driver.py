@@ -18,9 +18,9 @@ from .. import shard
 from .. import validate as V
 from .. import variants as VR
 from ..data import DataSettings, Prepared
-from ..job import EMRun, check_k, k_table_row, mark_chosen, settings_record, shared_info, source_fit, data_used
+from ..job import EMRun, check_k, k_table_row, mark_chosen, settings_record, shared_info, source_fields, data_fields
 from ..pca_kmeans import kmeans
-from ..result import Diagnostics, SpotOutputs, TargetParams, TransSTResult, entropy
+from ..result import TransSTResult, entropy
 from ..selection import criteria
 from ..settings import EMSettings, resolve_variant
 from ..support import source_support, warn_unsupported
@@ -263,18 +263,14 @@ def assemble(prep: Prepared, out: EMRun, em: EMSettings, ds: DataSettings, mode:
     trace = np.asarray(f.trace.objective)
     two_stage = VR.get(out.variant).on_scores  # the loadings are the transfer step's
     return TransSTResult(
-        spots=SpotOutputs(labels=np.asarray(f.labels, np.int64), proba=np.asarray(f.state.R, np.float64),
-                          factors=np.asarray(f.Z)),
-        target=TargetParams(W=np.asarray(tr.W if two_stage else f.state.W),
-                            psi=np.asarray(tr.psi if two_stage else f.state.psi),
-                            mu=np.asarray(f.state.mu), Sigma=np.asarray(f.state.Sigma), tau=tau,
-                            beta=float(f.state.beta),
-                            kappa=float(np.sqrt(f.state.kappa2)) if plan.classes else None,
-                            domain_names=list(plan.names)),
-        source=source_fit(prep, src),
-        data=data_used(prep),
-        diagnostics=Diagnostics(
-            trace=trace[np.isfinite(trace)], k_table=table, settings=settings,
-            info={**shared_info(prep, out, chosen, em, plan, np.asarray(f.labels)),
-                  "trace": _parameter_trace(f, mode, bool(plan.classes))}),
+        labels=np.asarray(f.labels, np.int64), proba=np.asarray(f.state.R, np.float64),
+        factors=np.asarray(f.Z),
+        W_t=np.asarray(tr.W if two_stage else f.state.W), psi=np.asarray(tr.psi if two_stage else f.state.psi),
+        mu=np.asarray(f.state.mu), Sigma=np.asarray(f.state.Sigma), tau=tau, beta=float(f.state.beta),
+        kappa=float(np.sqrt(f.state.kappa2)) if plan.classes else None, domain_names=list(plan.names),
+        **source_fields(prep, src), **data_fields(prep),
+        trace=trace[np.isfinite(trace)], k_table=table, settings=settings,
+        info={**shared_info(prep, out, chosen, em, plan, np.asarray(f.labels)),
+              "trace": _parameter_trace(f, mode, bool(plan.classes))},
     )
+

@@ -28,10 +28,10 @@ from .. import shard
 from .. import plan as D
 from .. import validate as V
 from .. import variants as VR
-from ..job import EMRun, data_used, k_table_row, mark_chosen, settings_record, shared_info, source_fit
+from ..job import EMRun, data_fields, k_table_row, mark_chosen, settings_record, shared_info, source_fields
 from ..settings import SVISettings
 from ..models import sites
-from ..result import Diagnostics, SpotOutputs, TargetParams, TransSTResult, entropy
+from ..result import TransSTResult, entropy
 from ..selection import DEFAULT_CRITERION, criteria
 from .guides import GUIDES, point_estimate, spot_terms
 
@@ -343,15 +343,12 @@ def assemble_posterior(prep, out, fits, Ks, st, em, ds, mode, criterion, opts, m
         criterion=criterion, em=asdict(em), domains_used="anchored" if plan.classes else "free")
     labels = _icm_labels(prep.graph, proba, f)
     return TransSTResult(
-        spots=SpotOutputs(labels=labels, proba=proba,
-                          factors=np.asarray(factors), spot_loglik=np.asarray(f["spot_loglik"])),
-        target=TargetParams(W=np.asarray(W), psi=np.asarray(psi), mu=np.asarray(mu), Sigma=Sigma, tau=tau,
-                            beta=float("nan") if mean.beta is None else float(mean.beta), kappa=kappa,
-                            domain_names=list(plan.names),
-                            posterior={k: v for k, v in smp.items() if k != sites.Z}),
-        source=source_fit(prep, src),
-        data=data_used(prep),
-        diagnostics=Diagnostics(
-            trace=-np.asarray(f["losses"]), k_table=table, settings=settings,
-            info={**shared_info(prep, out, chosen, em, plan, labels), **f["info"]}),
+        labels=labels, proba=proba, factors=np.asarray(factors), spot_loglik=np.asarray(f["spot_loglik"]),
+        W_t=np.asarray(W), psi=np.asarray(psi), mu=np.asarray(mu), Sigma=Sigma, tau=tau,
+        beta=float("nan") if mean.beta is None else float(mean.beta), kappa=kappa,
+        domain_names=list(plan.names), posterior={k: v for k, v in smp.items() if k != sites.Z},
+        **source_fields(prep, src), **data_fields(prep),
+        trace=-np.asarray(f["losses"]), k_table=table, settings=settings,
+        info={**shared_info(prep, out, chosen, em, plan, labels), **f["info"]},
     )
+
