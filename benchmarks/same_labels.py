@@ -1,5 +1,5 @@
 """Behaviour unchanged? The default fits' labels and probabilities on simulated data (fit_em and
-fit_svi) and on HER2ST H1 and DLPFC 151676 (fit_em), saved before a change and compared after it.
+fit_svi) and on HER2ST H1, seqFISH embryo2_z5 and DLPFC 151676 (fit_em), saved before a change and compared after it.
 
     python benchmarks/same_labels.py save before.npz      # on the old tree
     python benchmarks/same_labels.py compare before.npz   # on the new one: equal or not, per fit
@@ -26,7 +26,7 @@ def fits() -> dict:
     out["sim_em"], out["sim_em_p"] = r.labels, r.proba
     r = tb.fit_svi(tgt, src, n_domains=3, n_factors=5, num_samples=20)
     out["sim_svi"], out["sim_svi_p"] = r.labels, r.proba
-    for data, sec in (("her2st", "H1"), ("dlpfc", "151676")):
+    for data, sec in (("her2st", "H1"), ("seqfish", "embryo2_z5"), ("dlpfc", "151676")):
         t, s, K, lk, o = transfer_protocol(data, sec)
         r = tb.fit_em(t, s, label_key=lk, n_domains=K, **o)
         out[data], out[data + "_p"] = r.labels, r.proba
