@@ -272,16 +272,31 @@ def fit_em(
     t0 = time.perf_counter()
     em = settings_from(EMSettings, locals())
     em.check()
-    mesh = spots_mesh(devices, em)
-    job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
+    return _em_pipeline(em, target, source, label_key, (n_domains, n_novel), calibrate, progress_bar,
+                        spots_mesh(devices, em), source_labels, spatial, data_options, t0)
+
+
+def _em_pipeline(em: EMSettings, target, source, label_key, request: tuple, calibrate, progress_bar, mesh,
+                 source_labels, spatial, data_options: dict, t0: float) -> TransSTResult:
+    """fit_em once its settings are built and checked: set-up, the transfer choice, the EM
+    run, the result, then `finish` (calibration, warnings, timings)."""
+    job = setup(target, source, label_key, *request, calibrate, em, source_labels, spatial,
                 data_options, mesh, progress_bar)
-    job, em, held = H.choose_transfer(job, label_key, em, fit_em)
-    with V.recorded_warnings(job.notes), precision(dtype):
+    job, em, held = H.choose_transfer(job, label_key, em, held_out_fit)
+    with V.recorded_warnings(job.notes), precision(em.dtype):
         out = fit_arrays(job.prep, job.request, em, job.mode, progress_bar, mesh)
         ta = time.perf_counter()
         res = assemble(job.prep, out, em, job.ds, job.mode)
         res.info["timings"]["assemble"] = time.perf_counter() - ta
     return finish(res, job, calibrate, label_key, em, t0, held=held)
+
+
+def held_out_fit(em: EMSettings, target, source, label_key: str, n_domains: int, data_options: dict) -> TransSTResult:
+    """One of the source's held-out fits (`heldout.held_out`): fit_em's pipeline with the
+    settings `em` as they are (its transfer mode and padding included), on one device, without
+    calibration or progress bar."""
+    return _em_pipeline(em, target, source, label_key, (n_domains, DEFAULT_N_NOVEL), "none", False, None,
+                        None, None, data_options, time.perf_counter())
 
 
 @lapack_guard.guard
@@ -513,7 +528,7 @@ def fit_svi(
     mesh = spots_mesh(devices, em)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
                 data_options, mesh, progress_bar)
-    job, em, held = H.choose_transfer(job, label_key, em, fit_em)
+    job, em, held = H.choose_transfer(job, label_key, em, held_out_fit)
     prep, mode = job.prep, job.mode
     n = prep.X.shape[0]
     if batch_size is not None and batch_size > n:
@@ -665,7 +680,7 @@ def fit_mcmc(
     em = warm_start_settings(criterion, n_factors, seed, dtype, domains, em_options)
     job = setup(target, source, label_key, n_domains, n_novel, calibrate, em, source_labels, spatial,
                 data_options, None, progress_bar)
-    job, em, held = H.choose_transfer(job, label_key, em, fit_em)
+    job, em, held = H.choose_transfer(job, label_key, em, held_out_fit)
     prep, mode = job.prep, job.mode
     model, em, opts = numpyro_model(model, None, model_options, em, mode)
     with V.recorded_warnings(job.notes), precision(dtype):
@@ -725,7 +740,7 @@ def finish(res: TransSTResult, job: FitJob, calibrate, label_key: str, em: EMSet
         # (a held-out section may use the classifier's term where the target does not: seqFISH)
         em, held = replace(em, classifier=0.0), None
     T, res.info["calibration"], res.info["calibration_ece"], scheme, res.info["conformal"] = H.temperature(
-        calibrate, job.source, label_key, em, job.ds, fit_em, held, job.progress)
+        calibrate, job.source, label_key, em, job.ds, held_out_fit, held, job.progress)
     if scheme is not None:
         res.info["held_out"] = scheme
     if job.choice:

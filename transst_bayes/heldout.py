@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from . import calibration as C
 from . import conformal as CF
+from . import shard
 from . import validate as V
 from .data import DataSettings, expression_matrix
 from .job import FitJob, in_mode
@@ -38,7 +39,7 @@ REUSED = "reused from an earlier call with the same source and settings"
 _memo: OrderedDict = OrderedDict()  # fingerprint -> (held-out fits, scheme in words)
 
 
-def choose_transfer(job: FitJob, label_key: str, em: EMSettings, fit_em: Callable) -> tuple:
+def choose_transfer(job: FitJob, label_key: str, em: EMSettings, fit: Callable) -> tuple:
     """transfer="auto": the mode ("eb" or "none") whose fits of the held-out source sections
     (`held_out`) recover their annotation better (mean ARI; "none" only when ahead by more than
     NONE_MARGIN), as (job, em, held
@@ -52,7 +53,7 @@ def choose_transfer(job: FitJob, label_key: str, em: EMSettings, fit_em: Callabl
     t0 = time.perf_counter()
     held = {}
     for mode in ("eb", "none"):
-        held[mode], how = held_out(job.source, label_key, replace(em, transfer=mode), job.ds, fit_em,
+        held[mode], how = held_out(job.source, label_key, replace(em, transfer=mode), job.ds, fit,
                                    f"held-out fits, transfer={mode}" if job.progress else None)
         if held[mode] is None:  # no coordinates, or every fit of this mode collapsed
             job = job._replace(seconds={"held_out": time.perf_counter() - t0})
@@ -75,7 +76,7 @@ def choose_transfer(job: FitJob, label_key: str, em: EMSettings, fit_em: Callabl
     return job, replace(em, transfer=chosen), held[chosen]
 
 
-def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: Callable,
+def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSettings, fit: Callable,
                 held=None, progress: bool = False) -> tuple:
     """The temperature of the per-spot probabilities, how it was found, the held-out fits'
     pooled ECE at T = 1 and at the chosen T (None when no held-out fits were made), the
@@ -94,7 +95,7 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
         return 1.0, f"none: {holdout.how}", None, None, None
     reused = ""
     if held is None:
-        held, why = held_out(source, label_key, em, ds, fit_em, "held-out fits, calibration" if progress else None)
+        held, why = held_out(source, label_key, em, ds, fit, "held-out fits, calibration" if progress else None)
         if held is None:
             return 1.0, f"none: {why}", None, None, None
         reused = f"; {REUSED}" if why.endswith(REUSED) else ""
@@ -106,13 +107,15 @@ def temperature(calibrate, source, label_key: str, em: EMSettings, ds: DataSetti
         [float(e[0]), float(e.min())], holdout.how, CF.thresholds(held, C.temper, T)
 
 
-def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: Callable,
+def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_one: Callable,
              progress: str | None = None) -> tuple:
     """Each section of the source (or, when its sections are not named, each fold of spatial
     tiles of its spots, in place: `C.held_out_groups`) fitted as a target from the others, with the fit's settings
     (`calibrate="none"`): ([(names, proba, labels)], the scheme in words), or (None, why not)
-    when the source has no coordinates or no group could be fitted on its own. `fit_em`: the
-    public `fit.fit_em` (passed in: this module sits below it)."""
+    when the source has no coordinates or no group could be fitted on its own. `fit_one`:
+    `fit.held_out_fit` (passed in: this module sits below it), called with the settings `em`
+    and the parts' sizes padded to common ones (`shard.ladder`), so that the parts' fits share
+    their compiled programs."""
     holdout = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
     if holdout.groups is None:
         return None, holdout.how
@@ -125,13 +128,21 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_em: C
                     graph_key=DataSettings.graph_key)
     opts = {k: v for k, v in asdict(inner).items() if k != "dtype"}
 
+    # every part's target padded to the ladder size of the largest part, every part's source to
+    # that of the whole source and every part's domains to the most classes of a part: the
+    # parts' fits share their compiled programs (`shard.ladder`)
+    groups = np.asarray(holdout.groups)
+    parts = np.unique(groups)
+    labels = source.obs[label_key].astype(str).to_numpy()
+    n_all = source.n_obs
+    rows = dict(spot_rows=shard.ladder(n_all if holdout.in_context else max(int(np.sum(groups == g)) for g in parts)),
+                source_rows=shard.ladder(n_all),
+                domain_rows=max(np.unique(labels[groups == g]).size for g in parts))
+
     def fit(tgt, src, lk, K):
         with warnings.catch_warnings():  # a held-out source section's warnings are not the target's
             warnings.simplefilter("ignore", UserWarning)
-            return fit_em(tgt, src, lk, n_domains=K, domains=em.domains, n_factors=em.n_factors,
-                          transfer=em.transfer, variant=em.variant, beta=em.beta, n_restarts=em.n_restarts,
-                          max_iter=em.max_iter, tol=em.tol, seed=em.seed, dtype=em.dtype, weight=em.weight,
-                          classifier=em.classifier, calibrate="none", **opts)
+            return fit_one(replace(em, **rows), tgt, src, lk, K, opts)
 
     held = C.held_out_fits(source, label_key, holdout, ds.spatial_key, fit, progress,
                            alone=em.transfer == "none")

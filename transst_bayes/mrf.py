@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 BETA_MAX = 6.0
@@ -26,6 +27,18 @@ class Graph(NamedTuple):
     mask: object  # (n, D) 1.0 for a real neighbour, 0.0 for padding
     colors: object  # (n,) int32 colour classes: neighbours never share one
     n_colors: int
+
+
+def widen(g: Graph, degree: int, n_colors: int) -> Graph:
+    """`g` with each neighbour list padded to at least `degree` entries (masked: the spot itself)
+    and at least `n_colors` colour classes (the added ones hold no spot): the same Potts field,
+    so fits of graphs whose widest list or colouring differ can share compiled programs."""
+    nbr, mask = np.asarray(g.nbr), np.asarray(g.mask)
+    n, d = nbr.shape
+    if degree > d:
+        nbr = np.concatenate([nbr, np.repeat(np.arange(n, dtype=nbr.dtype)[:, None], degree - d, axis=1)], axis=1)
+        mask = np.concatenate([mask, np.zeros((n, degree - d), mask.dtype)], axis=1)
+    return Graph(nbr, mask, g.colors, max(int(n_colors), int(g.n_colors)))
 
 
 def on_device(g: Graph, dtype=jnp.float32) -> Graph:

@@ -137,11 +137,13 @@ def mean_scale2(prior: DomainPrior, kappa2):
     return jnp.where(prior.anchored, kappa2, MU_SCALE**2)
 
 
-def domain_log_prior(mu, Sigma, prior: DomainPrior, kappa2):
-    """log N(mu_k | m_k, s_k^2 I) + log InverseWishart(Sigma_k | nu, (nu + q + 1) C_k), summed."""
+def domain_log_prior(mu, Sigma, prior: DomainPrior, kappa2, live=None):
+    """log N(mu_k | m_k, s_k^2 I) + log InverseWishart(Sigma_k | nu, (nu + q + 1) C_k), summed
+    over the domains (`live`: (K,) 1 for a domain, 0 for a padding column left out; None: all)."""
     K, q = mu.shape
     s2 = mean_scale2(prior, kappa2)
-    lp_mu = -0.5 * jnp.sum(jnp.sum((mu - prior.mean) ** 2, axis=1) / s2 + q * (LOG2PI + jnp.log(s2)))
+    per_mu = jnp.sum((mu - prior.mean) ** 2, axis=1) / s2 + q * (LOG2PI + jnp.log(s2))
+    lp_mu = -0.5 * jnp.sum(per_mu if live is None else live * per_mu)
     nu = sigma_dof(q)
     Psi = (nu + q + 1.0) * prior.cov
     eye = jnp.eye(q, dtype=mu.dtype)
@@ -153,7 +155,7 @@ def domain_log_prior(mu, Sigma, prior: DomainPrior, kappa2):
     tr = jnp.einsum("kab,kca,kcb->k", Psi, Linv, Linv)  # tr(Psi Sigma^-1)
     lp_S = (0.5 * nu * logdet_P - 0.5 * nu * q * jnp.log(2.0) - multigammaln(0.5 * nu, q)
             - 0.5 * (nu + q + 1.0) * logdet_S - 0.5 * tr)
-    return lp_mu + jnp.sum(lp_S)
+    return lp_mu + jnp.sum(lp_S if live is None else live * lp_S)
 
 
 def domain_map(st: DomainStats, prior: DomainPrior, kappa2, Sigma_old):

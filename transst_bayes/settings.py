@@ -67,6 +67,18 @@ class EMSettings:
         "float32" or "float64".
     domains : str, default "anchored"
         "anchored" (domains tied to source classes, with a labeled source) or "free".
+    spot_rows : int, default 0
+        Rows the target's spots are padded to (zero rows of weight 0, which change no sum), so
+        that fits of sections of different sizes run the same compiled programs; 0: none (with
+        it, the spot graph's neighbour lists and colour classes are padded to multiples of 4
+        as well). The source's held-out fits set it (and `source_rows`) to the ladder size of
+        the largest part.
+    source_rows : int, default 0
+        Rows the source's spots are padded to, as `spot_rows`.
+    domain_rows : int, default 0
+        Columns the domains are padded to (padding domains that no spot takes and that add
+        nothing to the objective), so that fits of different K share compiled programs; 0 or
+        at most K: none. The held-out fits set it to the largest part's K.
 
     See Also
     --------
@@ -90,6 +102,9 @@ class EMSettings:
     dtype: str = "float32"
     domains: str = "anchored"  # "anchored" (with a labeled source) | "free"
     classifier: float = 1.0  # weight of the classifier's term (anchored domains); 0: none
+    spot_rows: int = 0  # the target's spots padded to this many rows (0: none): shared programs
+    source_rows: int = 0  # the source's, likewise
+    domain_rows: int = 0  # the domains padded to this many columns (0: none): shared programs
 
     def check(self) -> None:
         if self.domains not in DOMAIN_MODES:
@@ -110,6 +125,9 @@ class EMSettings:
         V.number("weight (power on the expression likelihood)", self.weight, 0.0, strict=True, none_ok=True)
         V.number("classifier (weight of the source classifier's term)", self.classifier, 0.0)
         V.number("beta (None to learn it)", self.beta, 0.0, none_ok=True)
+        V.integer("spot_rows", self.spot_rows, 0)
+        V.integer("source_rows", self.source_rows, 0)
+        V.integer("domain_rows", self.domain_rows, 0)
 
     def expression_weight(self, hybrid: bool) -> float:
         """The power on the expression likelihood of a fit with (`hybrid`) or without the

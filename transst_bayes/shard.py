@@ -9,7 +9,10 @@ partitions them over the mesh (GSPMD), which turns the sums over spots into per-
 sums and one all-reduce, and gathers the (n, K) responsibilities for the Potts neighbour sums, so
 sums across shard borders are exact (up to the order of floating-point additions).
 
-Rows are padded to a multiple of the number of devices. A padded spot has zero expression,
+Rows are padded to a multiple of the number of devices, and the EM path pads them to a size of
+a short ladder (`ladder`) on one device too, so that fits of sections of similar sizes (the held-
+out fits of a source's sections, several targets of one experiment) run the same compiled
+programs. A padded spot has zero expression,
 weight 0 (it adds nothing to any sum over spots), no neighbours (mask 0, its own index) and
 colour -1 (no sweep updates it, so its responsibilities stay 0); fits drop it before returning.
 """
@@ -82,12 +85,27 @@ def mesh(devices) -> Mesh | None:
     return devices if isinstance(devices, Mesh) else Mesh(np.array(found), (AXIS,))
 
 
-def layout(n: int, m: Mesh | None) -> Layout:
-    """Rows padded up to a multiple of the mesh's device count."""
+PAD_STEP = 1024  # the ladder: powers of two up to PAD_STEP spots, then multiples of PAD_STEP
+
+
+def ladder(n: int) -> int:
+    """The rows a fit of n spots is padded to so that fits of similar sizes share compiled
+    programs: the next power of two up to PAD_STEP (small fits, whose time is compilation, at
+    most twice their rows), then the next multiple of PAD_STEP (fewer than PAD_STEP padded
+    rows: 0.3% of 100,000 spots)."""
+    if n <= PAD_STEP:
+        return 1 << max(n - 1, 0).bit_length()
+    return -(-n // PAD_STEP) * PAD_STEP
+
+
+def layout(n: int, m: Mesh | None, rows: int = 0) -> Layout:
+    """Rows padded up to at least `rows` (0: no padding on one device) and up to a multiple of
+    the mesh's device count."""
+    n_pad = max(n, rows)
     if m is None:
-        return Layout(None, n, n)
+        return Layout(None, n, n_pad)
     d = m.devices.size
-    return Layout(m, n, -(-n // d) * d)
+    return Layout(m, n, -(-n_pad // d) * d)
 
 
 def _axis(lay: Layout) -> str:
@@ -98,13 +116,18 @@ def rows(x, lay: Layout, dtype=None, fill=0):
     """`x` (spots first) padded with `fill` to `lay.n_pad` rows and split by rows over the mesh
     (on one device: `jax.device_put`, which on the CPU shares a 64-byte-aligned array of the
     right dtype instead of copying it: data.prepare makes the expression so)."""
-    if lay.mesh is None:
+    if lay.mesh is None and lay.n_pad == lay.n:
         if isinstance(x, jax.Array):
             return x if dtype is None else x.astype(dtype)
         return jax.device_put(np.asarray(x, dtype))
+    if lay.mesh is None and isinstance(x, jax.Array):  # prepared on the device: padded there
+        x = x if dtype is None else x.astype(dtype)
+        return jnp.concatenate([x, jnp.full((lay.n_pad - x.shape[0],) + x.shape[1:], fill, x.dtype)])
     x = np.asarray(x, dtype)
     if lay.n_pad > x.shape[0]:
         x = np.concatenate([x, np.full((lay.n_pad - x.shape[0],) + x.shape[1:], fill, x.dtype)])
+    if lay.mesh is None:
+        return jax.device_put(x)
     spec = PartitionSpec(_axis(lay), *([None] * (x.ndim - 1)))
     return _place(x, NamedSharding(lay.mesh, spec))
 
@@ -147,7 +170,7 @@ def count(X, w):
 def graph(g: mrf.Graph, lay: Layout, dtype) -> mrf.Graph:
     """The neighbour graph on the mesh: padded spots have themselves as their only (masked)
     neighbour and colour -1; the real spots' lists are unchanged (they never name padding)."""
-    if lay.mesh is None:
+    if lay.n == lay.n_pad:
         return mrf.on_device(g, dtype)
     nbr = np.asarray(g.nbr, np.int32)
     pad = np.arange(lay.n, lay.n_pad, dtype=np.int32)

@@ -181,16 +181,15 @@ def test_a_held_out_fit_that_collapses_neither_stops_the_fit_nor_chooses_its_mod
     from transst_bayes import fit as driver
 
     src, tgt = _sectioned(scramble=True)  # without the collapse: "none" is chosen (test above)
-    original = driver.fit_em
+    original = driver.held_out_fit
     first = src.obs["section"].astype(str).unique()[0]
 
-    def collapsing(target, source=None, *a, transfer="auto", calibrate="auto", **kw):
-        held_out_fit = calibrate == "none" and transfer == "none"
-        if held_out_fit and set(target.obs["section"].astype(str)) == {first}:
+    def collapsing(em, target, *a):
+        if em.transfer == "none" and set(target.obs["section"].astype(str)) == {first}:
             raise FloatingPointError("every restart for K=3 ended with a non-finite objective")
-        return original(target, source, *a, transfer=transfer, calibrate=calibrate, **kw)
+        return original(em, target, *a)
 
-    monkeypatch.setattr(driver, "fit_em", collapsing)
+    monkeypatch.setattr(driver, "held_out_fit", collapsing)
     res = tb.fit_em(tgt, src, n_domains=3, n_factors=4, n_restarts=2)
     choice = res.info["transfer_choice"]
     assert choice["chosen"] == "eb" and choice["collapsed"] == {"eb": 0, "none": 1}, choice
@@ -204,16 +203,15 @@ def test_when_every_held_out_fit_of_one_mode_collapses_the_other_modes_fits_cali
     from transst_bayes import fit as driver
 
     src, tgt = _sectioned(scramble=False)
-    original, calls = driver.fit_em, []
+    original, calls = driver.held_out_fit, []
 
-    def counting(target, source=None, *a, transfer="auto", calibrate="auto", **kw):
-        if calibrate == "none":  # a held-out fit
-            calls.append(transfer)
-            if transfer == "none":
-                raise FloatingPointError("every restart ended with a non-finite objective")
-        return original(target, source, *a, transfer=transfer, calibrate=calibrate, **kw)
+    def counting(em, *a):
+        calls.append(em.transfer)
+        if em.transfer == "none":
+            raise FloatingPointError("every restart ended with a non-finite objective")
+        return original(em, *a)
 
-    monkeypatch.setattr(driver, "fit_em", counting)
+    monkeypatch.setattr(driver, "held_out_fit", counting)
     res = tb.fit_em(tgt, src, n_domains=3, n_factors=4, n_restarts=2)
     assert res.info["transfer_choice"]["chosen"] == "eb", res.info["transfer_choice"]
     assert calls.count("eb") == 3 and calls.count("none") == 3, calls

@@ -1,4 +1,5 @@
-"""Spots over several devices (transst_bayes.shard): the same fit as on one device.
+"""Spots over several devices (transst_bayes.shard): the same fit as on one device; on one
+device, spots padded to the ladder's sizes: the same fit as without padding.
 
 The multi-device checks run in a subprocess with four CPU devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=4: the device count is fixed when JAX starts).
@@ -158,3 +159,91 @@ def test_one_device_is_no_mesh_and_no_padding():
         shard.mesh([d, d])
     with pytest.raises(ValueError, match="one axis"):
         shard.mesh(Mesh(np.array([d]).reshape(1, 1), ("a", "b")))
+
+
+def test_the_ladder_pads_small_fits_to_powers_of_two_and_large_ones_by_less_than_a_step():
+    assert [shard.ladder(n) for n in (1, 2, 3, 167, 256, 257, 659, 1024)] == [1, 2, 4, 256, 256, 512, 1024, 1024]
+    assert shard.ladder(1025) == 2048 and shard.ladder(3460) == 4096 and shard.ladder(100_000) == 100_352
+    for n in range(1, 5000, 37):
+        assert n <= shard.ladder(n) < max(2 * n, n + shard.PAD_STEP)
+    lay = shard.layout(5, None, 8)
+    assert lay == shard.Layout(None, 5, 8) and np.asarray(shard.weights(lay, np.float32)).tolist() == [1] * 5 + [0] * 3
+    x = np.arange(10.0).reshape(5, 2)
+    padded = np.asarray(shard.rows(x, lay, np.float32, fill=-1))
+    assert padded.shape == (8, 2) and (padded[5:] == -1).all() and (padded[:5] == x).all()
+    on_device = np.asarray(shard.rows(jax.numpy.asarray(x), lay, np.float32))
+    assert on_device.shape == (8, 2) and (on_device[5:] == 0).all()
+
+
+@pytest.mark.parametrize("domains", [pytest.param("anchored", marks=pytest.mark.slow), "free"])
+def test_a_fit_padded_with_zero_rows_equals_the_unpadded_fit(domains):
+    """A held-out fit pads the target's and the source's spots with zero rows of weight 0
+    (`spot_rows`, `source_rows`; here 221 -> 256 target and 225 -> 256 source spots) and its
+    domains with columns no spot takes (`domain_rows`: K = 4 -> 6): the same labels and, up to
+    float64 rounding, the same probabilities, parameters and objective as without."""
+    from dataclasses import replace
+
+    from transst_bayes.fit import held_out_fit
+
+    src, tgt = tb.simulate(0, height=13, width=17, n_genes=100, source_height=15, source_width=15)
+    em = tb.EMSettings(n_factors=6, transfer="eb", domains=domains, dtype="float64")
+    plain = held_out_fit(em, tgt, src, "label", 4, {})
+    padded = held_out_fit(replace(em, spot_rows=256, source_rows=256, domain_rows=6), tgt, src, "label", 4, {})
+    assert np.array_equal(padded.labels, plain.labels)
+    np.testing.assert_allclose(padded.proba, plain.proba, atol=1e-8)
+    for name in ("W_t", "mu", "Sigma", "W_s", "mu_s", "psi_s"):
+        np.testing.assert_allclose(getattr(padded, name), getattr(plain, name), rtol=1e-7, atol=1e-9, err_msg=name)
+    assert padded.beta == pytest.approx(plain.beta, rel=1e-8)
+    assert padded.proba.shape == plain.proba.shape == (tgt.n_obs, 4)
+    a, b = padded.k_table[0], plain.k_table[0]
+    assert a["loglik"] == pytest.approx(b["loglik"], rel=1e-9) and a["n_iter"] == b["n_iter"]
+
+
+def test_parts_of_different_sizes_padded_alike_share_their_compiled_programs():
+    """Fits padded to the same rows share compiled programs: sources of 400 and 441 spots (both
+    padded to 512) the source model, and with one target the transfer step and the clustering;
+    targets of 391 and 300 spots (both 512) the transfer step. Unpadded, each size compiles
+    its own."""
+    from dataclasses import replace
+
+    from transst_bayes.em import driver
+    from transst_bayes.fit import held_out_fit
+
+    src, tgt = tb.simulate(1, height=17, width=23, n_genes=120, source_height=20, source_width=20)
+    src2, small = tb.simulate(2, height=15, width=20, n_genes=120, source_height=21, source_width=21)
+    # classifier=0: one clustering program per fit (a fit that uses the classifier's term runs a second)
+    em = replace(tb.EMSettings(n_factors=5, transfer="eb", classifier=0.0), spot_rows=512, source_rows=512)
+    held_out_fit(em, tgt, src, "label", 3, {})
+    size = lambda: [f._cache_size() for f in (driver._fit_source, driver._fit_transfer, driver._run)]  # noqa: E731
+    before = size()
+    held_out_fit(em, tgt, src2, "label", 3, {})
+    assert size() == before
+    held_out_fit(em, small, src2, "label", 3, {})
+    assert size()[:2] == before[:2]
+    # domains padded to 4 columns: K = 3 and K = 4 share one clustering program
+    held_out_fit(replace(em, domain_rows=4), tgt, src, "label", 3, {})
+    runs = driver._run._cache_size()
+    held_out_fit(replace(em, domain_rows=4), tgt, src, "label", 4, {})
+    assert driver._run._cache_size() == runs
+    held_out_fit(replace(em, spot_rows=0, source_rows=0), tgt, src2, "label", 3, {})  # unpadded: new ones
+    assert all(a > b for a, b in zip(size(), before))
+
+
+@pytest.mark.slow
+def test_a_default_calls_held_out_fits_share_compiled_programs():
+    """The default call's held-out fits (three source sections of 144, 126 and 126 spots, each
+    fitted with and without the source) are padded alike: the source model compiles at most
+    twice (held-out fits, target), the transfer step three times (with / without the source,
+    the target) and the clustering five (with the source: with / without the classifier's
+    term, without it, the target's two); fitted at their own sizes they compiled 3, 5 and 8."""
+    from transst_bayes.em import driver
+
+    src, tgt = tb.simulate(3, height=16, width=16, n_genes=120, n_factors=5, source_height=18, source_width=22,
+                           source_sections=3)
+    assert sorted(src.obs["section"].value_counts()) == [126, 126, 144]
+    programs = (driver._fit_source, driver._fit_transfer, driver._run)
+    before = [f._cache_size() for f in programs]
+    res = tb.fit_em(tgt, src, n_domains=4, n_factors=5)
+    assert "held-out source sections" in res.info["calibration"]
+    new = [f._cache_size() - b for f, b in zip(programs, before)]
+    assert new[0] <= 2 and new[1] <= 3 and new[2] <= 5, new

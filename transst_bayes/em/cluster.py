@@ -33,6 +33,13 @@ from .loop import run_em
 from .. import variants as VR
 
 FINAL_SWEEPS = 3  # mean-field sweeps at the final parameters before the reported responsibilities
+PADDED = -1e9  # alpha of a padding domain: its weight exp(PADDED) is 0 in every softmax (finite, so
+# that 0 * alpha stays 0 in the pseudo-likelihood)
+
+
+def live_domains(alpha):
+    """(K,) 1 for a domain, 0 for a padding column (None: every column a domain)."""
+    return None if alpha is None else (alpha > 0.5 * PADDED).astype(alpha.dtype)
 
 
 class ClusterState(NamedTuple):
@@ -56,6 +63,9 @@ class ClusterData(NamedTuple):
     w: jax.Array | None  # (n,) spot weights: 1 a spot, 0 a padded row (shard.py); None: no padding
     classifier: jax.Array | None = None  # (n, K) the classifier's term of each domain's data term
     #   (`classifier.domain_term`, weight included); None: none
+    alpha: jax.Array | None = None  # (K,) 0 for a domain, PADDED for a padding column (K padded
+    #   so that fits of different K share a compiled program: no spot takes it, and it adds
+    #   nothing to the objective); None: no padding
 
 
 class StepInfo(NamedTuple):
@@ -93,9 +103,10 @@ class Settings(NamedTuple):
     learn_kappa: bool = False  # anchored domains: kappa^2 by empirical Bayes
 
 
-def pseudo_marginal(loglik, counts, beta, w):
-    """sum_j w_j log sum_k p(y_j = k | neighbours) exp(loglik_jk) (w: spot weights or None)."""
-    lp = jax.nn.log_softmax(beta * counts, axis=1)
+def pseudo_marginal(loglik, counts, beta, w, alpha=None):
+    """sum_j w_j log sum_k p(y_j = k | neighbours) exp(loglik_jk) (w: spot weights or None;
+    alpha: ClusterData.alpha)."""
+    lp = jax.nn.log_softmax(mrf.local_field(None, counts, beta, alpha), axis=1)
     return shard.total(logsumexp(loglik + lp, axis=1), w)
 
 
@@ -113,10 +124,10 @@ def _components(data, state: ClusterState, s: Settings):
     return F.gaussian_components(data, state.mu, state.Sigma)
 
 
-def log_prior(state: ClusterState, W_s, dprior: P.DomainPrior, s: Settings):
-    """Log-prior of the state's parameters: domains, and for the joint variant the noise and
-    (with a learned tau) the loadings."""
-    lp = P.domain_log_prior(state.mu, state.Sigma, dprior, state.kappa2)
+def log_prior(state: ClusterState, W_s, dprior: P.DomainPrior, s: Settings, alpha=None):
+    """Log-prior of the state's parameters: domains (padding columns left out: `alpha`), and for
+    the joint variant the noise and (with a learned tau) the loadings."""
+    lp = P.domain_log_prior(state.mu, state.Sigma, dprior, state.kappa2, live_domains(alpha))
     if not VR.get(s.variant).on_scores:
         lp = lp + P.psi_log_prior(state.psi)
         if s.mode == "eb":
@@ -132,9 +143,10 @@ def step(state: ClusterState, data: ClusterData, s: Settings) -> tuple[ClusterSt
     ll = data_term(comp, data, s)
     R = state.R
     for _ in range(s.n_mean_field):
-        R = mrf.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, state.beta)
+        R = mrf.mean_field_sweep(R, ll, nbr, mask, colors, s.n_colors, state.beta, data.alpha)
     counts = mrf.neighbour_sums(R, nbr, mask)
-    obj = pseudo_marginal(ll, counts, state.beta, data.w) + log_prior(state, data.W_s, data.prior, s)
+    obj = pseudo_marginal(ll, counts, state.beta, data.w, data.alpha) + \
+        log_prior(state, data.W_s, data.prior, s, data.alpha)
     dst = F.domain_stats(R, comp, s.weight)
     kappa2 = P.eb_kappa2(dst, data.prior, state.Sigma) if s.learn_kappa else state.kappa2
     mu, Sigma = P.domain_map(dst, data.prior, kappa2, state.Sigma)
@@ -150,16 +162,16 @@ def step(state: ClusterState, data: ClusterData, s: Settings) -> tuple[ClusterSt
             W, mu, Sigma = F.whiten(W, mu, Sigma, R.sum(0))
     beta = state.beta
     if s.learn_beta:
-        beta = mrf.newton_beta(beta, R, counts, n_steps=3)
+        beta = mrf.newton_beta(beta, R, counts, alpha=data.alpha, n_steps=3)
     info = StepInfo(obj, state.beta, state.tau2, state.kappa2)
     return ClusterState(W, psi, mu, Sigma, tau2, beta, R, kappa2), info
 
 
-def init(Z, labels, W, psi, tau2, beta, K: int, kappa2, w) -> ClusterState:
+def init(Z, labels, W, psi, tau2, beta, K: int, kappa2, w, alpha=None) -> ClusterState:
     """The starting state: domain parameters from initial labels on the factor scores Z (the
     labels carry the randomness: k-means++ or the source classification, made by the driver);
     w the spot weights or None (0 rows: padding, which starts and stays with zero
-    responsibilities)."""
+    responsibilities); alpha: ClusterData.alpha (padding columns start with none)."""
     q = Z.shape[1]
     live = 1.0 if w is None else w[:, None]
     oh = jax.nn.one_hot(labels, K, dtype=Z.dtype) * live
@@ -169,7 +181,11 @@ def init(Z, labels, W, psi, tau2, beta, K: int, kappa2, w) -> ClusterState:
     Sigma = jnp.einsum("nk,nkq,nkr->kqr", oh, d, d) / jnp.maximum(Nk, 1.0)[:, None, None]
     glob = jnp.cov(Z.T, aweights=w).reshape(q, q)
     Sigma = jnp.where((Nk > q)[:, None, None], Sigma, glob[None]) + 1e-3 * jnp.eye(q, dtype=Z.dtype)
-    R = 0.8 * oh + (0.2 / K) * live
+    if alpha is None:
+        R = 0.8 * oh + (0.2 / K) * live
+    else:
+        on = live_domains(alpha)
+        R = (0.8 * oh + (0.2 / jnp.sum(on)) * on[None, :]) * live
     return ClusterState(W, psi, mu, Sigma, jnp.asarray(tau2, Z.dtype), jnp.asarray(beta, Z.dtype), R,
                         jnp.asarray(kappa2, Z.dtype))
 
@@ -184,11 +200,11 @@ def fit_cluster(data: ClusterData, state0: ClusterState, s: Settings, limit=None
     ll = data_term(comp, data, s)
     R = st.R
     for _ in range(FINAL_SWEEPS):
-        R = mrf.mean_field_sweep(R, ll, g.nbr, g.mask, g.colors, s.n_colors, st.beta)
+        R = mrf.mean_field_sweep(R, ll, g.nbr, g.mask, g.colors, s.n_colors, st.beta, data.alpha)
     counts = mrf.neighbour_sums(R, g.nbr, g.mask)
-    lp = log_prior(st, data.W_s, data.prior, s)
-    obj = pseudo_marginal(ll, counts, st.beta, data.w) + lp
-    labels = mrf.icm(jnp.argmax(R, axis=1), ll, g.nbr, g.mask, g.colors, s.n_colors, st.beta)
+    lp = log_prior(st, data.W_s, data.prior, s, data.alpha)
+    obj = pseudo_marginal(ll, counts, st.beta, data.w, data.alpha) + lp
+    labels = mrf.icm(jnp.argmax(R, axis=1), ll, g.nbr, g.mask, g.colors, s.n_colors, st.beta, data.alpha)
     Z = F.mean_factors(R, comp)
     return ClusterFit(st._replace(R=R), labels, Z, comp.loglik, obj, lp, res.trace, res.n_iter,
                       res.converged)

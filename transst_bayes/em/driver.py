@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import classifier as CL
+from .. import mrf
 from .. import plan as D
+from .. import priors as P
 from .. import shard
 from .. import validate as V
 from .. import variants as VR
@@ -24,10 +26,11 @@ from ..result import TransSTResult, entropy
 from ..selection import criteria
 from ..settings import EMSettings, resolve_variant
 from ..support import source_support, warn_unsupported
-from .cluster import ClusterData, Settings, fit_cluster, init
+from .cluster import PADDED, ClusterData, Settings, fit_cluster, init
 from .loadings import fit_transfer, scores
 from .source import fit_source
 
+GRAPH_STEP = 4  # padded fits: neighbour lists and colour classes rounded up to a multiple of this
 SHORT_EM_ITER = 15  # iterations each restart runs before the best one is continued
 DEFAULT_K_NO_SOURCE = 7
 KAPPA2_INIT = 0.1
@@ -43,17 +46,21 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     # seed; the seed draws the clustering's random starts (free and novel domains)
     k_src, k_tr, _ = jax.random.split(jax.random.PRNGKey(0), 3)
     k_cl = jax.random.split(jax.random.PRNGKey(em.seed), 3)[2]
-    lay = shard.layout(prep.X.shape[0], mesh)
+    # the spots padded to em.spot_rows / em.source_rows (zero rows of weight 0, `shard`): the
+    # held-out fits share their compiled programs ("cv" takes no padding)
+    lay = shard.layout(prep.X.shape[0], mesh, 0 if mode == "cv" else em.spot_rows)
     X = shard.rows(prep.X, lay, dt)
     w = shard.weights(lay, dt)
     q = em.n_factors
     timings = {}
     t = time.perf_counter()
-    src = None
+    src = Xs = source_labels = None
     if mode != "none":
         C = len(prep.source_classes)
-        src = _fit_source(jnp.asarray(prep.X_source, dt), jnp.asarray(prep.source_labels), C=C,
-                          q=q, key=k_src, max_iter=em.source_max_iter)
+        slay = shard.layout(prep.X_source.shape[0], None, em.source_rows)
+        Xs = shard.rows(prep.X_source, slay, dt)
+        source_labels = shard.rows(prep.source_labels, slay, np.int32, fill=C)  # padding: no class
+        src = _fit_source(Xs, source_labels, C=C, q=q, key=k_src, max_iter=em.source_max_iter, n=slay.n)
         W_prior = src.W
     else:
         W_prior = jnp.zeros((prep.X.shape[1], q), dt)
@@ -74,6 +81,8 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     Ks = check_k(D.resolve_k(n_domains, n_novel, None if present is None else len(present),
                               anchored, DEFAULT_K_NO_SOURCE), lay.n)
     g = prep.graph
+    if em.spot_rows:  # held-out fits: neighbour lists and colour classes padded alike too
+        g = mrf.widen(g, -(-g.nbr.shape[1] // GRAPH_STEP) * GRAPH_STEP, -(-g.n_colors // GRAPH_STEP) * GRAPH_STEP)
     graph = shard.graph(g, lay, dt)
     variant = resolve_variant(em, mode)
     data = tr.Z if VR.get(variant).on_scores else X
@@ -84,8 +93,8 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     # labeled source); the joint variant re-fits the loadings and stays generative
     hybrid = anchored and em.classifier > 0 and VR.get(variant).classifier_term
     if hybrid:
-        Vs = _source_scores(jnp.asarray(prep.X_source, dt), src.W, src.psi)
-        reg = _fit_classifier(Vs, jnp.asarray(prep.source_labels), C=len(prep.source_classes))
+        Vs = _source_scores(Xs, src.W, src.psi)
+        reg = _fit_classifier(Vs, source_labels, C=len(prep.source_classes))
         class_logp = CL.log_probs(reg, tr.Z)
     fits, plans, gammas, terms, gen_ll = {}, {}, {}, {}, {}
     bar = None
@@ -98,7 +107,8 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
             bar.set_postfix(K=K)
         plan = D.plan_domains(K, present, prep.source_classes, anchored)
         dprior = D.domain_prior(plan, *anchors, q, dt)
-        s = Settings(K=K, variant=variant, mode=mode, learn_beta=em.beta is None,
+        K_pad = max(K, em.domain_rows)  # held-out fits: padding columns, so Ks share programs
+        s = Settings(K=K_pad, variant=variant, mode=mode, learn_beta=em.beta is None,
                      max_iter=em.max_iter, tol=em.tol, n_colors=g.n_colors,
                      n_mean_field=em.n_mean_field, weight=em.expression_weight(False),
                      learn_kappa=bool(plan.classes))
@@ -110,7 +120,8 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
             seed_from = src_ll is not None and src_ll.shape[1] >= K
             inits = _free_inits(k_K, Z_real, src_ll if seed_from else None, K, n_restarts)
         inits = shard.rows(inits.T, lay, np.int32).T  # the real spots' starts, padded
-        cdata = ClusterData(data, graph, W_prior, tr.lam, dprior, w)
+        cdata = ClusterData(data, graph, W_prior, tr.lam, pad_domains(dprior, K_pad), w,
+                            alpha=None if not em.domain_rows else jnp.asarray(np.r_[np.zeros(K), np.full(K_pad - K, PADDED)], dt))
         best = _fit_k(cdata, tr, inits, jnp.asarray(beta0, dt), jnp.asarray(KAPPA2_INIT, dt), s=s,
                       wait=shard.waiter(lay))
         gammas[K], terms[K], gen_ll[K] = None, (s.weight, None), em_loglik(best)
@@ -118,23 +129,25 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
             # the hybrid fit: where the source classifier agrees with the generative fit's
             # domains (its classes carry over), EM goes on from that fit with the classifier's
             # term; the classes that fit left (nearly) empty stay out
-            counts = np.bincount(np.asarray(shard.real(best.labels, lay)), minlength=K)
+            counts = np.bincount(np.asarray(shard.real(best.labels, lay)), minlength=K)[:K]
             found = counts >= max(D.MIN_CLASS_SPOTS, D.MIN_FOUND_SHARE * lay.n)
             F1 = CL.domain_term(class_logp, plan.classes, K, jnp.asarray(1.0, dt))
-            gamma = float(_agreement(best.state.R, F1, w))
+            gamma = float(_agreement(best.state.R if K_pad == K else best.state.R[:, :K], F1, w))
             F1 = jnp.where(jnp.asarray(found)[None, :], F1, CL.LOG_EXCLUDED)
+            if K_pad > K:  # the padding columns' term: any value (alpha keeps every spot out)
+                F1 = jnp.pad(F1, ((0, 0), (0, K_pad - K)))
             gammas[K] = gamma
             if gamma >= CL.AGREEMENT_MIN:
                 # kappa stays the generative fit's (empirical Bayes on the expression; the
                 # classifier's term is no likelihood of it)
                 sh = s._replace(weight=em.expression_weight(True), learn_kappa=False)
                 best = _run(cdata._replace(classifier=em.classifier * F1), best.state, s=sh, limit=s.max_iter)
-                terms[K] = (sh.weight, shard.real(em.classifier * F1, lay))
+                terms[K] = (sh.weight, shard.real(em.classifier * F1[:, :K], lay))
         if not bool(jnp.isfinite(best.objective)):
             raise FloatingPointError(
                 f"every restart for K={K} ended with a non-finite objective; try dtype='float64'"
             )
-        fits[K], plans[K] = _real_spots(best, lay), plan
+        fits[K], plans[K] = _real_domains(_real_spots(best, lay), K), plan
         if bar is not None:
             bar.update()
     if bar is not None:
@@ -183,7 +196,7 @@ def _fit_k(data: ClusterData, tr, inits, beta0, kappa2_0, s: Settings, wait=lamb
     The restarts and the continued run are one compiled program, called once each; `wait`
     (shard.waiter) is applied to each restart's result."""
     short = min(SHORT_EM_ITER, s.max_iter)
-    fits = [wait(_run(data, _init(tr.Z, inits[r], tr.W, tr.psi, tr.tau2, beta0, s.K, kappa2_0, data.w),
+    fits = [wait(_run(data, _init(tr.Z, inits[r], tr.W, tr.psi, tr.tau2, beta0, s.K, kappa2_0, data.w, data.alpha),
                       s=s, limit=short))
             for r in range(inits.shape[0])]
     obj = np.array([float(f.objective) for f in fits])
@@ -205,6 +218,23 @@ def _last_change(f, n: int) -> float:
     than two)."""
     tr = np.asarray(f.trace.objective, np.float64)[: int(f.n_iter)]
     return float(abs(tr[-1] - tr[-2]) / n) if tr.size >= 2 else float("inf")
+
+
+def pad_domains(prior: P.DomainPrior, K_pad: int) -> P.DomainPrior:
+    """The domain prior with free rows added up to K_pad domains (the padding columns)."""
+    K, q = prior.mean.shape
+    if K_pad == K:
+        return prior
+    free = P.free_prior(K_pad - K, q, prior.mean.dtype)
+    return P.DomainPrior(*(jnp.concatenate([a, b]) for a, b in zip(prior, free)))
+
+
+def _real_domains(f, K: int):
+    """A fit's domain fields without the padding columns."""
+    if f.state.mu.shape[0] == K:
+        return f
+    return f._replace(state=f.state._replace(R=f.state.R[:, :K], mu=f.state.mu[:K], Sigma=f.state.Sigma[:K]),
+                      loglik=f.loglik[:, :K])
 
 
 def _real_spots(f, lay: shard.Layout):

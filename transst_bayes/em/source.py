@@ -37,25 +37,25 @@ class _State(NamedTuple):
     Sigma: jax.Array
 
 
-def init_source(X, labels, C: int, q: int, key) -> _State:
-    Z, W = pca(X, q, key)
+def init_source(X, labels, C: int, q: int, key, n) -> _State:
+    Z, W = pca(X, q, key, n=n)
     R = jax.nn.one_hot(labels, C, dtype=X.dtype)
     Nk = R.sum(0)
     mu = (R.T @ Z) / Nk[:, None]
     d = Z[:, None, :] - mu[None]
     Sigma = jnp.einsum("nk,nkq,nkr->kqr", R, d, d) / Nk[:, None, None]
     Sigma = Sigma + 1e-3 * jnp.eye(q, dtype=X.dtype)
-    psi = jnp.maximum(jnp.mean((X - Z @ W.T) ** 2, axis=0), 0.05)
+    psi = jnp.maximum(jnp.sum((X - Z @ W.T) ** 2, axis=0) / n, 0.05)
     W, mu, Sigma = F.whiten(W, mu, Sigma, Nk)
     return _State(W, psi, mu, Sigma)
 
 
-def source_step(X, R, state: _State):
+def source_step(X, R, state: _State, n=None):
     p = X.shape[1]
     comp = F.components(F.precompute(X, state.W, state.psi), state.mu, state.Sigma, p)
     obj = jnp.sum(comp.loglik * R) + P.psi_log_prior(state.psi)
     mu, Sigma = F.class_moments(R, comp)
-    st = F.loading_stats(X, R, comp)
+    st = F.loading_stats(X, R, comp, n)
     zeros = jnp.zeros_like(state.psi)
     W = P.update_loadings(st, jnp.zeros_like(state.W), zeros)
     psi = P.update_psi(st, W)
@@ -63,11 +63,13 @@ def source_step(X, R, state: _State):
     return _State(W, psi, mu, Sigma), obj
 
 
-def fit_source(X, labels, C: int, q: int, key, max_iter: int = 100, tol: float = 1e-5) -> SourceFit:
-    """Fit the source model (jit this with C, q, max_iter static)."""
+def fit_source(X, labels, C: int, q: int, key, max_iter: int = 100, tol: float = 1e-5, n=None) -> SourceFit:
+    """Fit the source model (jit this with C, q, max_iter static). `n`: the number of spots
+    (default the rows of X; fewer where X ends in zero rows of padding, whose label is C: no
+    class, so they add nothing to any sum)."""
+    n = X.shape[0] if n is None else n
     R = jax.nn.one_hot(labels, C, dtype=X.dtype)
-    state0 = init_source(X, labels, C, q, key)
-    res = run_em(lambda s: source_step(X, R, s), state0, max_iter, tol, X.shape[0])
+    state0 = init_source(X, labels, C, q, key, n)
+    res = run_em(lambda s: source_step(X, R, s, n), state0, max_iter, tol, n)
     s = res.state
     return SourceFit(s.W, s.psi, s.mu, s.Sigma, res.trace, res.n_iter)
-
