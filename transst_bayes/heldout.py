@@ -130,13 +130,13 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_one: 
 
     # every part's target padded to the ladder size of the largest part, every part's source to
     # that of the whole source and every part's domains to the most classes of a part: the
-    # parts' fits share their compiled programs (`shard.ladder`)
+    # parts' fits share their compiled programs (`shard.ladder`); fitted in place, every part's
+    # target is the whole source already
     groups = np.asarray(holdout.groups)
     parts = np.unique(groups)
     labels = source.obs[label_key].astype(str).to_numpy()
-    n_all = source.n_obs
-    rows = dict(spot_rows=shard.ladder(n_all if holdout.in_context else max(int(np.sum(groups == g)) for g in parts)),
-                source_rows=shard.ladder(n_all),
+    largest = max(int(np.sum(groups == g)) for g in parts)
+    rows = dict(spot_rows=0 if holdout.in_context else shard.ladder(largest), source_rows=shard.ladder(source.n_obs),
                 domain_rows=max(np.unique(labels[groups == g]).size for g in parts))
 
     def fit(tgt, src, lk, K):
