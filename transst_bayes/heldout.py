@@ -22,7 +22,6 @@ import scipy.sparse as sp
 
 from . import calibration as C
 from . import conformal as CF
-from . import shard
 from . import validate as V
 from .data import DataSettings, expression_matrix
 from .job import FitJob, in_mode
@@ -114,8 +113,8 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_one: 
     (`calibrate="none"`): ([(names, proba, labels)], the scheme in words), or (None, why not)
     when the source has no coordinates or no group could be fitted on its own. `fit_one`:
     `fit.held_out_fit` (passed in: this module sits below it), called with the settings `em`
-    and the parts' sizes padded to common ones (`shard.ladder`), so that the parts' fits share
-    their compiled programs."""
+    and the parts' sizes padded to common ones, so that the parts' fits share their compiled
+    programs."""
     holdout = C.held_out_groups(source, C.section_key(source, ds.source_batch_key), ds.spatial_key)
     if holdout.groups is None:
         return None, holdout.how
@@ -128,15 +127,14 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_one: 
                     graph_key=DataSettings.graph_key)
     opts = {k: v for k, v in asdict(inner).items() if k != "dtype"}
 
-    # every part's target padded to the ladder size of the largest part, every part's source to
-    # that of the whole source and every part's domains to the most classes of a part: the
-    # parts' fits share their compiled programs (`shard.ladder`); fitted in place, every part's
-    # target is the whole source already
+    # every part's target padded to the largest part's spots, every part's source to the largest
+    # source of a part and every part's domains to the most classes of a part: the parts' fits
+    # share their compiled programs; fitted in place, every part's target is the whole source
     groups = np.asarray(holdout.groups)
     parts = np.unique(groups)
     labels = source.obs[label_key].astype(str).to_numpy()
-    largest = max(int(np.sum(groups == g)) for g in parts)
-    rows = dict(spot_rows=0 if holdout.in_context else shard.ladder(largest), source_rows=shard.ladder(source.n_obs),
+    sizes = [int(np.sum(groups == g)) for g in parts]
+    rows = dict(spot_rows=0 if holdout.in_context else max(sizes), source_rows=source.n_obs - min(sizes),
                 domain_rows=max(np.unique(labels[groups == g]).size for g in parts))
 
     def fit(tgt, src, lk, K):

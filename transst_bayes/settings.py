@@ -71,10 +71,10 @@ class EMSettings:
         Rows the target's spots are padded to (zero rows of weight 0, which change no sum), so
         that fits of sections of different sizes run the same compiled programs; 0: none (with
         it, the spot graph's neighbour lists and colour classes are padded to multiples of 4
-        as well). The source's held-out fits set it (and `source_rows`) to the ladder size of
-        the largest part.
+        as well). The source's held-out fits set it to their largest part's spots.
     source_rows : int, default 0
-        Rows the source's spots are padded to, as `spot_rows`.
+        Rows the source's spots are padded to, as `spot_rows` (the held-out fits: their
+        largest source).
     domain_rows : int, default 0
         Columns the domains are padded to (padding domains that no spot takes and that add
         nothing to the objective), so that fits of different K share compiled programs; 0 or

@@ -9,10 +9,9 @@ partitions them over the mesh (GSPMD), which turns the sums over spots into per-
 sums and one all-reduce, and gathers the (n, K) responsibilities for the Potts neighbour sums, so
 sums across shard borders are exact (up to the order of floating-point additions).
 
-Rows are padded to a multiple of the number of devices, and the EM path pads them to a size of
-a short ladder (`ladder`) on one device too, so that fits of sections of similar sizes (the held-
-out fits of a source's sections, several targets of one experiment) run the same compiled
-programs. A padded spot has zero expression,
+Rows are padded to a multiple of the number of devices, and on one device too where a fit asks
+for more rows (`EMSettings.spot_rows`: the held-out fits of a source's sections, padded alike so
+that they run the same compiled programs). A padded spot has zero expression,
 weight 0 (it adds nothing to any sum over spots), no neighbours (mask 0, its own index) and
 colour -1 (no sweep updates it, so its responsibilities stay 0); fits drop it before returning.
 """
@@ -83,19 +82,6 @@ def mesh(devices) -> Mesh | None:
     if len(found) == 1:
         return None
     return devices if isinstance(devices, Mesh) else Mesh(np.array(found), (AXIS,))
-
-
-PAD_STEP = 1024  # the ladder: powers of two up to PAD_STEP spots, then multiples of PAD_STEP
-
-
-def ladder(n: int) -> int:
-    """The rows a fit of n spots is padded to so that fits of similar sizes share compiled
-    programs: the next power of two up to PAD_STEP (small fits, whose time is compilation, at
-    most twice their rows), then the next multiple of PAD_STEP (fewer than PAD_STEP padded
-    rows: 0.3% of 100,000 spots)."""
-    if n <= PAD_STEP:
-        return 1 << max(n - 1, 0).bit_length()
-    return -(-n // PAD_STEP) * PAD_STEP
 
 
 def layout(n: int, m: Mesh | None, rows: int = 0) -> Layout:

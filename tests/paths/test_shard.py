@@ -1,5 +1,5 @@
 """Spots over several devices (transst_bayes.shard): the same fit as on one device; on one
-device, spots padded to the ladder's sizes: the same fit as without padding.
+device, spots, domains and graph padded (the held-out fits): the same fit as without padding.
 
 The multi-device checks run in a subprocess with four CPU devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=4: the device count is fixed when JAX starts).
@@ -161,18 +161,16 @@ def test_one_device_is_no_mesh_and_no_padding():
         shard.mesh(Mesh(np.array([d]).reshape(1, 1), ("a", "b")))
 
 
-def test_the_ladder_pads_small_fits_to_powers_of_two_and_large_ones_by_less_than_a_step():
-    assert [shard.ladder(n) for n in (1, 2, 3, 167, 256, 257, 659, 1024)] == [1, 2, 4, 256, 256, 512, 1024, 1024]
-    assert shard.ladder(1025) == 2048 and shard.ladder(3460) == 4096 and shard.ladder(100_000) == 100_352
-    for n in range(1, 5000, 37):
-        assert n <= shard.ladder(n) < max(2 * n, n + shard.PAD_STEP)
+def test_one_device_pads_rows_where_a_fit_asks_for_them():
     lay = shard.layout(5, None, 8)
     assert lay == shard.Layout(None, 5, 8) and np.asarray(shard.weights(lay, np.float32)).tolist() == [1] * 5 + [0] * 3
+    assert shard.layout(5, None, 3) == shard.Layout(None, 5, 5)  # never fewer rows than spots
     x = np.arange(10.0).reshape(5, 2)
     padded = np.asarray(shard.rows(x, lay, np.float32, fill=-1))
     assert padded.shape == (8, 2) and (padded[5:] == -1).all() and (padded[:5] == x).all()
     on_device = np.asarray(shard.rows(jax.numpy.asarray(x), lay, np.float32))
-    assert on_device.shape == (8, 2) and (on_device[5:] == 0).all()
+    assert on_device.shape == (8, 2) and (on_device[5:] == 0).all() and (on_device[:5] == x).all()
+    assert np.array_equal(np.asarray(shard.real(padded, lay)), x)
 
 
 @pytest.mark.parametrize("domains", [pytest.param("anchored", marks=pytest.mark.slow), "free"])
