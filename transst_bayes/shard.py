@@ -126,10 +126,11 @@ def _place(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
-def weights(lay: Layout, dtype):
+def weights(lay: Layout, dtype, always: bool = False):
     """(n_pad,) 1 for a real spot, 0 for padding; None without padding (every row a spot: the
-    kernels then run the unweighted sums, the one-device programs unchanged)."""
-    if lay.n == lay.n_pad:
+    kernels then run the unweighted sums, the one-device programs unchanged) unless `always`
+    (a fit padded alike with others that are: the same program whether or not it has padding)."""
+    if lay.n == lay.n_pad and not always:
         return None
     return rows(np.ones(lay.n, dtype), lay, dtype, fill=0)
 

@@ -50,7 +50,7 @@ def fit_arrays(prep: Prepared, request: tuple, em: EMSettings, mode: str,
     # held-out fits share their compiled programs ("cv" takes no padding)
     lay = shard.layout(prep.X.shape[0], mesh, 0 if mode == "cv" else em.spot_rows)
     X = shard.rows(prep.X, lay, dt)
-    w = shard.weights(lay, dt)
+    w = shard.weights(lay, dt, always=mode != "cv" and em.spot_rows > 0)
     q = em.n_factors
     timings = {}
     t = time.perf_counter()
