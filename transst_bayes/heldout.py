@@ -129,13 +129,14 @@ def held_out(source, label_key: str, em: EMSettings, ds: DataSettings, fit_one: 
 
     # every part's target padded to the largest part's spots, every part's source to the largest
     # source of a part and every part's domains to the most classes of a part: the parts' fits
-    # share their compiled programs; fitted in place, every part's target is the whole source
+    # share their compiled programs
     groups = np.asarray(holdout.groups)
     parts = np.unique(groups)
     labels = source.obs[label_key].astype(str).to_numpy()
     sizes = [int(np.sum(groups == g)) for g in parts]
-    rows = dict(spot_rows=0 if holdout.in_context else max(sizes), source_rows=source.n_obs - min(sizes),
-                domain_rows=max(np.unique(labels[groups == g]).size for g in parts))
+    rows = dict(source_rows=source.n_obs - min(sizes))
+    if not holdout.in_context:  # in place, each part's target and K are the whole source's
+        rows.update(spot_rows=max(sizes), domain_rows=max(np.unique(labels[groups == g]).size for g in parts))
 
     def fit(tgt, src, lk, K):
         with warnings.catch_warnings():  # a held-out source section's warnings are not the target's
