@@ -197,6 +197,7 @@ def test_a_fit_padded_with_zero_rows_equals_the_unpadded_fit(domains):
     assert a["loglik"] == pytest.approx(b["loglik"], rel=1e-9) and a["n_iter"] == b["n_iter"]
 
 
+@pytest.mark.slow
 def test_parts_of_different_sizes_padded_alike_share_their_compiled_programs():
     """Fits padded to the same rows share compiled programs: sources of 400 and 441 spots (both
     padded to 512) the source model, and with one target the transfer step and the clustering;
